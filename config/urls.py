@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from accounts.api import TokenObtainApi
+
+handler400 = "core.errors.bad_request"
+handler403 = "core.errors.permission_denied"
+handler404 = "core.errors.not_found"
+handler500 = "core.errors.server_error"
+
+urlpatterns = [
+    path("v1/auth/token", TokenObtainApi.as_view(), name="auth-token"),
+    path("v1/", include("tenancy.api.urls")),
+    path("v1/orgs/<uuid:org_id>/", include("finance.api.urls")),
+    path("v1/system/", include("monitoring.urls")),
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,117 @@
+from decimal import Decimal
+from typing import Any
+
+from rest_framework import serializers
+
+from core.serializers import StrictSerializer
+from finance.currencies import is_currency
+from finance.selectors import EntryFilters
+from tenancy.models import Organization
+from tenancy.selectors import property_get
+
+MAX_DIGITS = 14  # 12 before the point, 2 after
+DECIMAL_PLACES = 2
+
+
+class EntryInput(StrictSerializer):
+    """Create (all required but description) or, with partial=True, update an entry.
+
+    The org comes from the URL, never the body: context["org"] must be set.
+    """
+
+    property_id = serializers.UUIDField()
+    amount = serializers.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, min_value=Decimal("0.01")
+    )
+    currency = serializers.CharField(max_length=3)
+    category = serializers.CharField(max_length=64)
+    occurred_on = serializers.DateField()
+    description = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+
+    def validate_amount(self, value: Decimal) -> Decimal:
+        if value <= 0:  # min_value already says so; this keeps 0.001-style edge cases out
+            raise serializers.ValidationError("Must be greater than zero.")
+        return value
+
+    def validate_currency(self, value: str) -> str:
+        code = value.upper()
+        if not is_currency(code):
+            raise serializers.ValidationError("Not an ISO 4217 currency code.")
+        return code
+
+    def validate_category(self, value: str) -> str:
+        return value.strip()
+
+    def validate_property_id(self, value: Any) -> Any:
+        org: Organization = self.context["org"]
+        prop = property_get(org=org, property_id=value)
+        if prop is None:
+            # Same answer whether the property is another org's or does not exist.
+            raise serializers.ValidationError("No such property in this organization.")
+        return prop
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        values = super().to_internal_value(data)
+        if "property_id" in values:
+            values["property"] = values.pop("property_id")
+        return values
+
+
+class EntryOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    org_id = serializers.UUIDField()
+    property_id = serializers.UUIDField()
+    amount = serializers.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES)
+    currency = serializers.CharField()
+    category = serializers.CharField()
+    description = serializers.CharField()
+    occurred_on = serializers.DateField()
+    created_by = serializers.UUIDField(source="created_by_id")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class EntryFilterInput(serializers.Serializer):
+    """Query-string filters: property_id, from, to (inclusive dates), category."""
+
+    property_id = serializers.UUIDField(required=False)
+    category = serializers.CharField(max_length=64, required=False)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(required=False)  # "from" is a Python keyword
+        fields["to"] = serializers.DateField(required=False)
+        return fields
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("from") and attrs.get("to") and attrs["from"] > attrs["to"]:
+            raise serializers.ValidationError({"from": ["Must not be after 'to'."]})
+        return attrs
+
+    def filters(self) -> EntryFilters:
+        data = self.validated_data
+        return EntryFilters(
+            property_id=data.get("property_id"),
+            date_from=data.get("from"),
+            date_to=data.get("to"),
+            category=data.get("category"),
+        )
+
+
+class TotalsOutput(serializers.Serializer):
+    currency = serializers.CharField()
+    revenue = serializers.CharField()
+    expense = serializers.CharField()
+    net = serializers.CharField()
+
+
+class PropertyTotalsOutput(serializers.Serializer):
+    property_id = serializers.UUIDField()
+    totals = TotalsOutput(many=True)
+
+
+class SummaryOutput(serializers.Serializer):
+    """Documents the summary's shape; the selector already returns plain values."""
+
+    totals = TotalsOutput(many=True)
+    properties = PropertyTotalsOutput(many=True)

@@ -1,0 +1,86 @@
+"""Expenses and revenues (one set of views, parameterised by model) and the summary."""
+
+import uuid
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.pagination import paginate_desc
+from finance.api.serializers import EntryFilterInput, EntryInput, EntryOutput, SummaryOutput
+from finance.models import FinanceEntry
+from finance.selectors import entries_list, entry_get, finance_summary
+from finance.services import entry_create, entry_delete, entry_update
+from tenancy.access import OrgScopedApi
+
+LIST_ORDER = ("occurred_on", "id")  # newest first; id (UUIDv7) breaks ties by creation
+
+_FILTER_PARAMS = [
+    OpenApiParameter("property_id", str),
+    OpenApiParameter("from", str, description="YYYY-MM-DD, inclusive"),
+    OpenApiParameter("to", str, description="YYYY-MM-DD, inclusive"),
+    OpenApiParameter("category", str),
+    OpenApiParameter("cursor", str),
+    OpenApiParameter("page_size", int),
+]
+
+
+def _filters(request: Request) -> EntryFilterInput:
+    query = EntryFilterInput(data=request.query_params.dict())
+    query.is_valid(raise_exception=True)
+    return query
+
+
+class EntryListCreateApi(OrgScopedApi):
+    model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+
+    @extend_schema(parameters=_FILTER_PARAMS, responses=EntryOutput(many=True))
+    def get(self, request: Request, org_id: uuid.UUID) -> Response:
+        queryset = entries_list(model=self.model, org=self.org, filters=_filters(request).filters())
+        page = paginate_desc(queryset, request, LIST_ORDER)
+        return Response(page.as_dict(EntryOutput(page.items, many=True).data))
+
+    @extend_schema(request=EntryInput, responses={201: EntryOutput})
+    def post(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = EntryInput(data=request.data, context={"org": self.org})
+        data.is_valid(raise_exception=True)
+        entry = entry_create(model=self.model, org=self.org, created_by=request.user, **data.validated_data)
+        return Response(EntryOutput(entry).data, status=status.HTTP_201_CREATED)
+
+
+class EntryDetailApi(OrgScopedApi):
+    model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+
+    def _entry(self, entry_id: uuid.UUID) -> FinanceEntry:
+        entry = entry_get(model=self.model, org=self.org, entry_id=entry_id)
+        if entry is None:
+            raise NotFound()
+        return entry
+
+    @extend_schema(responses=EntryOutput)
+    def get(self, request: Request, org_id: uuid.UUID, entry_id: uuid.UUID) -> Response:
+        return Response(EntryOutput(self._entry(entry_id)).data)
+
+    @extend_schema(request=EntryInput, responses=EntryOutput)
+    def patch(self, request: Request, org_id: uuid.UUID, entry_id: uuid.UUID) -> Response:
+        entry = self._entry(entry_id)
+        data = EntryInput(data=request.data, partial=True, context={"org": self.org})
+        data.is_valid(raise_exception=True)
+        updated = entry_update(entry=entry, changes=data.validated_data)
+        return Response(EntryOutput(updated).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, org_id: uuid.UUID, entry_id: uuid.UUID) -> Response:
+        entry_delete(entry=self._entry(entry_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FinanceSummaryApi(OrgScopedApi):
+    @extend_schema(parameters=_FILTER_PARAMS[:3], responses=SummaryOutput)
+    def get(self, request: Request, org_id: uuid.UUID) -> Response:
+        query = _filters(request)
+        summary: dict[str, Any] = finance_summary(org=self.org, filters=query.filters())
+        return Response(summary)

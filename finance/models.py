@@ -1,0 +1,69 @@
+"""Expenses and revenues: one shape, two tables, both hash-partitioned by org_id.
+
+The tables are created by hand-written SQL in the migrations (Django cannot declare a
+partitioned table): `PARTITION BY HASH (org_id)`, primary key `(org_id, id)` as
+Postgres requires, and a composite foreign key `(org_id, property_id)` to the property.
+The model keeps `id` alone as its primary key, so admin, DRF and lookups by id work;
+`id` is a UUIDv7, unique by construction. Queries should still filter on `org` so
+Postgres prunes to one partition.
+"""
+
+from django.conf import settings
+from django.db import models
+
+from core.ids import uuid7
+from tenancy.models import Organization, Property
+
+
+class FinanceEntry(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    property = models.ForeignKey(Property, on_delete=models.PROTECT, related_name="+")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    category = models.CharField(max_length=64)
+    description = models.TextField(blank=True, default="")
+    occurred_on = models.DateField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Realtime event names and cache tags use this ("expense", "revenue").
+    kind: str
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency} {self.category} on {self.occurred_on}"
+
+
+class Expense(FinanceEntry):
+    kind = "expense"
+
+    class Meta:
+        db_table = "finance_expense"
+        indexes = [
+            models.Index(fields=["org", "-occurred_on", "-id"], name="finance_expense_org_recent"),
+            models.Index(fields=["org", "property", "-occurred_on", "-id"], name="finance_expense_org_prop"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="finance_expense_amount_positive"),
+        ]
+
+
+class Revenue(FinanceEntry):
+    kind = "revenue"
+
+    class Meta:
+        db_table = "finance_revenue"
+        indexes = [
+            models.Index(fields=["org", "-occurred_on", "-id"], name="finance_revenue_org_recent"),
+            models.Index(fields=["org", "property", "-occurred_on", "-id"], name="finance_revenue_org_prop"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="finance_revenue_amount_positive"),
+        ]
+
+
+ENTRY_MODELS: dict[str, type[FinanceEntry]] = {"expense": Expense, "revenue": Revenue}

@@ -1,0 +1,53 @@
+"""Writes for finance. Every expense and revenue change goes through here."""
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+
+from accounts.models import User
+from finance.models import FinanceEntry
+from tenancy.models import Organization, Property
+
+
+def entry_create(
+    *,
+    model: type[FinanceEntry],
+    org: Organization,
+    created_by: User,
+    property: Property,
+    amount: Decimal,
+    currency: str,
+    category: str,
+    occurred_on: Any,
+    description: str = "",
+) -> FinanceEntry:
+    if property.org_id != org.id:
+        raise ValueError("property belongs to another organization")
+    return model.objects.create(
+        org=org,
+        property=property,
+        amount=amount,
+        currency=currency,
+        category=category,
+        occurred_on=occurred_on,
+        description=description,
+        created_by=created_by,
+    )
+
+
+@transaction.atomic
+def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntry:
+    """Apply `changes` under a row lock, so two concurrent PATCHes never interleave."""
+    locked = type(entry).objects.select_for_update().get(org_id=entry.org_id, id=entry.id)
+    new_property = changes.get("property")
+    if new_property is not None and new_property.org_id != locked.org_id:
+        raise ValueError("property belongs to another organization")
+    for name, value in changes.items():
+        setattr(locked, name, value)
+    locked.save(update_fields=[*changes, "updated_at"])
+    return locked
+
+
+def entry_delete(*, entry: FinanceEntry) -> None:
+    type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()

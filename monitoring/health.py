@@ -1,0 +1,49 @@
+"""Liveness and dependency checks for GET /v1/system/health.
+
+The answer names each dependency and whether it works, nothing more: no hosts, ports,
+versions or error texts, since the route is open to anyone.
+"""
+
+import logging
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connections
+
+logger = logging.getLogger("monitoring.health")
+
+
+def check_primary() -> bool:
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:
+        logger.warning("health: primary database check failed", exc_info=True)
+        return False
+
+
+def check_redis() -> bool:
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+    )
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        logger.warning("health: redis check failed", exc_info=True)
+        return False
+    finally:
+        client.close()
+
+
+def health_report() -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body): 503 when the primary is down, else 200 ok/degraded."""
+    checks = {"database": check_primary(), "redis": check_redis()}
+    body = {
+        "status": "ok" if all(checks.values()) else "degraded",
+        "checks": {name: "ok" if passed else "failing" for name, passed in checks.items()},
+    }
+    return (200 if checks["database"] else 503), body

@@ -1,0 +1,38 @@
+"""Org resolution for every /v1/orgs/{org_id}/... route.
+
+The order of refusals is part of the contract: no or bad token 401; not a member of
+the org 404 (never 403, which would confirm the org exists); a member whose role may
+not do the action 403.
+"""
+
+from typing import Any
+
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from tenancy.models import Membership, Organization
+from tenancy.roles import Role, role_allows
+from tenancy.selectors import membership_get
+
+
+class OrgScopedApi(APIView):
+    """Base view: resolves `self.org` and `self.membership` from the URL's org_id."""
+
+    read_role: Role = Role.VIEWER
+    write_role: Role = Role.MANAGER
+
+    org: Organization
+    membership: Membership
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication first: 401 before 404
+        membership = membership_get(org_id=kwargs["org_id"], user=request.user)
+        if membership is None:
+            raise NotFound()
+        required = self.read_role if request.method in SAFE_METHODS else self.write_role
+        if not role_allows(membership.role, required):
+            raise PermissionDenied(f"The {membership.role} role may not do this; {required} or above may.")
+        self.membership = membership
+        self.org = membership.org

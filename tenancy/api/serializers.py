@@ -1,0 +1,59 @@
+from rest_framework import serializers
+
+from core.serializers import StrictSerializer
+from finance.currencies import is_currency
+from tenancy.models import validate_timezone
+from tenancy.roles import Role
+
+
+class OrganizationInput(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+
+
+class OrganizationOutput(serializers.Serializer):
+    """An org as seen by one member (their role included)."""
+
+    id = serializers.UUIDField(source="org.id")
+    name = serializers.CharField(source="org.name")
+    role = serializers.CharField()
+    created_at = serializers.DateTimeField(source="org.created_at")
+
+
+class MemberInput(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberOutput(serializers.Serializer):
+    user_id = serializers.UUIDField()
+    username = serializers.CharField(source="user.username")
+    role = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class PropertyInput(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    currency = serializers.CharField(max_length=3)
+    timezone = serializers.CharField(max_length=64)
+
+    def validate_currency(self, value: str) -> str:
+        code = value.upper()
+        if not is_currency(code):
+            raise serializers.ValidationError("Not an ISO 4217 currency code.")
+        return code
+
+    def validate_timezone(self, value: str) -> str:
+        try:
+            validate_timezone(value)
+        except Exception as exc:
+            raise serializers.ValidationError(str(getattr(exc, "message", exc))) from None
+        return value
+
+
+class PropertyOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    org_id = serializers.UUIDField()
+    name = serializers.CharField()
+    currency = serializers.CharField()
+    timezone = serializers.CharField()
+    created_at = serializers.DateTimeField()

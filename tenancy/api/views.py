@@ -1,0 +1,89 @@
+"""Orgs, members and properties: thin views over tenancy services and selectors."""
+
+import uuid
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from core.pagination import paginate_desc
+from tenancy.access import OrgScopedApi
+from tenancy.api.serializers import (
+    MemberInput,
+    MemberOutput,
+    OrganizationInput,
+    OrganizationOutput,
+    PropertyInput,
+    PropertyOutput,
+)
+from tenancy.roles import Role
+from tenancy.selectors import memberships_of_org, memberships_of_user, properties_of_org, property_get
+from tenancy.services import membership_add, organization_create, property_create
+
+
+class OrganizationListCreateApi(APIView):
+    @extend_schema(responses=OrganizationOutput(many=True))
+    def get(self, request: Request) -> Response:
+        page = paginate_desc(memberships_of_user(user=request.user), request, ("org_id",))
+        return Response(page.as_dict(OrganizationOutput(page.items, many=True).data))
+
+    @extend_schema(request=OrganizationInput, responses={201: OrganizationOutput})
+    def post(self, request: Request) -> Response:
+        data = OrganizationInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = organization_create(name=data.validated_data["name"], owner=request.user)
+        return Response(OrganizationOutput(membership).data, status=status.HTTP_201_CREATED)
+
+
+class OrganizationDetailApi(OrgScopedApi):
+    @extend_schema(responses=OrganizationOutput)
+    def get(self, request: Request, org_id: uuid.UUID) -> Response:
+        return Response(OrganizationOutput(self.membership).data)
+
+
+class MemberListCreateApi(OrgScopedApi):
+    write_role = Role.OWNER
+
+    @extend_schema(responses=MemberOutput(many=True))
+    def get(self, request: Request, org_id: uuid.UUID) -> Response:
+        page = paginate_desc(memberships_of_org(org=self.org), request, ("id",))
+        return Response(page.as_dict(MemberOutput(page.items, many=True).data))
+
+    @extend_schema(request=MemberInput, responses={201: MemberOutput})
+    def post(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = MemberInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = User.objects.filter(username=data.validated_data["username"], is_active=True).first()
+        if user is None:
+            raise serializers.ValidationError({"username": ["No active user with this username."]})
+        if memberships_of_org(org=self.org).filter(user=user).exists():
+            raise serializers.ValidationError({"username": ["Already a member of this organization."]})
+        membership = membership_add(org=self.org, user=user, role=Role(data.validated_data["role"]))
+        return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
+
+
+class PropertyListCreateApi(OrgScopedApi):
+    @extend_schema(responses=PropertyOutput(many=True))
+    def get(self, request: Request, org_id: uuid.UUID) -> Response:
+        page = paginate_desc(properties_of_org(org=self.org), request, ("id",))
+        return Response(page.as_dict(PropertyOutput(page.items, many=True).data))
+
+    @extend_schema(request=PropertyInput, responses={201: PropertyOutput})
+    def post(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = PropertyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        prop = property_create(org=self.org, **data.validated_data)
+        return Response(PropertyOutput(prop).data, status=status.HTTP_201_CREATED)
+
+
+class PropertyDetailApi(OrgScopedApi):
+    @extend_schema(responses=PropertyOutput)
+    def get(self, request: Request, org_id: uuid.UUID, property_id: uuid.UUID) -> Response:
+        prop = property_get(org=self.org, property_id=property_id)
+        if prop is None:
+            raise NotFound()
+        return Response(PropertyOutput(prop).data)

@@ -1,0 +1,22 @@
+"""Writes for tenancy."""
+
+from django.db import transaction
+
+from accounts.models import User
+from tenancy.models import Membership, Organization, Property
+from tenancy.roles import Role
+
+
+@transaction.atomic
+def organization_create(*, name: str, owner: User) -> Membership:
+    """Create an org with `owner` as its first member; returns the owner's membership."""
+    org = Organization.objects.create(name=name)
+    return Membership.objects.create(org=org, user=owner, role=Role.OWNER)
+
+
+def membership_add(*, org: Organization, user: User, role: Role) -> Membership:
+    return Membership.objects.create(org=org, user=user, role=role)
+
+
+def property_create(*, org: Organization, name: str, currency: str, timezone: str) -> Property:
+    return Property.objects.create(org=org, name=name, currency=currency, timezone=timezone)

@@ -1,0 +1,104 @@
+"""Fixtures shared by the whole suite. Tests run against the real local stack
+(bin/stack): Postgres primary with streaming replicas, and Redis."""
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from tenancy.models import Membership, Organization, Property
+from tenancy.roles import Role
+
+_counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Real hashing costs ~0.3 s per user; tests create hundreds. Not a security test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., User]:
+    def make(username: str | None = None, *, is_staff: bool = False, password: str = "pw-123456!") -> User:
+        name = username or f"user{next(_counter)}"
+        return User.objects.create_user(username=name, password=password, is_staff=is_staff)
+
+    return make
+
+
+@pytest.fixture
+def client_for() -> Callable[[User | None], APIClient]:
+    """An API client authenticated with the user's token (or anonymous for None)."""
+
+    def make(user: User | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+class Tenant:
+    """An org with an owner, a manager, a viewer, one property and API clients for each."""
+
+    def __init__(self, make_user: Callable[..., User], client_for: Callable[[User | None], APIClient]):
+        self.org = Organization.objects.create(name=f"Hotel {next(_counter)}")
+        self.users: dict[str, User] = {}
+        self.clients: dict[str, APIClient] = {}
+        for role in Role:
+            user = make_user()
+            Membership.objects.create(org=self.org, user=user, role=role)
+            self.users[role.value] = user
+            self.clients[role.value] = client_for(user)
+        self.property = Property.objects.create(
+            org=self.org, name="Main building", currency="EUR", timezone="Europe/Paris"
+        )
+
+    @property
+    def owner(self) -> APIClient:
+        return self.clients["owner"]
+
+    @property
+    def manager(self) -> APIClient:
+        return self.clients["manager"]
+
+    @property
+    def viewer(self) -> APIClient:
+        return self.clients["viewer"]
+
+    def url(self, suffix: str = "") -> str:
+        return f"/v1/orgs/{self.org.id}{suffix}"
+
+    def entry_payload(self, **overrides: Any) -> dict[str, Any]:
+        payload = {
+            "property_id": str(self.property.id),
+            "amount": "12.50",
+            "currency": "EUR",
+            "category": "laundry",
+            "occurred_on": "2026-11-01",
+            "description": "Towels",
+        }
+        payload.update(overrides)
+        return payload
+
+
+@pytest.fixture
+def make_tenant(db: None, make_user: Callable[..., User], client_for: Callable) -> Callable[[], Tenant]:
+    return lambda: Tenant(make_user, client_for)
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[[], Tenant]) -> Tenant:
+    return make_tenant()
+
+
+@pytest.fixture
+def other_tenant(make_tenant: Callable[[], Tenant]) -> Tenant:
+    return make_tenant()

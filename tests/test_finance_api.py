@@ -1,0 +1,303 @@
+"""Expenses and revenues: CRUD, validation (CONTRACT §2), exact money, pagination, summary."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from finance.models import Expense, Revenue
+
+pytestmark = pytest.mark.django_db
+
+KINDS = [("expenses", Expense), ("revenues", Revenue)]
+RESOURCE_FIELDS = {
+    "id", "org_id", "property_id", "amount", "currency", "category", "description",
+    "occurred_on", "created_by", "created_at", "updated_at",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "model"), KINDS)
+def test_create_retrieve_update_delete(tenant, kind, model):
+    created = tenant.manager.post(tenant.url(f"/{kind}"), tenant.entry_payload(), format="json")
+    assert created.status_code == 201
+    body = created.json()
+    assert set(body) == RESOURCE_FIELDS
+    assert body["amount"] == "12.50"
+    assert body["org_id"] == str(tenant.org.id)
+    assert body["created_by"] == str(tenant.users["manager"].id)
+    row = model.objects.get(id=body["id"])
+    assert (row.amount, row.org_id, row.currency) == (Decimal("12.50"), tenant.org.id, "EUR")
+
+    detail = tenant.viewer.get(tenant.url(f"/{kind}/{body['id']}"))
+    assert detail.status_code == 200
+    assert detail.json() == body
+
+    patched = tenant.owner.patch(tenant.url(f"/{kind}/{body['id']}"), {"amount": "99.99"}, format="json")
+    assert patched.status_code == 200
+    assert patched.json()["amount"] == "99.99"
+    assert patched.json()["category"] == "laundry"
+    row.refresh_from_db()
+    assert row.amount == Decimal("99.99")
+
+    deleted = tenant.manager.delete(tenant.url(f"/{kind}/{body['id']}"))
+    assert deleted.status_code == 204
+    assert not model.objects.filter(id=body["id"]).exists()
+    assert tenant.viewer.get(tenant.url(f"/{kind}/{body['id']}")).status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["expenses", "revenues"])
+def test_a_viewer_cannot_write(tenant, kind):
+    created = tenant.manager.post(tenant.url(f"/{kind}"), tenant.entry_payload(), format="json").json()
+    url = tenant.url(f"/{kind}/{created['id']}")
+    assert tenant.viewer.post(tenant.url(f"/{kind}"), tenant.entry_payload(), format="json").status_code == 403
+    assert tenant.viewer.patch(url, {"amount": "1.00"}, format="json").status_code == 403
+    assert tenant.viewer.delete(url).status_code == 403
+    assert Expense.objects.count() + Revenue.objects.count() == 1
+    assert tenant.viewer.get(url).json()["amount"] == "12.50"
+
+
+# --- validation ------------------------------------------------------------------------
+
+INVALID_BODIES = [
+    ("amount", {"amount": "0"}),
+    ("amount", {"amount": 0}),
+    ("amount", {"amount": "-5.00"}),
+    ("amount", {"amount": "1.005"}),
+    ("amount", {"amount": "1234567890123.00"}),  # 13 digits before the point
+    ("amount", {"amount": "NaN"}),
+    ("amount", {"amount": "Infinity"}),
+    ("amount", {"amount": "-Infinity"}),
+    ("amount", {"amount": "1e400"}),
+    ("amount", {"amount": True}),
+    ("amount", {"amount": [1]}),
+    ("amount", {"amount": {"value": 1}}),
+    ("amount", {"amount": "12,50"}),
+    ("amount", {"amount": None}),
+    ("currency", {"currency": "ABC"}),
+    ("currency", {"currency": "EURO"}),
+    ("currency", {"currency": 978}),
+    ("occurred_on", {"occurred_on": "2026-13-01"}),
+    ("occurred_on", {"occurred_on": "yesterday"}),
+    ("property_id", {"property_id": "not-a-uuid"}),
+    ("property_id", {"property_id": "00000000-0000-7000-8000-000000000000"}),
+    ("category", {"category": ""}),
+    ("category", {"category": "x" * 65}),
+    ("description", {"description": "x" * 2001}),
+    ("ammount", {"ammount": "12.50"}),  # unknown field
+    ("org_id", {"org_id": "00000000-0000-7000-8000-000000000000"}),  # read-only is unknown input
+    ("id", {"id": "00000000-0000-7000-8000-000000000000"}),
+]
+
+
+@pytest.mark.parametrize(("field", "change"), INVALID_BODIES, ids=[json.dumps(c)[:40] for _, c in INVALID_BODIES])
+def test_each_invalid_field_is_a_400_naming_it_and_writes_nothing(tenant, field, change):
+    response = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(**change), format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json(), response.json()
+    assert isinstance(response.json()[field], list)
+    assert Expense.objects.count() == 0
+
+
+@pytest.mark.parametrize("missing", ["property_id", "amount", "currency", "category", "occurred_on"])
+def test_each_required_field_is_required(tenant, missing):
+    payload = tenant.entry_payload()
+    del payload[missing]
+    response = tenant.manager.post(tenant.url("/expenses"), payload, format="json")
+    assert response.status_code == 400
+    assert response.json()[missing] == ["This field is required."]
+    assert Expense.objects.count() == 0
+
+
+def test_another_orgs_property_is_a_field_error(tenant, other_tenant):
+    payload = tenant.entry_payload(property_id=str(other_tenant.property.id))
+    response = tenant.manager.post(tenant.url("/expenses"), payload, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"property_id": ["No such property in this organization."]}
+    assert Expense.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected_key"),
+    [
+        (b"", "property_id"),  # empty body: every required field is missing
+        (b"{}", "property_id"),
+        (b'{"amount": NaN}', "detail"),  # NaN and Infinity are not JSON
+        (b'{"amount": Infinity}', "detail"),
+        (b'{"amount": 12.5', "detail"),  # truncated
+        (b"not json", "detail"),
+        (b"[1, 2]", "non_field_errors"),
+        (b'"a string"', "non_field_errors"),
+        (b"\xff\xfe", "detail"),  # not UTF-8
+        (b"[" * 100_000 + b"]" * 100_000, "detail"),  # nesting bomb
+    ],
+)
+def test_malformed_bodies_are_clean_400s(tenant, raw, expected_key):
+    response = tenant.manager.generic("POST", tenant.url("/expenses"), raw, content_type="application/json")
+    assert response.status_code == 400, response.content[:200]
+    assert response["Content-Type"] == "application/json"
+    assert expected_key in response.json()
+    assert Expense.objects.count() == 0
+
+
+def test_an_unsupported_content_type_is_415(tenant):
+    response = tenant.manager.generic("POST", tenant.url("/expenses"), b"amount=1", content_type="text/plain")
+    assert response.status_code == 415
+    assert Expense.objects.count() == 0
+
+
+def test_a_json_number_amount_is_read_exactly(tenant):
+    raw = json.dumps(tenant.entry_payload()).replace('"12.50"', "1234567890.12").encode()
+    response = tenant.manager.generic("POST", tenant.url("/expenses"), raw, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert response.json()["amount"] == "1234567890.12"
+    assert Expense.objects.get().amount == Decimal("1234567890.12")
+    # The largest amount the contract allows survives the round trip too.
+    raw = json.dumps(tenant.entry_payload()).replace('"12.50"', "999999999999.99").encode()
+    response = tenant.manager.generic("POST", tenant.url("/expenses"), raw, content_type="application/json")
+    assert response.json()["amount"] == "999999999999.99"
+
+
+def test_patch_validates_like_create_and_rejects_unknown_fields(tenant, other_tenant):
+    entry = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").json()
+    url = tenant.url(f"/expenses/{entry['id']}")
+    for change in (
+        {"amount": "-1"},
+        {"currency": "XXX1"},
+        {"property_id": str(other_tenant.property.id)},
+        {"org_id": str(other_tenant.org.id)},
+        {"colour": "red"},
+    ):
+        response = tenant.manager.patch(url, change, format="json")
+        assert response.status_code == 400, change
+        assert next(iter(change)) in response.json()
+    row = Expense.objects.get()
+    assert (row.amount, row.org_id, row.property_id) == (Decimal("12.50"), tenant.org.id, tenant.property.id)
+
+
+# --- listing -----------------------------------------------------------------------------
+
+
+def _post(tenant, kind="expenses", **overrides):
+    response = tenant.manager.post(tenant.url(f"/{kind}"), tenant.entry_payload(**overrides), format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def test_list_is_newest_first_and_filters(tenant):
+    second_property = tenant.owner.post(
+        tenant.url("/properties"), {"name": "Annex", "currency": "USD", "timezone": "America/New_York"}, format="json"
+    ).json()
+    a = _post(tenant, occurred_on="2026-01-10", category="food")
+    b = _post(tenant, occurred_on="2026-03-10", category="laundry")
+    c = _post(tenant, occurred_on="2026-02-10", category="food", property_id=second_property["id"])
+
+    def ids(query: str = "") -> list[str]:
+        response = tenant.viewer.get(tenant.url(f"/expenses{query}"))
+        assert response.status_code == 200, response.content
+        return [row["id"] for row in response.json()["results"]]
+
+    assert ids() == [b["id"], c["id"], a["id"]]
+    assert ids("?category=food") == [c["id"], a["id"]]
+    assert ids(f"?property_id={second_property['id']}") == [c["id"]]
+    assert ids("?from=2026-02-01") == [b["id"], c["id"]]
+    assert ids("?to=2026-02-10") == [c["id"], a["id"]]
+    assert ids("?from=2026-02-10&to=2026-02-10") == [c["id"]]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["?from=2026-99-01", "?to=x", "?property_id=nope", "?page_size=0", "?page_size=201", "?page_size=a",
+     "?cursor=garbage", "?cursor=W1siZGF0ZSIsIngiXV0", "?from=2026-02-02&to=2026-02-01"],
+)  # fmt: skip
+def test_bad_query_parameters_are_400(tenant, query):
+    response = tenant.viewer.get(tenant.url(f"/expenses{query}"))
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+
+
+def test_cursor_pagination_never_skips_or_repeats_while_rows_are_inserted(tenant):
+    for day in range(1, 26):
+        _post(tenant, occurred_on=f"2026-05-{day:02d}")
+    seen: list[str] = []
+    url = tenant.url("/expenses?page_size=7")
+    inserted_during: list[dict] = []
+    while url:
+        page = tenant.viewer.get(url).json()
+        seen += [row["id"] for row in page["results"]]
+        # Between page fetches, rows arrive: newer ones, older ones and same-day ones.
+        for occurred_on in ("2026-06-30", "2026-04-01", "2026-05-13"):
+            inserted_during.append(_post(tenant, occurred_on=occurred_on))
+        url = page["next"]
+        if len(inserted_during) > 60:
+            break
+    assert len(seen) == len(set(seen)), "a row was repeated"
+    original = [str(i) for i in Expense.objects.filter(org=tenant.org).exclude(
+        id__in=[row["id"] for row in inserted_during]).order_by("-occurred_on", "-id").values_list("id", flat=True)]
+    assert [i for i in seen if i in set(original)] == original, "a row was skipped or out of order"
+
+
+def test_page_size_and_next_link(tenant):
+    for _ in range(5):
+        _post(tenant)
+    first = tenant.viewer.get(tenant.url("/expenses?page_size=2&category=laundry")).json()
+    assert len(first["results"]) == 2
+    assert first["next"].startswith("http://testserver/v1/orgs/")
+    assert "category=laundry" in first["next"]
+    assert "page_size=2" in first["next"]
+    rest = tenant.viewer.get(first["next"].removeprefix("http://testserver")).json()
+    last = tenant.viewer.get(rest["next"].removeprefix("http://testserver")).json()
+    assert len(rest["results"]) == 2 and len(last["results"]) == 1
+    assert last["next"] is None
+
+
+def test_list_query_count_does_not_grow_with_rows(tenant, django_assert_max_num_queries):
+    for _ in range(30):
+        _post(tenant)
+    with django_assert_max_num_queries(3):  # token+user, membership+org, the page
+        response = tenant.viewer.get(tenant.url("/expenses?page_size=30"))
+    assert len(response.json()["results"]) == 30
+
+
+# --- summary -------------------------------------------------------------------------------
+
+
+def test_summary_totals_per_currency_and_property_never_mixed(tenant):
+    annex = tenant.owner.post(
+        tenant.url("/properties"), {"name": "Annex", "currency": "USD", "timezone": "UTC"}, format="json"
+    ).json()
+    _post(tenant, "revenues", amount="100.10", currency="EUR")
+    _post(tenant, "revenues", amount="0.20", currency="EUR")
+    _post(tenant, "expenses", amount="30.05", currency="EUR")
+    _post(tenant, "revenues", amount="50.00", currency="USD", property_id=annex["id"])
+    _post(tenant, "expenses", amount="75.00", currency="USD", property_id=annex["id"])
+    _post(tenant, "expenses", amount="1.00", currency="JPY", property_id=annex["id"], occurred_on="2025-01-01")
+
+    summary = tenant.viewer.get(tenant.url("/finance/summary")).json()
+    assert summary["totals"] == [
+        {"currency": "EUR", "revenue": "100.30", "expense": "30.05", "net": "70.25"},
+        {"currency": "JPY", "revenue": "0.00", "expense": "1.00", "net": "-1.00"},
+        {"currency": "USD", "revenue": "50.00", "expense": "75.00", "net": "-25.00"},
+    ]
+    per_property = {p["property_id"]: p["totals"] for p in summary["properties"]}
+    assert per_property[str(tenant.property.id)] == [
+        {"currency": "EUR", "revenue": "100.30", "expense": "30.05", "net": "70.25"}
+    ]
+    assert [t["currency"] for t in per_property[annex["id"]]] == ["JPY", "USD"]
+
+    # The totals equal the sum of the rows, currency by currency.
+    for currency_total in summary["totals"]:
+        currency = currency_total["currency"]
+        revenue = sum(r.amount for r in Revenue.objects.filter(org=tenant.org, currency=currency))
+        expense = sum(e.amount for e in Expense.objects.filter(org=tenant.org, currency=currency))
+        assert Decimal(currency_total["revenue"]) == revenue
+        assert Decimal(currency_total["expense"]) == expense
+
+    filtered = tenant.viewer.get(tenant.url("/finance/summary?from=2026-01-01")).json()
+    assert [t["currency"] for t in filtered["totals"]] == ["EUR", "USD"]
+    only_annex = tenant.viewer.get(tenant.url(f"/finance/summary?property_id={annex['id']}")).json()
+    assert [t["currency"] for t in only_annex["totals"]] == ["JPY", "USD"]
+
+
+def test_summary_of_an_empty_org(tenant):
+    summary = tenant.viewer.get(tenant.url("/finance/summary")).json()
+    assert summary["totals"] == [] and summary["properties"] == []
