@@ -125,6 +125,12 @@ class ASGIBodyLimit:
         async def replay() -> dict[str, Any]:
             return messages.pop(0) if messages else await receive()
 
+        if declared is None:
+            # A chunked body: Django reads only Content-Length bytes, so give it one.
+            scope = dict(scope)
+            scope["headers"] = [
+                (name, value) for name, value in scope.get("headers") or [] if name != b"transfer-encoding"
+            ] + [(b"content-length", str(size).encode())]
         await self.app(scope, replay, send)
 
     @staticmethod

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularJSONAPIView
 
 from accounts.api import TokenObtainApi
 
@@ -14,6 +14,6 @@ urlpatterns = [
     path("v1/", include("tenancy.api.urls")),
     path("v1/orgs/<uuid:org_id>/", include("finance.api.urls")),
     path("v1/system/", include("monitoring.urls")),
-    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("v1/schema", SpectacularJSONAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
 ]

@@ -30,7 +30,9 @@ class Organization(models.Model):
 class Membership(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     # Indexed by the composite keys below, not one index per foreign key.
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    org = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships", db_index=False
     )

@@ -102,3 +102,27 @@ def tenant(make_tenant: Callable[[], Tenant]) -> Tenant:
 @pytest.fixture
 def other_tenant(make_tenant: Callable[[], Tenant]) -> Tenant:
     return make_tenant()
+
+
+def test_database_url() -> str:
+    """The URL of the test database pytest-django created, for server subprocesses."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    return f"postgres://{params['USER']}@{params['HOST']}:{params['PORT']}/{params['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def live_wsgi(django_db_setup: None, django_db_blocker: Any) -> Any:
+    from tests.live_server import running_server
+
+    with django_db_blocker.unblock(), running_server(test_database_url()) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def live_asgi(django_db_setup: None, django_db_blocker: Any) -> Any:
+    from tests.live_server import running_server
+
+    with django_db_blocker.unblock(), running_server(test_database_url(), kind="asgi") as url:
+        yield url

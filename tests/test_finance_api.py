@@ -49,7 +49,9 @@ def test_create_retrieve_update_delete(tenant, kind, model):
 def test_a_viewer_cannot_write(tenant, kind):
     created = tenant.manager.post(tenant.url(f"/{kind}"), tenant.entry_payload(), format="json").json()
     url = tenant.url(f"/{kind}/{created['id']}")
-    assert tenant.viewer.post(tenant.url(f"/{kind}"), tenant.entry_payload(), format="json").status_code == 403
+    assert (
+        tenant.viewer.post(tenant.url(f"/{kind}"), tenant.entry_payload(), format="json").status_code == 403
+    )
     assert tenant.viewer.patch(url, {"amount": "1.00"}, format="json").status_code == 403
     assert tenant.viewer.delete(url).status_code == 403
     assert Expense.objects.count() + Revenue.objects.count() == 1
@@ -89,7 +91,9 @@ INVALID_BODIES = [
 ]
 
 
-@pytest.mark.parametrize(("field", "change"), INVALID_BODIES, ids=[json.dumps(c)[:40] for _, c in INVALID_BODIES])
+@pytest.mark.parametrize(
+    ("field", "change"), INVALID_BODIES, ids=[json.dumps(c)[:40] for _, c in INVALID_BODIES]
+)
 def test_each_invalid_field_is_a_400_naming_it_and_writes_nothing(tenant, field, change):
     response = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(**change), format="json")
     assert response.status_code == 400, response.content
@@ -185,7 +189,9 @@ def _post(tenant, kind="expenses", **overrides):
 
 def test_list_is_newest_first_and_filters(tenant):
     second_property = tenant.owner.post(
-        tenant.url("/properties"), {"name": "Annex", "currency": "USD", "timezone": "America/New_York"}, format="json"
+        tenant.url("/properties"),
+        {"name": "Annex", "currency": "USD", "timezone": "America/New_York"},
+        format="json",
     ).json()
     a = _post(tenant, occurred_on="2026-01-10", category="food")
     b = _post(tenant, occurred_on="2026-03-10", category="laundry")
@@ -231,8 +237,13 @@ def test_cursor_pagination_never_skips_or_repeats_while_rows_are_inserted(tenant
         if len(inserted_during) > 60:
             break
     assert len(seen) == len(set(seen)), "a row was repeated"
-    original = [str(i) for i in Expense.objects.filter(org=tenant.org).exclude(
-        id__in=[row["id"] for row in inserted_during]).order_by("-occurred_on", "-id").values_list("id", flat=True)]
+    original = [
+        str(i)
+        for i in Expense.objects.filter(org=tenant.org)
+        .exclude(id__in=[row["id"] for row in inserted_during])
+        .order_by("-occurred_on", "-id")
+        .values_list("id", flat=True)
+    ]
     assert [i for i in seen if i in set(original)] == original, "a row was skipped or out of order"
 
 
@@ -270,7 +281,9 @@ def test_summary_totals_per_currency_and_property_never_mixed(tenant):
     _post(tenant, "expenses", amount="30.05", currency="EUR")
     _post(tenant, "revenues", amount="50.00", currency="USD", property_id=annex["id"])
     _post(tenant, "expenses", amount="75.00", currency="USD", property_id=annex["id"])
-    _post(tenant, "expenses", amount="1.00", currency="JPY", property_id=annex["id"], occurred_on="2025-01-01")
+    _post(
+        tenant, "expenses", amount="1.00", currency="JPY", property_id=annex["id"], occurred_on="2025-01-01"
+    )
 
     summary = tenant.viewer.get(tenant.url("/finance/summary")).json()
     assert summary["totals"] == [

@@ -55,18 +55,26 @@ def test_org_list_is_paginated_and_only_the_callers(make_user, client_for, tenan
 
 def test_owner_adds_members_and_roles_take_effect(tenant, make_user, client_for):
     newcomer = make_user("newcomer")
-    response = tenant.owner.post(tenant.url("/members"), {"username": "newcomer", "role": "viewer"}, format="json")
+    response = tenant.owner.post(
+        tenant.url("/members"), {"username": "newcomer", "role": "viewer"}, format="json"
+    )
     assert response.status_code == 201
     assert response.json()["role"] == "viewer" and response.json()["user_id"] == str(newcomer.id)
     client = client_for(newcomer)
     assert client.get(tenant.url("/expenses")).status_code == 200
     assert client.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").status_code == 403
 
-    again = tenant.owner.post(tenant.url("/members"), {"username": "newcomer", "role": "owner"}, format="json")
+    again = tenant.owner.post(
+        tenant.url("/members"), {"username": "newcomer", "role": "owner"}, format="json"
+    )
     assert again.status_code == 400
-    unknown = tenant.owner.post(tenant.url("/members"), {"username": "ghost", "role": "viewer"}, format="json")
+    unknown = tenant.owner.post(
+        tenant.url("/members"), {"username": "ghost", "role": "viewer"}, format="json"
+    )
     assert unknown.status_code == 400 and "username" in unknown.json()
-    bad_role = tenant.owner.post(tenant.url("/members"), {"username": "newcomer", "role": "admin"}, format="json")
+    bad_role = tenant.owner.post(
+        tenant.url("/members"), {"username": "newcomer", "role": "admin"}, format="json"
+    )
     assert bad_role.status_code == 400 and "role" in bad_role.json()
 
 
@@ -74,7 +82,9 @@ def test_owner_adds_members_and_roles_take_effect(tenant, make_user, client_for)
 def test_only_an_owner_adds_members(tenant, make_user, role):
     make_user("hopeful")
     before = Membership.objects.count()
-    response = tenant.clients[role].post(tenant.url("/members"), {"username": "hopeful", "role": "owner"}, format="json")
+    response = tenant.clients[role].post(
+        tenant.url("/members"), {"username": "hopeful", "role": "owner"}, format="json"
+    )
     assert response.status_code == 403
     assert Membership.objects.count() == before
     assert tenant.clients[role].get(tenant.url("/members")).status_code == 200

@@ -67,7 +67,12 @@ def _fill(route: str, ids: dict[str, uuid.UUID]) -> str:
 
 
 def _counts() -> tuple[int, int, int, int]:
-    return Expense.objects.count(), Revenue.objects.count(), Property.objects.count(), Membership.objects.count()
+    return (
+        Expense.objects.count(),
+        Revenue.objects.count(),
+        Property.objects.count(),
+        Membership.objects.count(),
+    )
 
 
 @pytest.mark.parametrize(("route", "method"), ROUTES, ids=[f"{m.upper()} {r}" for r, m in ROUTES])
