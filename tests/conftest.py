@@ -22,6 +22,14 @@ def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _static_files_without_collectstatic(settings: Any) -> None:
+    """The manifest storage needs `collectstatic` (make run does it); tests skip that."""
+    settings.STORAGES = settings.STORAGES | {
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    }
+
+
 @pytest.fixture
 def make_user(db: None) -> Callable[..., User]:
     def make(username: str | None = None, *, is_staff: bool = False, password: str = "pw-123456!") -> User:
