@@ -1,0 +1,97 @@
+"""Every project metric, in one place (django-prometheus covers HTTP and DB basics).
+
+Rules: names end in `_total` (counters) or `_seconds`/`_bytes` (units); label sets are
+fixed and small; no label ever carries an org, user, property or entry id (10 million
+orgs would be 10 million series). Gauges declare how they add up across server
+processes (prometheus_client multiprocess mode): `livesum` for things each live
+process holds, `max`/`mostrecent` for facts every process measures alike.
+
+SLO thresholds are bucket boundaries (0.3 s for the API, 1 s for realtime delivery),
+so an SLI is `bucket{le=threshold} / count`, never an averaged quantile.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+API_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# --- HTTP API ---------------------------------------------------------------------------
+api_requests = Counter(
+    "api_requests_total",
+    "API requests by route template, method and status class.",
+    ["route", "method", "status_class"],
+)
+api_request_duration = Histogram(
+    "api_request_duration_seconds",
+    "API request latency by route template, method and status class.",
+    ["route", "method", "status_class"],
+    buckets=API_LATENCY_BUCKETS,
+)
+
+# --- Database routing and replicas ------------------------------------------------------
+db_router_decisions = Counter(
+    "db_router_decisions_total",
+    "Read routing decisions: target is replica or primary; reason says why.",
+    ["target", "reason"],
+)
+db_queries = Counter("db_queries_total", "Queries executed, by database alias.", ["alias"])
+db_replica_lag_seconds = Gauge(
+    "db_replica_lag_seconds", "Replay lag of each replica in seconds.", ["alias"], multiprocess_mode="max"
+)
+db_replica_lag_bytes = Gauge(
+    "db_replica_lag_bytes", "Replay lag of each replica in WAL bytes.", ["alias"], multiprocess_mode="max"
+)
+db_replica_in_rotation = Gauge(
+    "db_replica_in_rotation",
+    "1 when the replica serves reads, 0 when it is out of rotation.",
+    ["alias"],
+    multiprocess_mode="min",
+)
+db_pool_connections = Gauge(
+    "db_pool_connections",
+    "Connection pool state per alias: size, in_use, idle, waiting.",
+    ["alias", "state"],
+    multiprocess_mode="livesum",
+)
+db_pool_max_connections = Gauge(
+    "db_pool_max_connections", "Pool capacity per alias.", ["alias"], multiprocess_mode="livesum"
+)
+
+# --- Idempotency --------------------------------------------------------------------------
+idempotency_requests = Counter(
+    "idempotency_requests_total",
+    "Writes carrying an Idempotency-Key, by outcome: executed, replayed, conflict (409), "
+    "mismatch (422), invalid (400).",
+    ["outcome"],
+)
+idempotency_redis_degraded = Counter(
+    "idempotency_redis_degraded_total",
+    "Idempotent requests served without Redis (down, slow, or circuit open).",
+)
+
+# --- Realtime -----------------------------------------------------------------------------
+realtime_connections = Gauge(
+    "realtime_connections", "Open websocket connections.", multiprocess_mode="livesum"
+)
+realtime_rejections = Counter(
+    "realtime_rejections_total",
+    "Refused websocket connections by reason: auth, not_member, user_limit, org_limit.",
+    ["reason"],
+)
+realtime_deliveries = Counter("realtime_deliveries_total", "Events sent to websocket clients.")
+realtime_delivery_latency = Histogram(
+    "realtime_delivery_latency_seconds",
+    "Time from a change's commit to its event being sent on a socket.",
+    buckets=DELIVERY_BUCKETS,
+)
+realtime_slow_consumer_disconnects = Counter(
+    "realtime_slow_consumer_disconnects_total", "Sockets closed because the client did not read."
+)
+
+# --- Edge cache ---------------------------------------------------------------------------
+cdn_purges = Counter(
+    "cdn_purges_total", "Purge requests to the CDN by provider and outcome.", ["provider", "outcome"]
+)
+cdn_purge_queue_depth = Gauge(
+    "cdn_purge_queue_depth", "Purges waiting for retry in the durable queue.", multiprocess_mode="max"
+)
