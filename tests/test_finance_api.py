@@ -314,3 +314,13 @@ def test_summary_totals_per_currency_and_property_never_mixed(tenant):
 def test_summary_of_an_empty_org(tenant):
     summary = tenant.viewer.get(tenant.url("/finance/summary")).json()
     assert summary["totals"] == [] and summary["properties"] == []
+
+
+def test_the_fast_renderer_matches_the_documented_serializer(tenant):
+    from finance.api.serializers import EntryOutput, entry_output
+
+    _post(tenant, amount="1234567890.10", description="ünïcode")
+    _post(tenant, "revenues", amount="0.01")
+    for model in (Expense, Revenue):
+        entry = model.objects.get()
+        assert entry_output(entry) == dict(EntryOutput(entry).data)

@@ -1,3 +1,4 @@
+import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -5,6 +6,7 @@ from rest_framework import serializers
 
 from core.serializers import StrictSerializer
 from finance.currencies import is_currency
+from finance.models import FinanceEntry
 from finance.selectors import EntryFilters
 from tenancy.models import Organization
 from tenancy.selectors import property_get
@@ -69,6 +71,34 @@ class EntryOutput(serializers.Serializer):
     created_by = serializers.UUIDField(source="created_by_id")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+
+def entry_output(entry: FinanceEntry) -> dict[str, Any]:
+    """`EntryOutput(entry).data`, built directly: about 10x cheaper per row.
+
+    List pages render up to 200 rows and DRF's per-field machinery dominated their
+    cost (bench/serving.py, profiled). EntryOutput stays the documented schema; a test
+    keeps the two identical.
+    """
+    return {
+        "id": str(entry.id),
+        "org_id": str(entry.org_id),
+        "property_id": str(entry.property_id),
+        "amount": f"{entry.amount:.2f}",
+        "currency": entry.currency,
+        "category": entry.category,
+        "description": entry.description,
+        "occurred_on": entry.occurred_on.isoformat(),
+        "created_by": str(entry.created_by_id),
+        "created_at": _drf_datetime(entry.created_at),
+        "updated_at": _drf_datetime(entry.updated_at),
+    }
+
+
+def _drf_datetime(value: datetime.datetime) -> str:
+    """The ISO 8601 form DRF renders (UTC as "Z")."""
+    text = value.isoformat()
+    return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
 
 
 class EntryFilterInput(serializers.Serializer):

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.pagination import paginate_desc
-from finance.api.serializers import EntryFilterInput, EntryInput, EntryOutput, SummaryOutput
+from finance.api.serializers import EntryFilterInput, EntryInput, EntryOutput, SummaryOutput, entry_output
 from finance.models import FinanceEntry
 from finance.selectors import entries_list, entry_get, finance_summary
 from finance.services import entry_create, entry_delete, entry_update
@@ -41,14 +41,14 @@ class EntryListCreateApi(OrgScopedApi):
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         queryset = entries_list(model=self.model, org=self.org, filters=_filters(request).filters())
         page = paginate_desc(queryset, request, LIST_ORDER)
-        return Response(page.as_dict(EntryOutput(page.items, many=True).data))
+        return Response(page.as_dict([entry_output(entry) for entry in page.items]))
 
     @extend_schema(request=EntryInput, responses={201: EntryOutput})
     def post(self, request: Request, org_id: uuid.UUID) -> Response:
         data = EntryInput(data=request.data, context={"org": self.org})
         data.is_valid(raise_exception=True)
         entry = entry_create(model=self.model, org=self.org, created_by=request.user, **data.validated_data)
-        return Response(EntryOutput(entry).data, status=status.HTTP_201_CREATED)
+        return Response(entry_output(entry), status=status.HTTP_201_CREATED)
 
 
 class EntryDetailApi(OrgScopedApi):
@@ -62,7 +62,7 @@ class EntryDetailApi(OrgScopedApi):
 
     @extend_schema(responses=EntryOutput)
     def get(self, request: Request, org_id: uuid.UUID, entry_id: uuid.UUID) -> Response:
-        return Response(EntryOutput(self._entry(entry_id)).data)
+        return Response(entry_output(self._entry(entry_id)))
 
     @extend_schema(request=EntryInput, responses=EntryOutput)
     def patch(self, request: Request, org_id: uuid.UUID, entry_id: uuid.UUID) -> Response:
@@ -70,7 +70,7 @@ class EntryDetailApi(OrgScopedApi):
         data = EntryInput(data=request.data, partial=True, context={"org": self.org})
         data.is_valid(raise_exception=True)
         updated = entry_update(entry=entry, changes=data.validated_data)
-        return Response(EntryOutput(updated).data)
+        return Response(entry_output(updated))
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, org_id: uuid.UUID, entry_id: uuid.UUID) -> Response:
