@@ -57,3 +57,22 @@ def test_system_routes_accept_the_metrics_token_bearer(path, client_for, setting
     settings.METRICS_TOKEN = ""  # an empty token never matches an empty bearer
     client.credentials(HTTP_AUTHORIZATION="Bearer ")
     assert client.get(path).status_code in (401, 403)
+
+
+def test_an_unexpected_error_is_a_json_500_without_a_traceback(tenant, monkeypatch, settings):
+    """A bug in our code (simulated by making a selector raise) must not leak details."""
+    from rest_framework.test import APIClient
+
+    import finance.api.views
+
+    def broken(**kwargs):
+        raise RuntimeError("secret internals: password=hunter2")
+
+    monkeypatch.setattr(finance.api.views, "finance_summary", broken)
+    assert settings.DEBUG is False
+    client = APIClient(raise_request_exception=False)
+    client.credentials(HTTP_AUTHORIZATION=tenant.owner._credentials["HTTP_AUTHORIZATION"])
+    response = client.get(tenant.url("/finance/summary"))
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+    assert b"hunter2" not in response.content and b"Traceback" not in response.content
