@@ -46,6 +46,8 @@ class Expense(FinanceEntry):
         indexes = [
             models.Index(fields=["org", "-occurred_on", "-id"], name="finance_expense_org_recent"),
             models.Index(fields=["org", "property", "-occurred_on", "-id"], name="finance_expense_org_prop"),
+            # Not led by org_id on purpose: admin and support look rows up by bare id.
+            models.Index(fields=["id"], name="finance_expense_id"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="finance_expense_amount_positive"),
@@ -60,6 +62,8 @@ class Revenue(FinanceEntry):
         indexes = [
             models.Index(fields=["org", "-occurred_on", "-id"], name="finance_revenue_org_recent"),
             models.Index(fields=["org", "property", "-occurred_on", "-id"], name="finance_revenue_org_prop"),
+            # Not led by org_id on purpose: admin and support look rows up by bare id.
+            models.Index(fields=["id"], name="finance_revenue_id"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="finance_revenue_amount_positive"),

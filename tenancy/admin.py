@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from core.admin_filters import OrgIdFilter
+from core.admin_paginator import EstimatedCountPaginator
 from tenancy.models import Membership, Organization, Property
 
 
@@ -19,6 +20,7 @@ class OrganizationAdmin(admin.ModelAdmin):
     readonly_fields = ("id", "created_at")
     inlines = [MembershipInline]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
 
 @admin.register(Membership)
@@ -29,6 +31,7 @@ class MembershipAdmin(admin.ModelAdmin):
     search_fields = ("user__username", "org__name", "=org__id")
     raw_id_fields = ("user", "org")
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
 
 @admin.register(Property)
@@ -40,3 +43,4 @@ class PropertyAdmin(admin.ModelAdmin):
     raw_id_fields = ("org",)
     readonly_fields = ("id", "created_at")
     show_full_result_count = False
+    paginator = EstimatedCountPaginator

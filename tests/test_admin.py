@@ -89,3 +89,19 @@ def test_non_staff_cannot_enter_admin(make_user):
     browser = Client()
     browser.force_login(make_user())
     assert browser.get("/admin/finance/expense/").status_code == 302
+
+
+def test_unfiltered_lists_use_the_planner_estimate_instead_of_counting_every_row(staff_browser, tenant):
+    _seed(tenant, 5)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE finance_expense")
+    with CaptureQueriesContext(connection) as unfiltered:
+        page = staff_browser.get("/admin/finance/expense/")
+    assert page.status_code == 200
+    assert not any("COUNT(" in q["sql"].upper() for q in unfiltered.captured_queries)
+    assert page.context["cl"].result_count == 5  # the estimate, exact on a freshly analyzed table
+
+    with CaptureQueriesContext(connection) as filtered:
+        page = staff_browser.get(f"/admin/finance/expense/?org_id={tenant.org.id}")
+    assert any("COUNT(" in q["sql"].upper() for q in filtered.captured_queries)
+    assert page.context["cl"].result_count == 5

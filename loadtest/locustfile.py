@@ -1,0 +1,234 @@
+"""Load test: hotel staff reading and booking, and front desks watching live updates.
+
+Users come from the credentials CSV written by `manage.py seed_orgs`
+(LOADTEST_CREDENTIALS). The mix, per API user: ~80 % reads (lists, details, summary),
+~15 % creates with an Idempotency-Key whose retries reuse the key, ~5 % updates and
+deletes. Writes go to a small set of "hot" orgs (LOADTEST_HOT_ORGS) so the websocket
+users, which watch those orgs, can check that they received every committed change.
+
+Every write that got a 2xx is appended to LOADTEST_JOURNAL (one JSON line each), which
+`loadtest/run.py` checks against the database after the run. Websocket users write what
+they received to the same journal when they stop.
+
+Locust has no websocket user in core; `RealtimeUser` is a small one on websocket-client
+(synchronous, so gevent's monkey-patched sockets make it cooperative).
+"""
+
+import contextlib
+import csv
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from typing import Any
+
+import websocket
+from locust import FastHttpUser, User, between, events, task
+
+CREDENTIALS = os.environ.get("LOADTEST_CREDENTIALS", "reports/credentials.csv")
+JOURNAL = os.environ.get("LOADTEST_JOURNAL", "reports/journal.jsonl")
+HOT_ORGS = int(os.environ.get("LOADTEST_HOT_ORGS", "20"))
+WS_URL = os.environ.get("LOADTEST_WS_URL", "")  # e.g. ws://127.0.0.1:8080; empty: derive from host
+BARE = os.environ.get("LOADTEST_BARE", "") == "1"  # baseline: no Idempotency-Key, writes only
+MAX_RETRIES = 3
+
+_journal_lock = threading.Lock()
+
+
+def journal(record: dict[str, Any]) -> None:
+    with _journal_lock, open(JOURNAL, "a") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+def _load_credentials() -> list[dict[str, str]]:
+    with open(CREDENTIALS) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"no credentials in {CREDENTIALS}: run manage.py seed_orgs --credentials-out first")
+    return rows
+
+
+_credentials: list[dict[str, str]] = []
+_writers_by_org: dict[str, list[dict[str, str]]] = {}
+
+
+@events.init.add_listener
+def _load(environment: Any, **kwargs: Any) -> None:
+    _credentials.extend(_load_credentials())
+    for row in _credentials:
+        # owners (u0) and managers (u1) may write; the first HOT_ORGS orgs take the writes.
+        if row["username"].endswith(("-u0", "-u1")):
+            _writers_by_org.setdefault(row["org_id"], []).append(row)
+    for org in list(_writers_by_org)[HOT_ORGS:]:
+        del _writers_by_org[org]
+
+
+class ApiUser(FastHttpUser):
+    wait_time = between(0.05, 0.3)
+
+    def on_start(self) -> None:
+        self.reader = random.choice(_credentials)
+        self.writer = random.choice(random.choice(list(_writers_by_org.values())))
+        self.my_entries: list[tuple[str, str]] = []  # (kind, id) this user created
+
+    def _headers(self, row: dict[str, str], key: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Token {row['token']}", "Content-Type": "application/json"}
+        if key and not BARE:
+            headers["Idempotency-Key"] = key
+        return headers
+
+    # --- reads (weights sum to 80) ------------------------------------------------------
+    @task(30)
+    def list_expenses(self) -> None:
+        org = self.reader["org_id"]
+        self.client.get(f"/v1/orgs/{org}/expenses?page_size=20", headers=self._headers(self.reader),
+                        name="/v1/orgs/{org}/expenses [list]")  # fmt: skip
+
+    @task(15)
+    def list_revenues(self) -> None:
+        org = self.reader["org_id"]
+        self.client.get(f"/v1/orgs/{org}/revenues?page_size=20", headers=self._headers(self.reader),
+                        name="/v1/orgs/{org}/revenues [list]")  # fmt: skip
+
+    @task(25)
+    def summary(self) -> None:
+        org = self.reader["org_id"]
+        self.client.get(f"/v1/orgs/{org}/finance/summary", headers=self._headers(self.reader),
+                        name="/v1/orgs/{org}/finance/summary")  # fmt: skip
+
+    @task(10)
+    def detail(self) -> None:
+        if not self.my_entries:
+            return self.list_expenses()
+        kind, entry_id = random.choice(self.my_entries)
+        org = self.writer["org_id"]
+        self.client.get(f"/v1/orgs/{org}/{kind}/{entry_id}", headers=self._headers(self.writer),
+                        name=f"/v1/orgs/{{org}}/{kind}/{{id}} [detail]")  # fmt: skip
+
+    # --- writes (15 creates, 5 updates/deletes) ------------------------------------------
+    def _send(self, method: str, path: str, name: str, body: dict[str, Any] | None) -> Any:
+        """Send a write, retrying with the SAME Idempotency-Key on 409/5xx/connection errors."""
+        key = str(uuid.uuid4())
+        for attempt in range(MAX_RETRIES):
+            with self.client.request(method, path, headers=self._headers(self.writer, key),
+                                     data=json.dumps(body) if body is not None else None, name=name,
+                                     catch_response=True) as response:  # fmt: skip
+                status = response.status_code
+                if status in (200, 201, 204):
+                    response.success()
+                    return key, response
+                if (status in {0, 409} or status >= 500) and attempt + 1 < MAX_RETRIES:
+                    response.success()  # a retry follows; only the final outcome counts
+                    time.sleep(float(response.headers.get("Retry-After", "0.2") or 0.2))
+                    continue
+                response.failure(f"{status}")
+                return key, None
+        return key, None
+
+    @task(15)
+    def create(self) -> None:
+        kind = random.choice(("expenses", "revenues"))
+        org = self.writer["org_id"]
+        body = {
+            "property_id": random.choice(self.writer["property_ids"].split()),
+            "amount": f"{random.randint(100, 99_999) / 100:.2f}",
+            "currency": "EUR",
+            "category": random.choice(("laundry", "food", "energy", "rooms")),
+            "occurred_on": time.strftime("%Y-%m-%d"),
+        }
+        key, response = self._send(
+            "POST", f"/v1/orgs/{org}/{kind}", f"/v1/orgs/{{org}}/{kind} [create]", body
+        )
+        if response is not None:
+            entry = response.json()
+            self.my_entries.append((kind, entry["id"]))
+            journal({"op": "create", "kind": kind, "org_id": org, "id": entry["id"], "key": key,
+                     "amount": entry["amount"], "t": time.time()})  # fmt: skip
+
+    @task(3)
+    def update(self) -> None:
+        if not self.my_entries:
+            return
+        kind, entry_id = random.choice(self.my_entries)
+        org = self.writer["org_id"]
+        amount = f"{random.randint(100, 99_999) / 100:.2f}"
+        key, response = self._send("PATCH", f"/v1/orgs/{org}/{kind}/{entry_id}",
+                                   f"/v1/orgs/{{org}}/{kind}/{{id}} [update]", {"amount": amount})  # fmt: skip
+        if response is not None:
+            journal({"op": "update", "kind": kind, "org_id": org, "id": entry_id, "key": key, "amount": amount,
+                     "t": time.time()})  # fmt: skip
+
+    @task(2)
+    def delete(self) -> None:
+        if not self.my_entries:
+            return
+        kind, entry_id = self.my_entries.pop(random.randrange(len(self.my_entries)))
+        org = self.writer["org_id"]
+        key, response = self._send("DELETE", f"/v1/orgs/{org}/{kind}/{entry_id}",
+                                   f"/v1/orgs/{{org}}/{kind}/{{id}} [delete]", None)  # fmt: skip
+        if response is not None:
+            journal(
+                {"op": "delete", "kind": kind, "org_id": org, "id": entry_id, "key": key, "t": time.time()}
+            )
+
+
+class RealtimeUser(User):
+    """A front desk screen: one socket on a hot org, counting the events it receives."""
+
+    weight = 1
+    wait_time = between(1, 2)
+
+    def on_start(self) -> None:
+        self.org = random.choice(list(_writers_by_org))
+        self.token = _writers_by_org[self.org][0]["token"]
+        self.received: list[dict[str, Any]] = []
+        self.connected_at = time.time()
+        self.dropped = False
+        base = WS_URL or self.host.replace("http://", "ws://").replace("https://", "wss://")
+        self.url = f"{base}/v2/realtime/orgs/{self.org}/?token={self.token}"
+        self.socket = self._connect(self.url)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _connect(self, url: str) -> websocket.WebSocket:
+        started = time.perf_counter()
+        try:
+            socket = websocket.create_connection(url, timeout=10)
+        except Exception as exc:
+            events.request.fire(request_type="WS", name="connect", response_time=0, response_length=0,
+                                exception=exc)  # fmt: skip
+            raise
+        events.request.fire(request_type="WS", name="connect",
+                            response_time=(time.perf_counter() - started) * 1000, response_length=0,
+                            exception=None)  # fmt: skip
+        return socket
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.socket.recv()
+            except Exception:
+                self.dropped = True
+                return
+            if not message:
+                self.dropped = True
+                return
+            event = json.loads(message)
+            event["_received"] = time.time()
+            self.received.append(event)
+            events.request.fire(request_type="WS", name="event", response_time=0, response_length=len(message),
+                                exception=None)  # fmt: skip
+
+    @task
+    def idle(self) -> None:
+        """The socket is read by a thread; the task loop only keeps the user alive."""
+
+    def on_stop(self) -> None:
+        journal({"op": "ws", "org_id": self.org, "connected_at": self.connected_at, "left_at": time.time(),
+                 "dropped": self.dropped,
+                 "events": [{"type": e.get("type"), "id": (e.get("data") or {}).get("id"),
+                             "event_id": e.get("event_id")} for e in self.received]})  # fmt: skip
+        with contextlib.suppress(Exception):  # the socket may already be gone
+            self.socket.close()
