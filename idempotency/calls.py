@@ -1,0 +1,123 @@
+"""One write under an Idempotency-Key, from the claim to the kept response.
+
+    begin()             before the handler: Redis claim; may answer at once with a
+                        replay (cached), 422 (other fingerprint) or 409 (in flight)
+    complete(response)  inside the write's transaction, after the handler: a 2xx is
+                        kept by inserting the record in that same transaction; any
+                        other outcome, or losing the key to a concurrent duplicate,
+                        rolls the whole transaction back
+    after_transaction() after commit/rollback: cache and release in Redis; when
+                        nothing was kept, answer from the record that won, if any
+
+Postgres decides. Redis only saves work: a cached replay skips Postgres, a claim
+turns a concurrent duplicate into a quick 409 instead of a wasted run. If Redis lost
+a cached response (flushed, down), the request runs and its transaction meets the
+committed record at insert time: it rolls back and replays that record instead.
+"""
+
+from django.conf import settings
+from django.db import router, transaction
+from django.http import HttpResponseBase
+
+from idempotency.exceptions import IdempotencyKeyInFlight, IdempotencyKeyReused, Replay
+from idempotency.identity import IdempotencyScope
+from idempotency.models import IdempotencyRecord
+from idempotency.redis_fast_path import ClaimOutcome, fast_path
+from idempotency.selectors import idempotency_record_get
+from idempotency.services import idempotency_record_insert
+from idempotency.stored_response import StoredResponse
+from monitoring.metrics import idempotency_redis_degraded, idempotency_requests
+
+
+def write_database() -> str:
+    return router.db_for_write(IdempotencyRecord)
+
+
+class IdempotentCall:
+    def __init__(self, *, scope: IdempotencyScope, fingerprint: bytes) -> None:
+        self.scope = scope
+        self.fingerprint = fingerprint
+        self._lock_value = b""
+        self._kept: StoredResponse | None = None
+        self._lost_to_duplicate = False
+
+    @classmethod
+    def begin(cls, *, scope: IdempotencyScope, fingerprint: bytes) -> "IdempotentCall":
+        """Start the call, or raise the answer (Replay, 422, 409) that replaces running it."""
+        call = cls(scope=scope, fingerprint=fingerprint)
+        claim = fast_path().claim(
+            scope=scope, fingerprint=fingerprint, lock_ttl_ms=settings.IDEMPOTENCY_LOCK_TTL_MS
+        )
+        if claim is None:
+            idempotency_redis_degraded.inc()
+            return call  # run; the unique constraint keeps it exactly-once
+        if claim.outcome is ClaimOutcome.DONE:
+            assert claim.stored is not None
+            call._answer_with(claim.stored)
+        if claim.outcome is ClaimOutcome.HELD:
+            if claim.holder_fingerprint not in (None, fingerprint):
+                call._answer_with_mismatch()
+            # The holder may have committed and died before releasing its claim.
+            committed = idempotency_record_get(scope=scope)
+            if committed is not None:
+                call._cache(committed)
+                call._answer_with(committed)
+            idempotency_requests.labels(outcome="conflict").inc()
+            raise IdempotencyKeyInFlight()
+        call._lock_value = claim.lock_value
+        return call
+
+    def complete(self, response: HttpResponseBase) -> None:
+        """Inside the write's transaction: keep a success, roll back anything else."""
+        if 200 <= response.status_code < 300:
+            render = getattr(response, "render", None)
+            if render is not None:
+                render()
+            stored = StoredResponse(
+                fingerprint=self.fingerprint,
+                status=response.status_code,
+                content_type=response.get("Content-Type", ""),
+                body=bytes(response.content),  # type: ignore[attr-defined]
+            )
+            ttl = settings.IDEMPOTENCY_TTL_SECONDS
+            if idempotency_record_insert(scope=self.scope, response=stored, ttl_seconds=ttl):
+                self._kept = stored
+                return
+            self._lost_to_duplicate = True
+        transaction.set_rollback(True, using=write_database())
+
+    def after_transaction(self) -> None:
+        """After commit or rollback. Raises the answer when a duplicate's record wins."""
+        if self._kept is not None:
+            self._cache(self._kept)
+            idempotency_requests.labels(outcome="executed").inc()
+            return
+        # Nothing kept: the handler failed, or a duplicate committed the key first.
+        # Either way a committed record, if there is one, is the answer.
+        winner = idempotency_record_get(scope=self.scope)
+        self._cache(winner)
+        if winner is not None:
+            self._answer_with(winner)
+        if self._lost_to_duplicate:  # the winner expired or vanished meanwhile: let the client retry
+            idempotency_requests.labels(outcome="conflict").inc()
+            raise IdempotencyKeyInFlight()
+        idempotency_requests.labels(outcome="rolled_back").inc()
+
+    def _cache(self, stored: StoredResponse | None) -> None:
+        """Cache `stored` (if any) and release our claim (if any). Best effort."""
+        ttl_ms = settings.IDEMPOTENCY_TTL_SECONDS * 1000
+        if stored is not None and stored.expires_in_ms is not None:
+            ttl_ms = min(ttl_ms, stored.expires_in_ms)  # never outlive the record
+        fast_path().finish(scope=self.scope, lock_value=self._lock_value, stored=stored, ttl_ms=ttl_ms)
+        self._lock_value = b""
+
+    def _answer_with(self, stored: StoredResponse) -> None:
+        if stored.fingerprint != self.fingerprint:
+            self._answer_with_mismatch()
+        idempotency_requests.labels(outcome="replayed").inc()
+        raise Replay(stored)
+
+    def _answer_with_mismatch(self) -> None:
+        self._cache(None)
+        idempotency_requests.labels(outcome="mismatch").inc()
+        raise IdempotencyKeyReused()
