@@ -14,18 +14,18 @@ _TABLE = IdempotencyRecord._meta.db_table
 _INSERT = f"""
 INSERT INTO {_TABLE} AS r (id, org_id, user_id, key_hash, fingerprint, response_status,
                            response_content_type, response_body, created_at, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now(), now() + make_interval(secs => %s))
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, statement_timestamp(), statement_timestamp() + make_interval(secs => %s))
 ON CONFLICT ON CONSTRAINT idempotency_record_scope_uniq DO UPDATE SET
     fingerprint = EXCLUDED.fingerprint, response_status = EXCLUDED.response_status,
     response_content_type = EXCLUDED.response_content_type, response_body = EXCLUDED.response_body,
     created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-WHERE r.expires_at <= now()
+WHERE r.expires_at <= statement_timestamp()
 RETURNING r.id
 """
 
 _DELETE_EXPIRED_BATCH = f"""
 DELETE FROM {_TABLE} WHERE id IN (
-    SELECT id FROM {_TABLE} WHERE expires_at <= now() LIMIT %s FOR UPDATE SKIP LOCKED
+    SELECT id FROM {_TABLE} WHERE expires_at <= statement_timestamp() LIMIT %s FOR UPDATE SKIP LOCKED
 )
 """
 
