@@ -108,8 +108,9 @@ REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default
 # --- Idempotency (CONTRACT §3, docs/idempotency.md) -----------------------------------
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86400)
 IDEMPOTENCY_REQUIRED = env.bool("IDEMPOTENCY_REQUIRED", default=False)
-# How long a Redis in-flight claim lives if its owner dies before releasing it.
-IDEMPOTENCY_LOCK_TTL_MS = env.int("IDEMPOTENCY_LOCK_TTL_MS", default=30000)
+# How long a Redis in-flight claim lives if its owner dies before releasing it (a
+# duplicate then gets 409 meanwhile). Safe to keep short: Postgres still decides.
+IDEMPOTENCY_LOCK_TTL_MS = env.int("IDEMPOTENCY_LOCK_TTL_MS", default=10000)
 IDEMPOTENCY_RETRY_AFTER_SECONDS = env.int("IDEMPOTENCY_RETRY_AFTER_SECONDS", default=1)
 # Circuit breaker for the Redis fast path: open after this many failures in a row,
 # try Redis again after the cooldown.

@@ -63,11 +63,18 @@ class IdempotentWritesMixin:
         if request.method not in WRITE_METHODS or HEADER not in request.headers:
             return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
         self._idempotent_call = None
-        with transaction.atomic(using=write_database()):
-            response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
-            call = self._idempotent_call
-            if call is not None:
-                call.complete(response)
+        try:
+            with transaction.atomic(using=write_database()):
+                response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+                call = self._idempotent_call
+                if call is not None:
+                    call.complete(response)
+        except BaseException:
+            # Rolled back by an error outside DRF's handling: free the key at once,
+            # rather than letting retries meet our claim (409) until it expires.
+            if self._idempotent_call is not None:
+                self._idempotent_call.abandon()
+            raise
         if call is None:
             return response
         try:

@@ -40,6 +40,7 @@ class IdempotentCall:
         self._lock_value = b""
         self._kept: StoredResponse | None = None
         self._lost_to_duplicate = False
+        self._redis_failed = False
 
     @classmethod
     def begin(cls, *, scope: IdempotencyScope, fingerprint: bytes) -> "IdempotentCall":
@@ -50,6 +51,7 @@ class IdempotentCall:
         )
         if claim is None:
             idempotency_redis_degraded.inc()
+            call._redis_failed = True  # one timeout per request at most: no cache write later
             return call  # run; the unique constraint keeps it exactly-once
         if claim.outcome is ClaimOutcome.DONE:
             assert claim.stored is not None
@@ -103,8 +105,15 @@ class IdempotentCall:
             raise IdempotencyKeyInFlight()
         idempotency_requests.labels(outcome="rolled_back").inc()
 
+    def abandon(self) -> None:
+        """The transaction died with an exception: nothing was kept; release the claim."""
+        idempotency_requests.labels(outcome="rolled_back").inc()
+        self._cache(None)
+
     def _cache(self, stored: StoredResponse | None) -> None:
         """Cache `stored` (if any) and release our claim (if any). Best effort."""
+        if self._redis_failed:
+            return
         ttl_ms = settings.IDEMPOTENCY_TTL_SECONDS * 1000
         if stored is not None and stored.expires_in_ms is not None:
             ttl_ms = min(ttl_ms, stored.expires_in_ms)  # never outlive the record
