@@ -47,9 +47,12 @@ class CircuitBreaker:
             self._open_until = None
             self._probing = False
 
-    def record_failure(self) -> None:
+    def record_failure(self) -> bool:
+        """Count a failure; True when this one opened the circuit (worth a log line)."""
         with self._lock:
             self._failures += 1
             self._probing = False
-            if self._open_until is not None or self._failures >= self._threshold:
+            was_open = self._open_until is not None
+            if was_open or self._failures >= self._threshold:
                 self._open_until = self._clock() + self._cooldown
+            return not was_open and self._open_until is not None

@@ -99,10 +99,11 @@ class RedisFastPath:
         try:
             reply = script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
-            self.breaker.record_failure()
-            logger.warning(
-                "idempotency: redis unavailable (%s); Postgres alone decides", exc.__class__.__name__
-            )
+            if self.breaker.record_failure():
+                logger.warning(
+                    "idempotency: redis unavailable (%s); circuit open, Postgres alone decides",
+                    exc.__class__.__name__,
+                )
             return None
         self.breaker.record_success()
         return reply
