@@ -6,8 +6,9 @@
                         kept by inserting the record in that same transaction; any
                         other outcome, or losing the key to a concurrent duplicate,
                         rolls the whole transaction back
-    after_transaction() after commit/rollback: cache and release in Redis; when
-                        nothing was kept, answer from the record that won, if any
+    after_transaction() after commit/rollback: cache the answer or release the claim
+                        in Redis; when nothing was kept, answer from the record that
+                        won, if any
 
 Postgres decides. Redis only saves work: a cached replay skips Postgres, a claim
 turns a concurrent duplicate into a quick 409 instead of a wasted run. If Redis lost
@@ -37,37 +38,36 @@ class IdempotentCall:
     def __init__(self, *, scope: IdempotencyScope, fingerprint: bytes) -> None:
         self.scope = scope
         self.fingerprint = fingerprint
-        self._lock_value = b""
+        self._claim_value = b""  # set while we hold the Redis claim
+        self._redis_failed = False  # one Redis timeout per request at most
         self._kept: StoredResponse | None = None
         self._lost_to_duplicate = False
-        self._redis_failed = False
 
     @classmethod
     def begin(cls, *, scope: IdempotencyScope, fingerprint: bytes) -> "IdempotentCall":
         """Start the call, or raise the answer (Replay, 422, 409) that replaces running it."""
         call = cls(scope=scope, fingerprint=fingerprint)
-        claim = fast_path().claim(
-            scope=scope, fingerprint=fingerprint, lock_ttl_ms=settings.IDEMPOTENCY_LOCK_TTL_MS
-        )
+        lock_ttl_ms = settings.IDEMPOTENCY_LOCK_TTL_MS
+        claim = fast_path().claim(scope=scope, fingerprint=fingerprint, lock_ttl_ms=lock_ttl_ms)
         if claim is None:
             idempotency_redis_degraded.inc()
-            call._redis_failed = True  # one timeout per request at most: no cache write later
-            return call  # run; the unique constraint keeps it exactly-once
+            call._redis_failed = True
+            return call  # run; the primary key on the scope keeps it exactly-once
+        if claim.outcome is ClaimOutcome.CLAIMED:
+            call._claim_value = claim.value
+            return call
         if claim.outcome is ClaimOutcome.DONE:
             assert claim.stored is not None
             call._answer_with(claim.stored)
-        if claim.outcome is ClaimOutcome.HELD:
-            if claim.holder_fingerprint not in (None, fingerprint):
-                call._answer_with_mismatch()
-            # The holder may have committed and died before releasing its claim.
-            committed = idempotency_record_get(scope=scope)
-            if committed is not None:
-                call._cache(committed)
-                call._answer_with(committed)
-            idempotency_requests.labels(outcome="conflict").inc()
-            raise IdempotencyKeyInFlight()
-        call._lock_value = claim.lock_value
-        return call
+        if claim.holder_fingerprint != fingerprint:
+            call._answer_with_mismatch()
+        # The holder may have committed and died before caching its answer.
+        committed = idempotency_record_get(scope=scope)
+        if committed is not None:
+            call._store(committed)
+            call._answer_with(committed)
+        idempotency_requests.labels(outcome="conflict").inc()
+        raise IdempotencyKeyInFlight()
 
     def complete(self, response: HttpResponseBase) -> None:
         """Inside the write's transaction: keep a success, roll back anything else."""
@@ -91,34 +91,40 @@ class IdempotentCall:
     def after_transaction(self) -> None:
         """After commit or rollback. Raises the answer when a duplicate's record wins."""
         if self._kept is not None:
-            self._cache(self._kept)
+            self._store(self._kept)
             idempotency_requests.labels(outcome="executed").inc()
             return
         # Nothing kept: the handler failed, or a duplicate committed the key first.
         # Either way a committed record, if there is one, is the answer.
         winner = idempotency_record_get(scope=self.scope)
-        self._cache(winner)
         if winner is not None:
+            self._store(winner)
             self._answer_with(winner)
+        self._release()
         if self._lost_to_duplicate:  # the winner expired or vanished meanwhile: let the client retry
             idempotency_requests.labels(outcome="conflict").inc()
             raise IdempotencyKeyInFlight()
         idempotency_requests.labels(outcome="rolled_back").inc()
 
     def abandon(self) -> None:
-        """The transaction died with an exception: nothing was kept; release the claim."""
+        """The transaction died with an exception: nothing was kept; free the key at once."""
         idempotency_requests.labels(outcome="rolled_back").inc()
-        self._cache(None)
+        self._release()
 
-    def _cache(self, stored: StoredResponse | None) -> None:
-        """Cache `stored` (if any) and release our claim (if any). Best effort."""
+    def _store(self, stored: StoredResponse) -> None:
+        """Cache a committed answer (never longer than its record lives). Best effort."""
         if self._redis_failed:
             return
         ttl_ms = settings.IDEMPOTENCY_TTL_SECONDS * 1000
-        if stored is not None and stored.expires_in_ms is not None:
-            ttl_ms = min(ttl_ms, stored.expires_in_ms)  # never outlive the record
-        fast_path().finish(scope=self.scope, lock_value=self._lock_value, stored=stored, ttl_ms=ttl_ms)
-        self._lock_value = b""
+        if stored.expires_in_ms is not None:
+            ttl_ms = min(ttl_ms, stored.expires_in_ms)
+        fast_path().store(scope=self.scope, stored=stored, ttl_ms=ttl_ms)
+        self._claim_value = b""  # the answer replaced our claim
+
+    def _release(self) -> None:
+        if self._claim_value and not self._redis_failed:
+            fast_path().release(scope=self.scope, claim_value=self._claim_value)
+        self._claim_value = b""
 
     def _answer_with(self, stored: StoredResponse) -> None:
         if stored.fingerprint != self.fingerprint:
@@ -127,6 +133,5 @@ class IdempotentCall:
         raise Replay(stored)
 
     def _answer_with_mismatch(self) -> None:
-        self._cache(None)
         idempotency_requests.labels(outcome="mismatch").inc()
         raise IdempotencyKeyReused()

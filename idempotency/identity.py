@@ -35,10 +35,8 @@ class IdempotencyScope:
     def of(cls, *, org_id: uuid.UUID, user_id: uuid.UUID, key: str) -> "IdempotencyScope":
         return cls(org_id=org_id, user_id=user_id, key_hash=hashlib.sha256(key.encode("ascii")).digest())
 
-    def redis_key(self, suffix: str) -> str:
-        # One hash tag for all of a scope's keys: a Lua script touching both stays
-        # on one Redis Cluster slot.
-        return f"idem:{{{self.org_id.hex}:{self.user_id.hex}:{self.key_hash.hex()}}}:{suffix}"
+    def redis_key(self) -> str:
+        return f"idem:{self.org_id.hex}:{self.user_id.hex}:{self.key_hash.hex()}"
 
 
 def request_fingerprint(*, method: str, path: str, body: Any) -> bytes:

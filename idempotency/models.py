@@ -1,8 +1,8 @@
 """The idempotency record: Postgres's memory of a write that succeeded under a key.
 
 A row exists only for a committed success: it is inserted in the same transaction as
-the write it describes, so the two commit or roll back together, and the unique
-constraint on the scope is what makes a concurrent duplicate wait and then lose.
+the write it describes, so the two commit or roll back together, and the primary
+key on the scope is what makes a concurrent duplicate wait and then lose.
 There is no "in progress" row: in-flight state lives in Redis (a claim) and, for
 Postgres, in the uncommitted insert itself (the duplicate blocks on its index entry).
 
@@ -15,11 +15,11 @@ No foreign keys: records are short-lived, and a write must not lock user/org row
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 
-from core.ids import uuid7
-
 
 class IdempotencyRecord(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    # The scope is the primary key: one B-tree serves the lookup, the uniqueness that
+    # makes duplicates wait, and (org_id first) a later distribution by org.
+    pk = models.CompositePrimaryKey("org_id", "user_id", "key_hash")
     org_id = models.UUIDField()
     user_id = models.UUIDField()
     key_hash = models.BinaryField(max_length=32)
@@ -32,11 +32,6 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         db_table = "idempotency_record"
-        constraints = [
-            models.UniqueConstraint(
-                fields=["org_id", "user_id", "key_hash"], name="idempotency_record_scope_uniq"
-            ),
-        ]
         # The purge scans by expiry across all orgs. Rows arrive in expiry order
         # (constant TTL), so a BRIN index serves the range at almost no insert cost,
         # where a B-tree would add a second full index to every idempotent write.

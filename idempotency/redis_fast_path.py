@@ -1,5 +1,14 @@
 """Redis as the fast path: in-flight claims and a cache of finished responses.
 
+One key per scope holds either a claim ("L" + request fingerprint + owner token,
+expiring after IDEMPOTENCY_LOCK_TTL_MS) or a finished response ("D" + stored
+response, expiring with the record). That makes every step on the hot path a single
+plain command (Redis >= 7.0):
+
+    claim    SET key claim NX PX lock_ttl GET   nil: ours; else what holds the key
+    success  SET key done PX ttl                 the claim simply becomes the answer
+    failure  compare-and-delete (Lua)            only our own claim is released
+
 Redis is never the authority (Postgres is). Every call here may fail: it then
 returns None / does nothing, counts a failure on the circuit breaker, and the request
 carries on through Postgres alone, only slower. Timeouts are short
@@ -9,9 +18,11 @@ dead or hung Redis costs nothing at all until the cooldown ends.
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -24,36 +35,26 @@ from idempotency.stored_response import StoredResponse
 
 logger = logging.getLogger("idempotency.redis")
 
-# KEYS: done, lock. ARGV: lock value, lock ttl (ms).
-# -> {1, stored response} | {2, ""} claimed | {3, current lock value} held by another.
-_CLAIM = """
-local done = redis.call('GET', KEYS[1])
-if done then return {1, done} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, ''} end
-return {3, redis.call('GET', KEYS[2]) or ''}
-"""
+_CLAIM_PREFIX = b"L"
+_DONE_PREFIX = b"D"
+_FINGERPRINT_BYTES = 32
 
-# KEYS: done, lock. ARGV: our lock value or "", stored response or "", ttl (ms).
-# Caches the response (if any) and deletes the lock only if it is still ours.
-_FINISH = """
-if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
-"""
+# KEYS[1] the scope's key, ARGV[1] our claim: delete it only if it is still ours.
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class ClaimOutcome(Enum):
-    CLAIMED = 2  # ours: run the request
-    DONE = 1  # a finished response is cached
-    HELD = 3  # another request with this key is in flight
+    CLAIMED = "claimed"  # ours: run the request
+    DONE = "done"  # a finished response is cached
+    HELD = "held"  # another request with this key is in flight
 
 
 @dataclass(frozen=True)
 class Claim:
     outcome: ClaimOutcome
-    lock_value: bytes = b""  # ours, when CLAIMED
+    value: bytes = b""  # our claim, when CLAIMED (needed to release it)
     stored: StoredResponse | None = None  # when DONE
-    holder_fingerprint: bytes | None = None  # when HELD
+    holder_fingerprint: bytes = b""  # when HELD
 
 
 class RedisFastPath:
@@ -66,47 +67,47 @@ class RedisFastPath:
             retry=Retry(NoBackoff(), 0),  # a retry would double the stall; Postgres is the fallback
             health_check_interval=0,
         )
-        self._claim = self._client.register_script(_CLAIM)
-        self._finish = self._client.register_script(_FINISH)
+        self._release = self._client.register_script(_RELEASE)
 
     def claim(self, *, scope: IdempotencyScope, fingerprint: bytes, lock_ttl_ms: int) -> Claim | None:
-        """Claim the key for this request, or report why not; None when Redis is unavailable."""
-        lock_value = f"{secrets.token_hex(8)}:{fingerprint.hex()}".encode("ascii")
-        keys = [scope.redis_key("done"), scope.redis_key("lock")]
-        reply = self._call(self._claim, keys, [lock_value, lock_ttl_ms])
-        if reply is None:
+        """Claim the key for this request, or report what holds it; None when Redis is unavailable."""
+        value = _CLAIM_PREFIX + fingerprint + secrets.token_bytes(8)
+        key = scope.redis_key()
+        found = self._call(lambda: self._client.set(key, value, nx=True, px=lock_ttl_ms, get=True))
+        if found is _UNAVAILABLE:
             return None
-        outcome, value = ClaimOutcome(int(reply[0])), reply[1]
-        if outcome is ClaimOutcome.CLAIMED:
-            return Claim(outcome, lock_value=lock_value)
-        if outcome is ClaimOutcome.DONE:
-            return Claim(outcome, stored=StoredResponse.from_bytes(value))
-        holder = bytes.fromhex(value.decode("ascii").partition(":")[2]) if value else None
-        return Claim(outcome, holder_fingerprint=holder)
+        if found is None:
+            return Claim(ClaimOutcome.CLAIMED, value=value)
+        if found.startswith(_DONE_PREFIX):
+            return Claim(ClaimOutcome.DONE, stored=StoredResponse.from_bytes(found[1:]))
+        return Claim(ClaimOutcome.HELD, holder_fingerprint=found[1 : 1 + _FINGERPRINT_BYTES])
 
-    def finish(
-        self, *, scope: IdempotencyScope, lock_value: bytes, stored: StoredResponse | None, ttl_ms: int
-    ) -> None:
-        """After the transaction: cache the kept response (if any) and release our claim (if any)."""
-        if not lock_value and stored is None:
-            return
-        keys = [scope.redis_key("done"), scope.redis_key("lock")]
-        self._call(self._finish, keys, [lock_value, stored.to_bytes() if stored else b"", max(ttl_ms, 1)])
+    def store(self, *, scope: IdempotencyScope, stored: StoredResponse, ttl_ms: int) -> None:
+        """Cache a committed response; it replaces the claim, whoever holds it (Postgres agrees)."""
+        key = scope.redis_key()
+        self._call(lambda: self._client.set(key, _DONE_PREFIX + stored.to_bytes(), px=max(ttl_ms, 1)))
 
-    def _call(self, script: "redis.commands.core.Script", keys: list, args: list) -> list | None:
+    def release(self, *, scope: IdempotencyScope, claim_value: bytes) -> None:
+        """Free the key after a request that kept nothing, if our claim still holds it."""
+        self._call(lambda: self._release(keys=[scope.redis_key()], args=[claim_value]))
+
+    def _call(self, command: Callable[[], Any]) -> Any:
         if not self.breaker.allow():
-            return None
+            return _UNAVAILABLE
         try:
-            reply = script(keys=keys, args=args)
+            reply = command()
         except (redis.RedisError, OSError) as exc:
             if self.breaker.record_failure():
                 logger.warning(
                     "idempotency: redis unavailable (%s); circuit open, Postgres alone decides",
                     exc.__class__.__name__,
                 )
-            return None
+            return _UNAVAILABLE
         self.breaker.record_success()
         return reply
+
+
+_UNAVAILABLE: Any = object()
 
 
 def fast_path() -> RedisFastPath:

@@ -2,7 +2,6 @@
 
 from django.db import connections, router
 
-from core.ids import uuid7
 from idempotency.identity import IdempotencyScope
 from idempotency.models import IdempotencyRecord
 from idempotency.stored_response import StoredResponse
@@ -12,21 +11,21 @@ _TABLE = IdempotencyRecord._meta.db_table
 # An expired record under the same scope is overwritten in place (the key is free
 # again); a live one wins, and RETURNING then gives no row.
 _INSERT = f"""
-INSERT INTO {_TABLE} AS r (id, org_id, user_id, key_hash, fingerprint, response_status,
+INSERT INTO {_TABLE} AS r (org_id, user_id, key_hash, fingerprint, response_status,
                            response_content_type, response_body, created_at, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, statement_timestamp(), statement_timestamp() + make_interval(secs => %s))
-ON CONFLICT ON CONSTRAINT idempotency_record_scope_uniq DO UPDATE SET
+VALUES (%s, %s, %s, %s, %s, %s, %s, statement_timestamp(), statement_timestamp() + make_interval(secs => %s))
+ON CONFLICT (org_id, user_id, key_hash) DO UPDATE SET
     fingerprint = EXCLUDED.fingerprint, response_status = EXCLUDED.response_status,
     response_content_type = EXCLUDED.response_content_type, response_body = EXCLUDED.response_body,
     created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
 WHERE r.expires_at <= statement_timestamp()
-RETURNING r.id
+RETURNING 1
 """
 
 _DELETE_EXPIRED_BATCH = f"""
-DELETE FROM {_TABLE} WHERE id IN (
-    SELECT id FROM {_TABLE} WHERE expires_at <= statement_timestamp() LIMIT %s FOR UPDATE SKIP LOCKED
-)
+DELETE FROM {_TABLE} WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {_TABLE} WHERE expires_at <= statement_timestamp() LIMIT %s FOR UPDATE SKIP LOCKED
+))
 """
 
 
@@ -36,7 +35,7 @@ def idempotency_record_insert(*, scope: IdempotencyScope, response: StoredRespon
     Blocks while a concurrent duplicate's uncommitted record holds the same scope.
     Returns False when a live record already owns the key: the caller must roll back.
     """
-    params = [uuid7(), scope.org_id, scope.user_id, scope.key_hash, response.fingerprint, response.status]
+    params = [scope.org_id, scope.user_id, scope.key_hash, response.fingerprint, response.status]
     params += [response.content_type, response.body, ttl_seconds]
     db = router.db_for_write(IdempotencyRecord)
     with connections[db].cursor() as cursor:

@@ -32,7 +32,7 @@ def counter(outcome):
 def forget_cached_response(tenant, user_role, key):
     """Drop the Redis copy, as a flush or eviction would: Postgres must still answer."""
     scope = IdempotencyScope.of(org_id=tenant.org.id, user_id=tenant.users[user_role].id, key=key)
-    fast_path()._client.delete(scope.redis_key("done"), scope.redis_key("lock"))
+    fast_path()._client.delete(scope.redis_key())
 
 
 def test_without_the_header_a_write_runs_normally_every_time(tenant):
@@ -229,8 +229,8 @@ def test_the_purge_command_deletes_expired_records_in_batches_and_keeps_live_one
     assert post(tenant, key="live").status_code == 201
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE idempotency_record SET expires_at = now() - interval '1 second' WHERE id <> %s",
-            [IdempotencyRecord.objects.order_by("-created_at", "-id").first().id],
+            "UPDATE idempotency_record SET expires_at = now() - interval '1 second' WHERE created_at < %s",
+            [IdempotencyRecord.objects.order_by("-created_at").first().created_at],
         )
     out = StringIO()
     call_command("idempotency_purge_expired", "--batch-size", "2", stdout=out)
