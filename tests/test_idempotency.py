@@ -265,3 +265,32 @@ def test_the_openapi_schema_documents_the_header_on_writes(client):
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in post_params)
     assert not any(p["name"] == "Idempotency-Key" for p in get_params)
     assert any(p["name"] == "Idempotency-Key" for p in schema["paths"]["/v1/orgs"]["post"]["parameters"])
+
+
+def test_while_the_key_is_claimed_in_flight_the_same_request_is_409_with_retry_after(tenant):
+    """A claim held in Redis (as a running first attempt holds it) with this request's fingerprint."""
+    from idempotency.identity import request_fingerprint
+
+    scope = IdempotencyScope.of(org_id=tenant.org.id, user_id=tenant.users["manager"].id, key="busy")
+    fingerprint = request_fingerprint(
+        method="POST", path=tenant.url("/expenses"), body=tenant.entry_payload()
+    )
+    assert fast_path().claim(scope=scope, fingerprint=fingerprint, lock_ttl_ms=5000).value
+    conflicts_before = counter("conflict")
+    busy = post(tenant, key="busy")
+    assert busy.status_code == 409
+    assert busy.headers["Retry-After"] == "1"
+    assert post(tenant, key="busy", amount="5.00").status_code == 422  # another request: told at once
+    assert Expense.objects.count() == 0
+    assert counter("conflict") == conflicts_before + 1
+
+
+def test_the_counters_are_exported_in_prometheus_text(tenant):
+    from prometheus_client import generate_latest
+
+    post(tenant, key="exported")
+    post(tenant, key="exported")
+    text = generate_latest(REGISTRY).decode()
+    assert 'idempotency_requests_total{outcome="executed"}' in text
+    assert 'idempotency_requests_total{outcome="replayed"}' in text
+    assert "idempotency_redis_degraded_total" in text
