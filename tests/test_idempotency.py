@@ -294,3 +294,16 @@ def test_the_counters_are_exported_in_prometheus_text(tenant):
     assert 'idempotency_requests_total{outcome="executed"}' in text
     assert 'idempotency_requests_total{outcome="replayed"}' in text
     assert "idempotency_redis_degraded_total" in text
+
+
+def test_a_malformed_body_with_a_key_is_400_and_the_key_stays_free(tenant):
+    broken = tenant.manager.post(
+        tenant.url("/expenses"),
+        b'{"amount": "12.50",',
+        content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY="m",
+    )
+    assert broken.status_code == 400
+    assert "JSON parse error" in broken.json()["detail"]
+    assert IdempotencyRecord.objects.count() == 0
+    assert post(tenant, key="m").status_code == 201
