@@ -131,15 +131,15 @@ def test_redis_flushed_between_the_first_request_and_its_retry_still_replays(ten
 
 def test_redis_hung_with_sigstop_costs_a_few_timeouts_then_nothing(tenant, redis_server, monkeypatch):
     assert post(tenant, "warm-up").status_code == 201  # connections to Redis are open
-    client = fast_path()._client
+    redis_path = fast_path()
     attempts = []
-    real_execute = client.execute_command
+    real_command = redis_path._command
 
-    def counted(*args, **kwargs):  # a spy: the commands still go to the (hung) server
+    def counted(*args):  # a spy: the commands still go to the (hung) server
         attempts.append(args[0])
-        return real_execute(*args, **kwargs)
+        return real_command(*args)
 
-    monkeypatch.setattr(client, "execute_command", counted)
+    monkeypatch.setattr(redis_path, "_command", counted)
     before = degraded_count()
     timings = []
     with redis_server.paused():
