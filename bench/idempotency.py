@@ -155,6 +155,10 @@ def main() -> None:
     cpu_base, cpu_fresh, cpu_replay = (median(name, "cpu_ms") for name in SCENARIOS)
     print(f"\nserver CPU per request, fresh key / no key: {cpu_fresh / cpu_base:.3f} "
           f"(CPU-bound throughput cost {100 * (1 - cpu_base / cpu_fresh):.1f} %, goal <= 15 %)")  # fmt: skip
+    paired = sorted(f["cpu_ms"] / n["cpu_ms"] for f, n in zip(results["fresh"], results["none"], strict=True))
+    print(
+        f"  same ratio per round (min / median / max): {paired[0]:.3f} / {statistics.median(paired):.3f} / {paired[-1]:.3f}"
+    )
     print(f"server CPU per request, replay / fresh key: {cpu_replay / cpu_fresh:.3f} (goal < 1)")
     base = median("none", "throughput")
     fresh, replay = median("fresh", "throughput"), median("replay", "throughput")
