@@ -9,12 +9,14 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 
 .PHONY: help run test stop lint venv stack migrate demo serve format destroy
+.PHONY: bench-idempotency
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
+	@echo "make bench-idempotency - POST expenses without a key, with fresh keys, and replays (wrk)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -56,9 +58,12 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving
+.PHONY: bench-tools bench-serving bench-idempotency
 bench-tools:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
 
 bench-serving: migrate bench-tools
 	@$(PY) bench/serving.py
+
+bench-idempotency: migrate bench-tools
+	@$(PY) bench/idempotency.py

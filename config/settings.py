@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "tenancy",
     "finance",
     "monitoring",
+    "idempotency",
 ]
 
 MIDDLEWARE = [
@@ -103,6 +104,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
 REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.25)
+
+# --- Idempotency (CONTRACT §3, docs/idempotency.md) -----------------------------------
+IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86400)
+IDEMPOTENCY_REQUIRED = env.bool("IDEMPOTENCY_REQUIRED", default=False)
+# How long a Redis in-flight claim lives if its owner dies before releasing it (a
+# duplicate then gets 409 meanwhile). Safe to keep short: Postgres still decides.
+IDEMPOTENCY_LOCK_TTL_MS = env.int("IDEMPOTENCY_LOCK_TTL_MS", default=10000)
+IDEMPOTENCY_RETRY_AFTER_SECONDS = env.int("IDEMPOTENCY_RETRY_AFTER_SECONDS", default=1)
+# Circuit breaker for the Redis fast path: open after this many failures in a row,
+# try Redis again after the cooldown.
+IDEMPOTENCY_REDIS_BREAKER_FAILURES = env.int("IDEMPOTENCY_REDIS_BREAKER_FAILURES", default=3)
+IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS = env.float(
+    "IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS", default=5.0
+)
 
 # --- Auth -----------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

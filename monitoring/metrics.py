@@ -61,7 +61,7 @@ db_pool_max_connections = Gauge(
 idempotency_requests = Counter(
     "idempotency_requests_total",
     "Writes carrying an Idempotency-Key, by outcome: executed, replayed, conflict (409), "
-    "mismatch (422), invalid (400).",
+    "mismatch (422), invalid (400), rolled_back (failed; nothing kept, the key stays free).",
     ["outcome"],
 )
 idempotency_redis_degraded = Counter(

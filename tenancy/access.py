@@ -5,20 +5,25 @@ the org 404 (never 403, which would confirm the org exists); a member whose role
 not do the action 403.
 """
 
-from typing import Any
+import uuid
 
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from idempotency.api import IdempotentWritesMixin
 from tenancy.models import Membership, Organization
 from tenancy.roles import Role, role_allows
 from tenancy.selectors import membership_get
 
 
-class OrgScopedApi(APIView):
-    """Base view: resolves `self.org` and `self.membership` from the URL's org_id."""
+class OrgScopedApi(IdempotentWritesMixin, APIView):
+    """Base view: resolves `self.org` and `self.membership` from the URL's org_id.
+
+    Org resolution is part of the permission check, so it is done when the
+    idempotency hook (which runs at the end of `initial`) needs the org for its scope.
+    """
 
     read_role: Role = Role.VIEWER
     write_role: Role = Role.MANAGER
@@ -26,9 +31,9 @@ class OrgScopedApi(APIView):
     org: Organization
     membership: Membership
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)  # authentication first: 401 before 404
-        membership = membership_get(org_id=kwargs["org_id"], user=request.user)
+    def check_permissions(self, request: Request) -> None:
+        super().check_permissions(request)  # authentication first: 401 before 404
+        membership = membership_get(org_id=self.kwargs["org_id"], user=request.user)
         if membership is None:
             raise NotFound()
         required = self.read_role if request.method in SAFE_METHODS else self.write_role
@@ -36,3 +41,6 @@ class OrgScopedApi(APIView):
             raise PermissionDenied(f"The {membership.role} role may not do this; {required} or above may.")
         self.membership = membership
         self.org = membership.org
+
+    def idempotency_org_id(self) -> uuid.UUID:
+        return self.org.id

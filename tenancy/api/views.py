@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from core.pagination import paginate_desc
+from idempotency.api import IdempotentWritesMixin
 from tenancy.access import OrgScopedApi
 from tenancy.api.serializers import (
     MemberInput,
@@ -25,7 +26,9 @@ from tenancy.selectors import memberships_of_org, memberships_of_user, propertie
 from tenancy.services import membership_add, organization_create, property_create
 
 
-class OrganizationListCreateApi(APIView):
+class OrganizationListCreateApi(IdempotentWritesMixin, APIView):
+    """POST /v1/orgs has no org yet: its Idempotency-Key is scoped to the user alone."""
+
     @extend_schema(responses=OrganizationOutput(many=True))
     def get(self, request: Request) -> Response:
         page = paginate_desc(memberships_of_user(user=request.user), request, ("org_id",))

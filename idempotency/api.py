@@ -1,0 +1,108 @@
+"""The one hook: every write view under /v1/orgs derives from IdempotentWritesMixin
+(through tenancy.access.OrgScopedApi, and OrganizationListCreateApi for POST /v1/orgs).
+
+A write carrying an Idempotency-Key runs its whole DRF dispatch inside one
+transaction: authentication and org resolution, then (in `initial`) the key check and
+Redis claim, then the handler, then the record insert. The record and the write
+commit or roll back together. Writes without the header take the plain path.
+"""
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponseBase
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.exceptions import APIException
+from rest_framework.request import Request
+
+from idempotency.calls import IdempotentCall, write_database
+from idempotency.exceptions import IdempotencyKeyInvalid, IdempotencyKeyRequired, Replay
+from idempotency.identity import HEADER, NO_ORG, IdempotencyScope, key_is_valid, request_fingerprint
+from monitoring.metrics import idempotency_requests
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class IdempotentWriteSchema(AutoSchema):
+    """Documents the Idempotency-Key header on every write operation."""
+
+    def get_override_parameters(self) -> list:
+        parameters = list(super().get_override_parameters())
+        if self.method in WRITE_METHODS:
+            parameters.append(
+                OpenApiParameter(
+                    HEADER,
+                    str,
+                    OpenApiParameter.HEADER,
+                    required=settings.IDEMPOTENCY_REQUIRED,
+                    description=(
+                        "1-255 printable ASCII characters, unique per operation. A retry with the same key "
+                        "and request replays the first success (header Idempotent-Replayed: true); a "
+                        "different request with the key is 422; while the first still runs, 409 with "
+                        "Retry-After. Scoped to the user and org; kept IDEMPOTENCY_TTL_SECONDS."
+                    ),
+                )
+            )
+        return parameters
+
+
+class IdempotentWritesMixin:
+    """Honours Idempotency-Key on POST, PUT, PATCH and DELETE (CONTRACT §3)."""
+
+    schema = IdempotentWriteSchema()
+    _idempotent_call: IdempotentCall | None = None
+
+    def idempotency_org_id(self) -> uuid.UUID:
+        """The org part of the key's scope; views outside an org use the user alone."""
+        return NO_ORG
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method not in WRITE_METHODS or HEADER not in request.headers:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        self._idempotent_call = None
+        try:
+            with transaction.atomic(using=write_database()):
+                response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+                call = self._idempotent_call
+                if call is not None:
+                    call.complete(response)
+        except BaseException:
+            # Rolled back by an error outside DRF's handling: free the key at once,
+            # rather than letting retries meet our claim (409) until it expires.
+            if self._idempotent_call is not None:
+                self._idempotent_call.abandon()
+            raise
+        if call is None:
+            return response
+        try:
+            call.after_transaction()
+        except (Replay, APIException) as exc:  # the answers, rendered like any other
+            response = self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)  # type: ignore[attr-defined]
+        return response
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]  # auth, org and role first
+        if request.method in WRITE_METHODS:
+            self._idempotent_call = self._begin_idempotent_call(request)
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        if isinstance(exc, Replay):
+            return exc.stored.replay()
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+    def _begin_idempotent_call(self, request: Request) -> IdempotentCall | None:
+        key = request.headers.get(HEADER)
+        if key is None:
+            if settings.IDEMPOTENCY_REQUIRED:
+                idempotency_requests.labels(outcome="invalid").inc()
+                raise IdempotencyKeyRequired()
+            return None
+        if not key_is_valid(key):
+            idempotency_requests.labels(outcome="invalid").inc()
+            raise IdempotencyKeyInvalid()
+        scope = IdempotencyScope.of(org_id=self.idempotency_org_id(), user_id=request.user.pk, key=key)
+        fingerprint = request_fingerprint(method=request.method, path=request.path, body=request.data)
+        return IdempotentCall.begin(scope=scope, fingerprint=fingerprint)

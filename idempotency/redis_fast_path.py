@@ -1,0 +1,142 @@
+"""Redis as the fast path: in-flight claims and a cache of finished responses.
+
+One key per scope holds either a claim ("L" + request fingerprint + owner token,
+expiring after IDEMPOTENCY_LOCK_TTL_MS) or a finished response ("D" + stored
+response, expiring with the record). That makes every step on the hot path a single
+plain command (Redis >= 7.0):
+
+    claim    SET key claim NX PX lock_ttl GET   nil: ours; else what holds the key
+    success  SET key done PX ttl                 the claim simply becomes the answer
+    failure  compare-and-delete (Lua)            only our own claim is released
+
+Redis is never the authority (Postgres is). Every call here may fail: it then
+returns None / does nothing, counts a failure on the circuit breaker, and the request
+carries on through Postgres alone, only slower. Timeouts are short
+(REDIS_SOCKET_TIMEOUT_SECONDS) and never retried, and once the breaker is open a
+dead or hung Redis costs nothing at all until the cooldown ends.
+"""
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from idempotency.circuit_breaker import CircuitBreaker
+from idempotency.identity import IdempotencyScope
+from idempotency.stored_response import StoredResponse
+
+logger = logging.getLogger("idempotency.redis")
+
+_CLAIM_PREFIX = b"L"
+_DONE_PREFIX = b"D"
+_FINGERPRINT_BYTES = 32
+
+# KEYS[1] the scope's key, ARGV[1] our claim: delete it only if it is still ours.
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class ClaimOutcome(Enum):
+    CLAIMED = "claimed"  # ours: run the request
+    DONE = "done"  # a finished response is cached
+    HELD = "held"  # another request with this key is in flight
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    value: bytes = b""  # our claim, when CLAIMED (needed to release it)
+    stored: StoredResponse | None = None  # when DONE
+    holder_fingerprint: bytes = b""  # when HELD
+
+
+class RedisFastPath:
+    def __init__(self, *, url: str, timeout_seconds: float, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_seconds,
+            socket_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0),  # a retry would double the stall; Postgres is the fallback
+            health_check_interval=0,
+        )
+        self._release = self._client.register_script(_RELEASE)
+
+    def claim(self, *, scope: IdempotencyScope, fingerprint: bytes, lock_ttl_ms: int) -> Claim | None:
+        """Claim the key for this request, or report what holds it; None when Redis is unavailable."""
+        value = _CLAIM_PREFIX + fingerprint + secrets.token_bytes(8)
+        found = self._call(
+            lambda: self._command("SET", scope.redis_key(), value, "NX", "PX", lock_ttl_ms, "GET")
+        )
+        if found is _UNAVAILABLE:
+            return None
+        if found is None:
+            return Claim(ClaimOutcome.CLAIMED, value=value)
+        if found.startswith(_DONE_PREFIX):
+            return Claim(ClaimOutcome.DONE, stored=StoredResponse.from_bytes(found[1:]))
+        return Claim(ClaimOutcome.HELD, holder_fingerprint=found[1 : 1 + _FINGERPRINT_BYTES])
+
+    def store(self, *, scope: IdempotencyScope, stored: StoredResponse, ttl_ms: int) -> None:
+        """Cache a committed response; it replaces the claim, whoever holds it (Postgres agrees)."""
+        answer = _DONE_PREFIX + stored.to_bytes()
+        self._call(lambda: self._command("SET", scope.redis_key(), answer, "PX", max(ttl_ms, 1)))
+
+    def release(self, *, scope: IdempotencyScope, claim_value: bytes) -> None:
+        """Free the key after a request that kept nothing, if our claim still holds it."""
+        self._call(lambda: self._release(keys=[scope.redis_key()], args=[claim_value]))
+
+    def _command(self, *args: Any) -> Any:
+        """One command on a pooled connection, without redis-py's per-call machinery
+        (retry wrapper, observability hooks): it halves the client CPU of the two
+        commands every idempotent write makes. Any error drops the connection."""
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
+    def _call(self, command: Callable[[], Any]) -> Any:
+        if not self.breaker.allow():
+            return _UNAVAILABLE
+        try:
+            reply = command()
+        except (redis.RedisError, OSError) as exc:
+            if self.breaker.record_failure():
+                logger.warning(
+                    "idempotency: redis unavailable (%s); circuit open, Postgres alone decides",
+                    exc.__class__.__name__,
+                )
+            return _UNAVAILABLE
+        self.breaker.record_success()
+        return reply
+
+
+_UNAVAILABLE: Any = object()
+
+
+def fast_path() -> RedisFastPath:
+    """This process's fast path for the current settings (read lazily, so tests can change them)."""
+    return _fast_path_for(
+        settings.REDIS_URL,
+        settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+        settings.IDEMPOTENCY_REDIS_BREAKER_FAILURES,
+        settings.IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS,
+    )
+
+
+@lru_cache(maxsize=8)
+def _fast_path_for(url: str, timeout: float, failures: int, cooldown: float) -> RedisFastPath:
+    breaker = CircuitBreaker(failure_threshold=failures, cooldown_seconds=cooldown)
+    return RedisFastPath(url=url, timeout_seconds=timeout, breaker=breaker)
