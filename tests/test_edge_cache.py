@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,6 +23,7 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
 from edgecache.backends.varnish import VarnishPurge
+from finance.models import Expense
 from edgecache.models import PurgeQueueEntry
 from edgecache.purge import breaker_reset
 from edgecache.tags import org_section_tag, org_tag
@@ -247,10 +249,8 @@ def test_post_patch_delete_are_never_cached_and_keep_their_method(edge, tenant):
         assert deleted.status_code == 204
         assert client.delete(url).status_code == 404  # really went to the origin again
 
-    from finance.models import Expense
-
     assert list(Expense.objects.filter(org=tenant.org).values_list("id", flat=True)) == [
-        __import__("uuid").UUID(second.json()["id"])
+        uuid.UUID(second.json()["id"])
     ]
     assert Expense.objects.get(org=tenant.org).amount == Decimal("12.50")
 
@@ -284,7 +284,7 @@ def test_varnish_stopped_writes_succeed_and_queued_purges_go_out_after_restart(e
 def test_varnishtest_cases_for_the_shipped_vcl(case):
     result = subprocess.run(
         ["varnishtest", "-q", f"-Ddeploy={DEPLOY}", str(DEPLOY / "tests" / case)],
-        capture_output=True, text=True, timeout=120,
+        check=False, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
@@ -297,7 +297,7 @@ def test_shipped_vcl_compiles_with_the_rendered_backends():
     (tmp_path / "edge-backends.vcl").write_text(render_backends(rest_port=8000, realtime_port=8001))
     result = subprocess.run(
         ["varnishd", "-C", "-f", str(DEPLOY / "default.vcl"), "-p", f"vcl_path={tmp_path}:{DEPLOY}"],
-        capture_output=True, text=True,
+        check=False, capture_output=True, text=True,
     )  # fmt: skip
     shutil.rmtree(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
