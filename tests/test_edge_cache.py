@@ -23,10 +23,10 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
 from edgecache.backends.varnish import VarnishPurge
-from finance.models import Expense
 from edgecache.models import PurgeQueueEntry
 from edgecache.purge import breaker_reset
 from edgecache.tags import org_section_tag, org_tag
+from finance.models import Expense
 from tenancy.models import Membership
 from tests import conftest
 from tests.live_server import free_port, running_server
@@ -129,12 +129,18 @@ def test_org_lists_carry_org_prefixed_tags(edge, tenant, suffix, tags):
 
 def test_details_carry_tags_and_property_detail_names_its_property(edge, tenant):
     owner = auth(tenant.users["owner"])
-    created = httpx.post(edge.url + tenant.url("/expenses"), json=tenant.entry_payload(), headers=owner).json()
+    created = httpx.post(
+        edge.url + tenant.url("/expenses"), json=tenant.entry_payload(), headers=owner
+    ).json()
     detail = httpx.get(edge.origin + tenant.url(f"/expenses/{created['id']}"), headers=owner)
     prop = httpx.get(edge.origin + tenant.url(f"/properties/{tenant.property.id}"), headers=owner)
     org = tenant.org.id
     assert detail.headers["xkey"].split() == [f"org-{org}", f"org-{org}-expenses"]
-    assert prop.headers["xkey"].split() == [f"org-{org}", f"org-{org}-properties", f"property-{tenant.property.id}"]
+    assert prop.headers["xkey"].split() == [
+        f"org-{org}",
+        f"org-{org}-properties",
+        f"property-{tenant.property.id}",
+    ]
 
 
 def test_a_write_is_visible_to_the_next_read_through_the_cache_200_times_in_a_row(edge, tenant):
@@ -162,10 +168,14 @@ def test_a_write_is_visible_to_the_next_read_through_the_cache_200_times_in_a_ro
             assert client.get(detail).json()["amount"] == f"{i + 1}.25"
         assert client.delete(detail).status_code == 204
         assert client.get(detail).status_code == 404
-        assert entry["id"] not in {row["id"] for row in client.get(tenant.url("/revenues?page_size=200")).json()["results"]}
+        assert entry["id"] not in {
+            row["id"] for row in client.get(tenant.url("/revenues?page_size=200")).json()["results"]
+        }
 
 
-def test_non_members_and_bad_tokens_never_get_a_cached_org_object_whatever_the_order(edge, tenant, other_tenant):
+def test_non_members_and_bad_tokens_never_get_a_cached_org_object_whatever_the_order(
+    edge, tenant, other_tenant
+):
     callers = {
         "member": (auth(tenant.users["viewer"]), 200),
         "member of another org": (auth(other_tenant.users["owner"]), 404),
@@ -173,7 +183,10 @@ def test_non_members_and_bad_tokens_never_get_a_cached_org_object_whatever_the_o
         "bad token": ({"Authorization": "Token not-a-real-token"}, 401),
     }
     for n, order in enumerate(itertools.permutations(callers)):
-        for path in (tenant.url(f"/finance/summary?to=2030-01-{n + 1:02d}"), tenant.url(f"/expenses?to=2030-01-{n + 1:02d}")):
+        for path in (
+            tenant.url(f"/finance/summary?to=2030-01-{n + 1:02d}"),
+            tenant.url(f"/expenses?to=2030-01-{n + 1:02d}"),
+        ):
             member_body = None
             for _round in range(2):  # the second round finds everything cached that may be
                 for name in order:
@@ -222,10 +235,20 @@ def test_purging_org_a_leaves_org_b_cached(edge_settings, tenant, other_tenant):
     assert set(cache_states().values()) == {"HIT"}
 
     VarnishPurge().purge([org_section_tag(tenant.org.id, "expenses")])
-    assert cache_states() == {"a summary": "HIT", "a expenses": "MISS", "b summary": "HIT", "b expenses": "HIT"}
+    assert cache_states() == {
+        "a summary": "HIT",
+        "a expenses": "MISS",
+        "b summary": "HIT",
+        "b expenses": "HIT",
+    }
 
     VarnishPurge().purge([org_tag(tenant.org.id)])
-    assert cache_states() == {"a summary": "MISS", "a expenses": "MISS", "b summary": "HIT", "b expenses": "HIT"}
+    assert cache_states() == {
+        "a summary": "MISS",
+        "a expenses": "MISS",
+        "b summary": "HIT",
+        "b expenses": "HIT",
+    }
 
 
 def test_post_patch_delete_are_never_cached_and_keep_their_method(edge, tenant):

@@ -92,7 +92,11 @@ class Varnish:
         ).stdout
         data = json.loads(output)
         data = data.get("counters", data)
-        return {name: int(value["value"]) for name, value in data.items() if isinstance(value, dict) and "value" in value}
+        return {
+            name: int(value["value"])
+            for name, value in data.items()
+            if isinstance(value, dict) and "value" in value
+        }
 
     def cleanup(self) -> None:
         self.stop()
@@ -100,7 +104,9 @@ class Varnish:
 
 
 @contextmanager
-def running_varnish(*, rest_port: int, realtime_port: int | None = None, port: int | None = None) -> Iterator[Varnish]:
+def running_varnish(
+    *, rest_port: int, realtime_port: int | None = None, port: int | None = None
+) -> Iterator[Varnish]:
     varnish = Varnish(rest_port=rest_port, realtime_port=realtime_port or free_port(), port=port)
     varnish.start()
     try:
