@@ -56,9 +56,13 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving
+.PHONY: bench-tools bench-serving bench-edge
 bench-tools:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
 
 bench-serving: migrate bench-tools
 	@$(PY) bench/serving.py
+
+# Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
+bench-edge: migrate bench-tools
+	@$(PY) bench/edge.py

@@ -324,3 +324,20 @@ def test_shipped_vcl_compiles_with_the_rendered_backends():
     )  # fmt: skip
     shutil.rmtree(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_cache_hit_ratio_reads_the_running_varnish(edge_settings, settings, tenant):
+    from edgecache.stats import cache_hit_ratio, varnish_counters
+
+    settings.CDN_VARNISH_NAME = edge_settings.varnish.name
+    path, owner = tenant.url("/properties"), auth(tenant.users["owner"])
+    for _ in range(5):
+        httpx.get(edge_settings.url + path, headers=owner)
+    counters = varnish_counters()
+    assert counters is not None and counters["MAIN.cache_hit"] >= 8  # 4 data hits + 4 preflight hits
+    ratio = cache_hit_ratio()
+    assert ratio == counters["MAIN.cache_hit"] / (counters["MAIN.cache_hit"] + counters["MAIN.cache_miss"])
+    assert 0 < ratio < 1
+
+    settings.CDN_VARNISH_NAME = "/nonexistent/varnish"
+    assert cache_hit_ratio() is None  # monitoring shows "unknown", never an error
