@@ -170,7 +170,7 @@ CDN_S_MAXAGE_SECONDS = env.int("CDN_S_MAXAGE_SECONDS", default=60)
 CDN_AUTH_TTL_SECONDS = env.int("CDN_AUTH_TTL_SECONDS", default=5)
 CDN_PURGE_TIMEOUT_SECONDS = env.float("CDN_PURGE_TIMEOUT_SECONDS", default=1.0)
 CDN_PURGE_INLINE_RETRY_MAX_SECONDS = env.float("CDN_PURGE_INLINE_RETRY_MAX_SECONDS", default=1.0)
-CDN_PURGE_BREAKER_SECONDS = env.float("CDN_PURGE_BREAKER_SECONDS", default=5.0)
+CDN_PURGE_BREAKER_SECONDS = env.float("CDN_PURGE_BREAKER_SECONDS", default=2.0)
 CDN_VARNISH_URLS = env.list("CDN_VARNISH_URLS", default=["http://127.0.0.1:8080"])
 CDN_VARNISH_NAME = env.str("CDN_VARNISH_NAME", default="")  # varnishd -n, for varnishstat
 CDN_FASTLY_API_URL = env.str("CDN_FASTLY_API_URL", default="https://api.fastly.com")
