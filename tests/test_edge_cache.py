@@ -6,9 +6,11 @@ server process sees it.
 """
 
 import itertools
+import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -341,3 +343,39 @@ def test_cache_hit_ratio_reads_the_running_varnish(edge_settings, settings, tena
 
     settings.CDN_VARNISH_NAME = "/nonexistent/varnish"
     assert cache_hit_ratio() is None  # monitoring shows "unknown", never an error
+
+
+def test_a_write_is_visible_at_once_even_while_other_members_refill_the_cache(edge, tenant):
+    """Readers keep refilling the summary while the owner writes: a fill that read the
+    database before a write committed must not be stored after that write's purge."""
+    summary = tenant.url("/finance/summary")
+    owner, viewer = auth(tenant.users["owner"]), auth(tenant.users["viewer"])
+    stop = threading.Event()
+
+    def reader() -> None:
+        with httpx.Client(base_url=edge.url, headers=viewer) as client:
+            while not stop.is_set():
+                client.get(summary)
+
+    readers = [threading.Thread(target=reader) for _ in range(int(os.environ.get("EDGE_RACE_READERS", "4")))]
+    for thread in readers:
+        thread.start()
+    stale = []
+    try:
+        with httpx.Client(base_url=edge.url, headers=owner) as client:
+            expected = summary_revenue(client.get(summary))
+            for i in range(int(os.environ.get("EDGE_RACE_WRITES", "100"))):
+                assert (
+                    client.post(tenant.url("/revenues"), json=tenant.entry_payload(amount="1.00")).status_code
+                    == 201
+                )
+                expected += Decimal("1.00")
+                seen = summary_revenue(client.get(summary))
+                if seen != expected:
+                    stale.append((i, str(seen), str(expected)))
+                    expected = seen if seen > expected else expected
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert stale == []

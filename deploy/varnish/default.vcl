@@ -20,6 +20,7 @@
 vcl 4.1;
 
 import std;
+import var;
 import xkey;
 
 include "edge-backends.vcl";
@@ -44,6 +45,7 @@ sub vcl_recv {
         } else {
             return (synth(400, "Send the tags in an xkey-purge or xkey-softpurge header"));
         }
+        call edge_note_purge;
         return (synth(200, "Purged"));
     }
 
@@ -81,6 +83,24 @@ sub vcl_recv {
         return (hash);  # step 2: the shared org object
     }
     return (pass);  # refused by the preflight: the origin answers 401/404 itself
+}
+
+# A purge removes the copies in the cache, but not a copy still being fetched: a fill
+# that read the database before the write committed would be stored after the purge
+# and served stale for its whole s-maxage. So each purge notes its time, per org
+# (hashed to 4096 buckets by the last 3 hex digits of the org id, to bound memory), and
+# vcl_backend_response refuses to store a fill that started before such a purge.
+sub edge_note_purge {
+    set req.http.X-Edge-Purge-Tags = req.http.xkey-purge + " " + req.http.xkey-softpurge;
+    set req.http.X-Edge-Purge-Time = "" + std.time2real(now, 0.0);
+    if (req.http.X-Edge-Purge-Tags ~ "org-[0-9a-f-]{36}"
+        && req.http.X-Edge-Purge-Tags !~ "org-([0-9a-f-]{36})\b.*\borg-(?!\1)[0-9a-f-]{36}"
+        && req.http.X-Edge-Purge-Tags !~ "(^| )property-") {
+        var.global_set("purged-" + regsub(req.http.X-Edge-Purge-Tags,
+            "^.*?org-[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1"), req.http.X-Edge-Purge-Time);
+    } else {
+        var.global_set("purged-any", req.http.X-Edge-Purge-Time);  # several orgs: all of them
+    }
 }
 
 sub vcl_hash {
@@ -140,6 +160,16 @@ sub vcl_backend_response {
         set beresp.ttl = 5s;
         return (deliver);
     }
+    # A purge for this org arrived while this copy was on its way: it may predate the
+    # write, so hand it to the waiting clients but do not store it.
+    set bereq.http.X-Edge-Bucket = regsub(bereq.url, "^/v1/orgs/[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1");
+    if (std.real(var.global_get("purged-" + bereq.http.X-Edge-Bucket), 0.0) >= std.time2real(bereq.time, 0.0)
+        || std.real(var.global_get("purged-any"), 0.0) >= std.time2real(bereq.time, 0.0)) {
+        set beresp.uncacheable = true;
+        set beresp.ttl = 1s;
+        set beresp.http.X-Edge-Fill = "raced-purge";
+        return (deliver);
+    }
     # Hard purges only remove; never serve anything past its s-maxage either.
     set beresp.grace = 0s;
     return (deliver);
@@ -160,6 +190,7 @@ sub vcl_deliver {
     unset resp.http.xkey;
     unset resp.http.Surrogate-Key;
     unset resp.http.Cache-Tag;
+    unset resp.http.X-Edge-Fill;
     if (resp.http.Cache-Control ~ "s-maxage") {
         set resp.http.Cache-Control = "private, no-cache";
     }
