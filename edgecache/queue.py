@@ -2,7 +2,8 @@
 
 Draining takes due rows with `FOR UPDATE SKIP LOCKED`, so several drainers (cron and a
 sidecar, or two hosts) never send one row twice at the same time. A row that fails
-again waits for the CDN's Retry-After, or an exponential backoff capped at 5 minutes.
+again waits for the CDN's Retry-After, or an exponential backoff capped at 5 minutes,
+and ends the pass.
 """
 
 import datetime
@@ -76,8 +77,10 @@ def purge_queue_drain(*, limit: int = 500) -> DrainResult:
                 entry.last_error = str(exc)[:1000]
                 entry.next_attempt_at = timezone.now() + _backoff(entry.attempts, exc.retry_after)
                 entry.save(update_fields=["tags", "attempts", "last_error", "next_attempt_at"])
-                if exc.retry_after:
-                    break  # rate limited: the rest would only be refused too
+                # The CDN is down or limiting us: the rest would fail too, and each try
+                # would hold this transaction open for a timeout. The row just failed
+                # now waits its backoff, so the next pass starts with the others.
+                break
             else:
                 entry.delete()
                 sent += 1

@@ -254,3 +254,18 @@ def test_an_unknown_provider_is_a_clear_error(settings):
     settings.CDN_PROVIDER = "akamai"
     with pytest.raises(ValueError, match="CDN_PROVIDER"):
         purge_backend()
+
+
+def test_a_failing_cdn_ends_the_retry_pass_at_the_first_failure(fastly):
+    for n in range(3):
+        PurgeQueueEntry.objects.create(tags=[f"org-{n}-summary"], last_error="queued")
+    fastly.default = (500, {}, {"msg": "down"})
+    result = purge_queue_drain()
+    assert (result.sent, result.failed, result.left) == (0, 1, 3)
+    assert len(fastly.calls) == 1  # not one timeout per row inside one transaction
+    assert sorted(PurgeQueueEntry.objects.values_list("attempts", flat=True)) == [0, 0, 1]
+
+    fastly.default = (200, {}, {"status": "ok"})
+    PurgeQueueEntry.objects.update(next_attempt_at=timezone.now())
+    assert purge_queue_drain().sent == 3
+    assert not PurgeQueueEntry.objects.exists()
