@@ -8,6 +8,7 @@ server process sees it.
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -379,3 +380,31 @@ def test_a_write_is_visible_at_once_even_while_other_members_refill_the_cache(ed
         for thread in readers:
             thread.join()
     assert stale == []
+
+
+def test_a_hung_varnish_costs_a_write_one_purge_timeout_and_the_purge_is_queued(edge_settings, tenant):
+    edge = edge_settings
+    owner = auth(tenant.users["owner"])
+    PurgeQueueEntry.objects.all().delete()
+    children = subprocess.run(
+        ["pgrep", "-P", str(edge.varnish.pid)], capture_output=True, text=True, check=False
+    )
+    paused = [edge.varnish.pid, *(int(pid) for pid in children.stdout.split())]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        created = httpx.post(
+            edge.origin + tenant.url("/expenses"), json=tenant.entry_payload(), headers=owner
+        )
+        elapsed = time.monotonic() - started
+        assert created.status_code == 201
+        assert elapsed < 3  # CDN_PURGE_TIMEOUT_SECONDS (1 s) plus the write itself
+        assert list(PurgeQueueEntry.objects.values_list("tags", flat=True)) == [
+            [f"org-{tenant.org.id}-expenses", f"org-{tenant.org.id}-summary"]
+        ]
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    call_command("cdn_purge_retry")
+    assert not PurgeQueueEntry.objects.exists()
