@@ -9,7 +9,6 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 
 .PHONY: help run test stop lint venv stack migrate demo serve format destroy
-.PHONY: bench-idempotency
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
@@ -58,7 +57,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency
+.PHONY: bench-tools bench-serving bench-idempotency bench-edge
 bench-tools:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
 
@@ -67,3 +66,7 @@ bench-serving: migrate bench-tools
 
 bench-idempotency: migrate bench-tools
 	@$(PY) bench/idempotency.py
+
+# Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
+bench-edge: migrate bench-tools
+	@$(PY) bench/edge.py

@@ -29,15 +29,15 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
 
-from django.conf import settings  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
+from django.conf import settings
+from rest_framework.authtoken.models import Token
 
-from accounts.models import User  # noqa: E402
-from bench.process_cpu import tree_cpu_seconds  # noqa: E402
-from finance.models import Expense  # noqa: E402
-from tenancy.models import Membership, Organization, Property  # noqa: E402
-from tenancy.roles import Role  # noqa: E402
-from tests.live_server import free_port, wait_until_up  # noqa: E402
+from accounts.models import User
+from bench.process_cpu import tree_cpu_seconds
+from finance.models import Expense
+from tenancy.models import Membership, Organization, Property
+from tenancy.roles import Role
+from tests.live_server import free_port, wait_until_up
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -75,7 +75,7 @@ def start_server(database_url: str) -> tuple[subprocess.Popen, str]:
         "WEB_CONCURRENCY": "2",
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
     base_url = f"http://127.0.0.1:{port}"
     wait_until_up(base_url, process)
     return process, base_url
@@ -84,7 +84,7 @@ def start_server(database_url: str) -> tuple[subprocess.Popen, str]:
 def run_wrk(url: str, env: dict[str, str]) -> dict:
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--timeout", "10s",
                "-s", str(ROOT / "bench/idempotency.lua"), url]  # fmt: skip
-    run = subprocess.run(command, env=os.environ | env, capture_output=True, text=True, check=True)  # noqa: S603
+    run = subprocess.run(command, env=os.environ | env, capture_output=True, text=True, check=True)
     output = run.stdout
     time.sleep(1)  # let the requests wrk cut off at its deadline finish before rows are counted
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))

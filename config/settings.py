@@ -34,9 +34,12 @@ INSTALLED_APPS = [
     "finance",
     "monitoring",
     "idempotency",
+    "edgecache",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it sees the final headers (edge cache: docs/edge-cache.md).
+    "edgecache.headers.EdgeCacheHeadersMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "core.compression.GZipMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -173,6 +176,24 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- Edge cache (edgecache/, docs/edge-cache.md) ----------------------------------------
+# Read lazily by edgecache (tests override them). Tokens default to empty: a provider
+# without its credentials fails its purges into the retry queue, loudly.
+CDN_PROVIDER = env.str("CDN_PROVIDER", default="varnish")  # varnish | fastly | cloudflare | none
+CDN_S_MAXAGE_SECONDS = env.int("CDN_S_MAXAGE_SECONDS", default=60)
+CDN_AUTH_TTL_SECONDS = env.int("CDN_AUTH_TTL_SECONDS", default=5)
+CDN_PURGE_TIMEOUT_SECONDS = env.float("CDN_PURGE_TIMEOUT_SECONDS", default=1.0)
+CDN_PURGE_INLINE_RETRY_MAX_SECONDS = env.float("CDN_PURGE_INLINE_RETRY_MAX_SECONDS", default=1.0)
+CDN_PURGE_BREAKER_SECONDS = env.float("CDN_PURGE_BREAKER_SECONDS", default=2.0)
+CDN_VARNISH_URLS = env.list("CDN_VARNISH_URLS", default=["http://127.0.0.1:8080"])
+CDN_VARNISH_NAME = env.str("CDN_VARNISH_NAME", default="")  # varnishd -n, for varnishstat
+CDN_FASTLY_API_URL = env.str("CDN_FASTLY_API_URL", default="https://api.fastly.com")
+CDN_FASTLY_SERVICE_ID = env.str("CDN_FASTLY_SERVICE_ID", default="")
+CDN_FASTLY_API_TOKEN = env.str("CDN_FASTLY_API_TOKEN", default="")
+CDN_CLOUDFLARE_API_URL = env.str("CDN_CLOUDFLARE_API_URL", default="https://api.cloudflare.com")
+CDN_CLOUDFLARE_ZONE_ID = env.str("CDN_CLOUDFLARE_ZONE_ID", default="")
+CDN_CLOUDFLARE_API_TOKEN = env.str("CDN_CLOUDFLARE_API_TOKEN", default="")
 
 # --- Internationalisation, static -----------------------------------------------------
 LANGUAGE_CODE = "en-us"

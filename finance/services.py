@@ -6,6 +6,8 @@ from typing import Any
 from django.db import transaction
 
 from accounts.models import User
+from edgecache.purge import purge_after_commit
+from edgecache.tags import finance_write_tags
 from finance.models import FinanceEntry
 from tenancy.models import Organization, Property
 
@@ -24,7 +26,7 @@ def entry_create(
 ) -> FinanceEntry:
     if property.org_id != org.id:
         raise ValueError("property belongs to another organization")
-    return model.objects.create(
+    entry = model.objects.create(
         org=org,
         property=property,
         amount=amount,
@@ -34,6 +36,8 @@ def entry_create(
         description=description,
         created_by=created_by,
     )
+    purge_after_commit(finance_write_tags(org_id=org.id, kind=model.kind))
+    return entry
 
 
 @transaction.atomic
@@ -46,8 +50,10 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
     for name, value in changes.items():
         setattr(locked, name, value)
     locked.save(update_fields=[*changes, "updated_at"])
+    purge_after_commit(finance_write_tags(org_id=locked.org_id, kind=locked.kind))
     return locked
 
 
 def entry_delete(*, entry: FinanceEntry) -> None:
     type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()
+    purge_after_commit(finance_write_tags(org_id=entry.org_id, kind=entry.kind))

@@ -3,6 +3,8 @@
 from django.db import transaction
 
 from accounts.models import User
+from edgecache.purge import purge_after_commit
+from edgecache.tags import org_section_tag
 from tenancy.models import Membership, Organization, Property
 from tenancy.roles import Role
 
@@ -19,4 +21,6 @@ def membership_add(*, org: Organization, user: User, role: Role) -> Membership:
 
 
 def property_create(*, org: Organization, name: str, currency: str, timezone: str) -> Property:
-    return Property.objects.create(org=org, name=name, currency=currency, timezone=timezone)
+    prop = Property.objects.create(org=org, name=name, currency=currency, timezone=timezone)
+    purge_after_commit([org_section_tag(org.id, "properties")])
+    return prop

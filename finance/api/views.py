@@ -10,6 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.pagination import paginate_desc
+from edgecache.cacheable import EdgeCachedApi
+from edgecache.tags import org_section_tag
 from finance.api.serializers import EntryFilterInput, EntryInput, EntryOutput, SummaryOutput, entry_output
 from finance.models import FinanceEntry
 from finance.selectors import entries_list, entry_get, finance_summary
@@ -34,8 +36,11 @@ def _filters(request: Request) -> EntryFilterInput:
     return query
 
 
-class EntryListCreateApi(OrgScopedApi):
+class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
     model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+
+    def edge_cache_tags(self, request: Request) -> list[str]:
+        return [org_section_tag(self.org.id, f"{self.model.kind}s")]
 
     @extend_schema(parameters=_FILTER_PARAMS, responses=EntryOutput(many=True))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
@@ -51,8 +56,11 @@ class EntryListCreateApi(OrgScopedApi):
         return Response(entry_output(entry), status=status.HTTP_201_CREATED)
 
 
-class EntryDetailApi(OrgScopedApi):
+class EntryDetailApi(EdgeCachedApi, OrgScopedApi):
     model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+
+    def edge_cache_tags(self, request: Request) -> list[str]:
+        return [org_section_tag(self.org.id, f"{self.model.kind}s")]
 
     def _entry(self, entry_id: uuid.UUID) -> FinanceEntry:
         entry = entry_get(model=self.model, org=self.org, entry_id=entry_id)
@@ -78,7 +86,10 @@ class EntryDetailApi(OrgScopedApi):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class FinanceSummaryApi(OrgScopedApi):
+class FinanceSummaryApi(EdgeCachedApi, OrgScopedApi):
+    def edge_cache_tags(self, request: Request) -> list[str]:
+        return [org_section_tag(self.org.id, "summary")]
+
     @extend_schema(parameters=_FILTER_PARAMS[:3], responses=SummaryOutput)
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         query = _filters(request)

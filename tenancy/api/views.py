@@ -11,6 +11,8 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from core.pagination import paginate_desc
+from edgecache.cacheable import EdgeCachedApi
+from edgecache.tags import org_section_tag, property_tag
 from idempotency.api import IdempotentWritesMixin
 from tenancy.access import OrgScopedApi
 from tenancy.api.serializers import (
@@ -69,7 +71,10 @@ class MemberListCreateApi(OrgScopedApi):
         return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
 
 
-class PropertyListCreateApi(OrgScopedApi):
+class PropertyListCreateApi(EdgeCachedApi, OrgScopedApi):
+    def edge_cache_tags(self, request: Request) -> list[str]:
+        return [org_section_tag(self.org.id, "properties")]
+
     @extend_schema(responses=PropertyOutput(many=True))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         page = paginate_desc(properties_of_org(org=self.org), request, ("id",))
@@ -83,7 +88,10 @@ class PropertyListCreateApi(OrgScopedApi):
         return Response(PropertyOutput(prop).data, status=status.HTTP_201_CREATED)
 
 
-class PropertyDetailApi(OrgScopedApi):
+class PropertyDetailApi(EdgeCachedApi, OrgScopedApi):
+    def edge_cache_tags(self, request: Request) -> list[str]:
+        return [org_section_tag(self.org.id, "properties"), property_tag(self.kwargs["property_id"])]
+
     @extend_schema(responses=PropertyOutput)
     def get(self, request: Request, org_id: uuid.UUID, property_id: uuid.UUID) -> Response:
         prop = property_get(org=self.org, property_id=property_id)
