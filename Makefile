@@ -59,6 +59,6 @@ destroy:
 
 # --- Idempotency benchmark (docs/benchmarks.md "Idempotency") ---------------------------
 bench-idempotency: migrate
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends wrk; } \
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk; } \
 		|| { echo "Please install wrk (Debian: apt-get install wrk)"; exit 1; }
 	@$(PY) bench/idempotency.py
