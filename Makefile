@@ -59,7 +59,8 @@ destroy:
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
 .PHONY: bench-tools bench-serving bench-idempotency bench-edge
 bench-tools:
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } >/dev/null; } \
+		|| { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
 
 bench-serving: migrate bench-tools
 	@$(PY) bench/serving.py
