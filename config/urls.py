@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularJSONAPIView
 
 from accounts.api import TokenObtainApi
+from core.schema_view import CachedSchemaView
 
 handler400 = "core.errors.bad_request"
 handler403 = "core.errors.permission_denied"
@@ -15,6 +15,6 @@ urlpatterns = [
     path("v1/orgs/<uuid:org_id>/", include("finance.api.urls")),
     path("v1/system/", include("monitoring.urls")),
     path("v1/edge/", include("edgecache.urls")),
-    path("v1/schema", SpectacularJSONAPIView.as_view(), name="schema"),
+    path("v1/schema", CachedSchemaView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
 ]
