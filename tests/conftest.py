@@ -134,3 +134,15 @@ def live_asgi(django_db_setup: None, django_db_blocker: Any) -> Any:
 
     with django_db_blocker.unblock(), running_server(test_database_url(), kind="asgi") as url:
         yield url
+
+
+# --- Read replicas --------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """Replica aliases are TEST MIRRORs, so Django neither creates nor flushes a test
+    database on a read-only standby; but a mirror silently connects to the primary.
+    Physical replication already copies the test database made on the primary, so
+    point each replica alias at that name on its own real server."""
+    from replicas.testing import point_replicas_at_test_database
+
+    point_replicas_at_test_database()
