@@ -64,6 +64,7 @@ class Checker:
         self._connections: dict[str, psycopg.Connection] = {}
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._stop = threading.Event()
         self.checks_run = 0
 
     # --- the background thread ----------------------------------------------------------
@@ -76,16 +77,27 @@ class Checker:
             if self._pid != os.getpid():
                 self._connections = {}  # inherited over fork: not ours to use
             self._pid = os.getpid()
+            self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="replicas-checker", daemon=True)
             self._thread.start()
 
     def _loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 self.check_now()
             except Exception:
                 logger.exception("replicas: checker round failed")
-            time.sleep(replica_settings().check_period_seconds)
+            self._stop.wait(replica_settings().check_period_seconds)
+
+    def stop(self) -> None:
+        """Stop the thread and close its connections (tests, before dropping databases)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        with self._lock:
+            for alias in list(self._connections):
+                self._discard(alias)
 
     # --- one round -------------------------------------------------------------------------
     def check_now(self) -> ReplicaSet:

@@ -20,6 +20,7 @@ class ReplicaSettings:
     read_timeout_seconds: float
     breaker_cooldown_seconds: float
     position_ttl_seconds: float
+    catch_up_wait_seconds: float
     routing_header: bool
 
     @property
@@ -44,5 +45,6 @@ def replica_settings() -> ReplicaSettings:
         # A position older than the critical lag is met by every routable replica, so
         # it need not be kept longer than that (see docs/replicas.md).
         position_ttl_seconds=max(float(getattr(settings, "REPLICA_POSITION_TTL_SECONDS", 30)), critical + 1),
+        catch_up_wait_seconds=float(getattr(settings, "REPLICA_CATCH_UP_WAIT_MS", 20)) / 1000,
         routing_header=bool(getattr(settings, "REPLICA_ROUTING_HEADER", False)),
     )

@@ -16,6 +16,7 @@ to the primary. Migrations are allowed on primaries only.
 """
 
 import logging
+import time
 from typing import Any
 
 from django.db import DatabaseError, connections
@@ -87,6 +88,22 @@ def _first_caught_up(candidates: list[ReplicaState], position: int | None) -> st
             replica_set().observe_replay(candidate.alias, replay)
             if replay >= position:
                 return candidate.alias
+    return _wait_for_catch_up(candidates[0].alias, position)
+
+
+def _wait_for_catch_up(alias: str, position: int) -> str | None:
+    """A read right after the client's own write usually finds every replica a few
+    milliseconds behind; waiting that long beats loading the primary. Bounded by
+    REPLICA_CATCH_UP_WAIT_MS (0 disables it)."""
+    deadline = time.monotonic() + replica_settings().catch_up_wait_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.002)
+        replay = _probe_replay_position(alias)
+        if replay is None:
+            return None
+        replica_set().observe_replay(alias, replay)
+        if replay >= position:
+            return alias
     return None
 
 
@@ -121,6 +138,10 @@ class ReplicaRouter:
         alias, reason = choose_read_alias(state, cluster)
         is_replica = alias != cluster.primary
         if not is_replica:
+            # Once a request has read from the primary it stays there: a replica could
+            # be behind what it already saw, and its data must not go back in time.
+            if reason != "replicas_disabled":
+                state.pin(reason)
             state.note_served(alias)  # replicas are noted when a statement really ran there
         routing_stats.read(alias, replica=is_replica, reason=reason)
         return alias

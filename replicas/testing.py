@@ -16,3 +16,11 @@ def point_replicas_at_test_database() -> None:
         pool = PostgresWrapper._connection_pools.pop(alias, None)
         if pool is not None:
             pool.close()
+
+
+def close_all_pools() -> None:
+    """Close every alias's pool (threads leave idle connections in them), so the test
+    database can be dropped."""
+    for alias, pool in list(PostgresWrapper._connection_pools.items()):
+        pool.close()
+        PostgresWrapper._connection_pools.pop(alias, None)
