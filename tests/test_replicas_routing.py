@@ -145,11 +145,17 @@ def test_routing_state_is_per_task_under_concurrent_async_requests(replicas_live
     org = Organization.objects.create(name="async")
     replicas_live.wait_caught_up()
 
-    def read(state_list: list) -> None:
-        Organization.objects.filter(pk=org.pk).exists()
+    def read() -> None:
+        try:
+            Organization.objects.filter(pk=org.pk).exists()
+        finally:
+            connections.close_all()  # as at the end of a request: back to the pool
 
     def write() -> None:
-        Organization.objects.filter(pk=org.pk).update(name="async")
+        try:
+            Organization.objects.filter(pk=org.pk).update(name="async")
+        finally:
+            connections.close_all()
 
     async def one(n: int) -> tuple[int, list[str], str | None]:
         with request_routing() as state:
@@ -157,7 +163,7 @@ def test_routing_state_is_per_task_under_concurrent_async_requests(replicas_live
             if n % 2:
                 await sync_to_async(write, thread_sensitive=False)()
             await asyncio.sleep(0.001 * (n % 5))
-            await sync_to_async(read, thread_sensitive=False)([])
+            await sync_to_async(read, thread_sensitive=False)()
             return n, list(state.served), state.pinned
 
     async def main() -> list:
