@@ -124,9 +124,7 @@ def test_database_url() -> str:
 def live_wsgi(django_db_setup: None, django_db_blocker: Any) -> Any:
     from tests.live_server import running_server
 
-    from tests.replica_support import replica_urls
-
-    with django_db_blocker.unblock(), running_server(test_database_url(), REPLICA_URLS=replica_urls()) as url:
+    with django_db_blocker.unblock(), running_server(test_database_url()) as url:
         yield url
 
 
@@ -134,12 +132,7 @@ def live_wsgi(django_db_setup: None, django_db_blocker: Any) -> Any:
 def live_asgi(django_db_setup: None, django_db_blocker: Any) -> Any:
     from tests.live_server import running_server
 
-    from tests.replica_support import replica_urls
-
-    with (
-        django_db_blocker.unblock(),
-        running_server(test_database_url(), kind="asgi", REPLICA_URLS=replica_urls()) as url,
-    ):
+    with django_db_blocker.unblock(), running_server(test_database_url(), kind="asgi") as url:
         yield url
 
 

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
@@ -109,7 +109,9 @@ def server_pids(alias: str) -> list[int]:
     """The replica's postmaster and all its children (backends, startup, walreceiver)."""
     data_dir = Path(_stack_state()["PG_ROOT"]) / alias
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], check=False, capture_output=True, text=True
+    ).stdout.split()
     return [postmaster, *map(int, children)]
 
 
@@ -123,7 +125,5 @@ def replica_hung(alias: str) -> Iterator[None]:
         yield
     finally:
         for pid in pids:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass

@@ -211,4 +211,6 @@ def test_a_hung_replica_delays_only_a_few_requests(replicas_live, tenant):
     assert len(slow) <= 8, f"{len(slow)} of {len(during)} requests were slow"
     assert all(r["seconds"] < 3 for r in during)  # bounded by the read timeout, not the hang
     assert readers.served_between(hung_at + 1.5, hung_until)["replica2"] == 0
-    print(f"hung replica: {len(slow)} slow of {len(during)}; served {readers.served_between(hung_at, hung_until)}")
+    print(
+        f"hung replica: {len(slow)} slow of {len(during)}; served {readers.served_between(hung_at, hung_until)}"
+    )

@@ -10,7 +10,6 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 
-from finance.models import Expense
 from replicas.context import request_routing
 from replicas.stats import routing_stats
 from tenancy.models import Organization
