@@ -23,9 +23,9 @@ from typing import Any
 
 import psycopg
 from django.db import connections
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
 from replicas.conf import replica_settings
+from replicas.pools import discard_pool
 from replicas.replica_set import ReplicaSet, replica_set
 from replicas.topology import Cluster
 from replicas.watchdog import watchdog
@@ -157,7 +157,7 @@ class Checker:
                 error=None,
             )
             if joined:
-                _drop_dead_pooled_connections(alias)
+                discard_pool(alias)
 
     def _fetch(self, alias: str, sql: str) -> tuple:
         """Run `sql` on `alias`; one retry on a fresh connection (the old one may be
@@ -184,17 +184,6 @@ class Checker:
                 conn.close()
             except Exception:
                 logger.debug("replicas: closing checker connection to %s failed", alias)
-
-
-def _drop_dead_pooled_connections(alias: str) -> None:
-    """After a replica comes back, the request pool may still hold connections from
-    before it died; `check()` replaces those so the first requests do not pay."""
-    pool = PostgresWrapper._connection_pools.get(alias)
-    if pool is not None:
-        try:
-            pool.check()
-        except Exception:
-            logger.warning("replicas: pool check of %s failed", alias, exc_info=True)
 
 
 checker = Checker()

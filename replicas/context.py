@@ -23,16 +23,16 @@ UNKNOWN_POSITION = -1  # the client's position could not be read (Redis down, no
 
 @dataclass
 class RequestRouting:
-    position_keys: list[str] = field(default_factory=list)  # where the client's WAL position lives
-    header_position: int | None = None  # from the client's X-DB-Position header
-    load_position: Callable[[list[str]], int | None] | None = None  # lazy: only on a routed read
+    client_ids: list[str] = field(default_factory=list)  # hashed credentials of the client
+    header_positions: dict[str, int] = field(default_factory=dict)  # cluster -> X-DB-Position
+    # lazy: Redis is asked only when a read is about to be routed to a replica
+    load_position: Callable[[str, list[str]], int | None] | None = None
     pinned: str | None = None  # why every query now goes to the primary, once pinned
-    replica: str | None = None  # the replica chosen for this request's reads
+    replicas: dict[str, str] = field(default_factory=dict)  # cluster -> replica chosen for reads
     failed: set[str] = field(default_factory=set)  # replicas that failed during this request
     served: list[str] = field(default_factory=list)  # aliases that answered reads, in order
-    wrote_on: str | None = None  # primary alias that received a write
-    _position: int | None = None
-    _position_loaded: bool = False
+    wrote_on: Cluster | None = None  # the cluster whose primary received a write
+    _positions: dict[str, int | None] = field(default_factory=dict)
 
     def pin(self, reason: str) -> None:
         if self.pinned is None:
@@ -42,23 +42,25 @@ class RequestRouting:
         if alias not in self.served:
             self.served.append(alias)
 
-    def min_position(self) -> int | None:
-        """The WAL position a replica must have replayed before it may serve this client:
-        the newer of the stored one and the header; UNKNOWN_POSITION when the store is
-        unreachable and the client sent no header (then only the primary is safe)."""
-        if not self._position_loaded:
-            self._position_loaded = True
+    def min_position(self, cluster: Cluster) -> int | None:
+        """The WAL position of `cluster` a replica must have replayed before it may
+        serve this client: the newer of the stored one and the header's; UNKNOWN when
+        the store is unreachable and the client sent none (only the primary is safe).
+        Positions are per cluster: LSNs of different primaries do not compare."""
+        if cluster.name not in self._positions:
+            header = self.header_positions.get(cluster.name)
             stored = (
-                self.load_position(self.position_keys) if self.load_position and self.position_keys else None
+                self.load_position(cluster.name, self.client_ids)
+                if self.load_position and self.client_ids
+                else None
             )
             if stored == UNKNOWN_POSITION:
-                self._position = (
-                    self.header_position if self.header_position is not None else UNKNOWN_POSITION
-                )
+                position = header if header is not None else UNKNOWN_POSITION
             else:
-                candidates = [p for p in (stored, self.header_position) if p is not None]
-                self._position = max(candidates) if candidates else None
-        return self._position
+                known = [p for p in (stored, header) if p is not None]
+                position = max(known) if known else None
+            self._positions[cluster.name] = position
+        return self._positions[cluster.name]
 
 
 _routing: ContextVar[RequestRouting | None] = ContextVar("replicas_routing", default=None)

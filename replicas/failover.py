@@ -22,6 +22,7 @@ from psycopg_pool import PoolTimeout
 
 from replicas.conf import replica_settings
 from replicas.context import current_routing
+from replicas.pools import discard_pool
 from replicas.replica_set import replica_set
 from replicas.stats import routing_stats
 from replicas.watchdog import watchdog
@@ -55,6 +56,7 @@ def cursor_elsewhere(failed_alias: str, kind: str, exc: BaseException, *, chunke
 
     if kind == CONNECTION:
         replica_set().record_failure(failed_alias, describe(exc))
+        discard_pool(failed_alias)
     target = failover_alias(failed_alias, reason=kind, to_primary=kind == CONFLICT)
     connection = connections[target]
     return connection.chunked_cursor() if chunked else connection.cursor()

@@ -20,7 +20,8 @@ from django.http import HttpRequest, HttpResponse
 from replicas.conf import replica_settings
 from replicas.context import RequestRouting, request_routing
 from replicas.lsn import int_to_lsn, lsn_to_int
-from replicas.positions import position_key, position_store
+from replicas.positions import client_id, position_store
+from replicas.topology import HOME_CLUSTER, Cluster
 
 logger = logging.getLogger("replicas.middleware")
 
@@ -29,17 +30,36 @@ READ_FROM_HEADER = "X-DB-Read-From"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
+def format_position(cluster: Cluster, position: int) -> str:
+    """`0/3000148` for the home cluster, `name:0/3000148` for another one."""
+    lsn = int_to_lsn(position)
+    return lsn if cluster.name == HOME_CLUSTER else f"{cluster.name}:{lsn}"
+
+
+def parse_positions(header: str) -> dict[str, int]:
+    """Comma-separated positions as format_position writes them; junk is ignored (the
+    header is only a hint: without it the stored position still applies)."""
+    positions: dict[str, int] = {}
+    for item in header.split(",")[:8]:
+        cluster, _, lsn = item.strip().rpartition(":")
+        try:
+            value = lsn_to_int(lsn)
+        except ValueError:
+            logger.info("replicas: ignoring a malformed %s header", POSITION_HEADER)
+            continue
+        name = cluster or HOME_CLUSTER
+        positions[name] = max(value, positions.get(name, 0))
+    return positions
+
+
 def routing_for(request: HttpRequest) -> RequestRouting:
     state = RequestRouting(load_position=position_store.load)
     authorization = request.META.get("HTTP_AUTHORIZATION", "")
     if authorization:
-        state.position_keys.append(position_key(authorization))
+        state.client_ids.append(client_id(authorization))
     header = request.META.get("HTTP_X_DB_POSITION", "")
     if header:
-        try:
-            state.header_position = lsn_to_int(header)
-        except ValueError:
-            logger.info("replicas: ignoring a malformed %s header", POSITION_HEADER)
+        state.header_positions = parse_positions(header[:400])
     if request.method not in _SAFE_METHODS:
         state.pin("write_request")
     return state
@@ -52,21 +72,22 @@ def share_position_with(credentials: str) -> None:
 
     state = current_routing()
     if state is not None:
-        state.position_keys.append(position_key(credentials))
+        state.client_ids.append(client_id(credentials))
 
 
 def finish(state: RequestRouting, response: HttpResponse) -> None:
-    if state.wrote_on is not None:
+    cluster = state.wrote_on
+    if cluster is not None:
         try:
-            with connections[state.wrote_on].cursor() as cursor:
+            with connections[cluster.primary].cursor() as cursor:
                 cursor.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
                 position = int(cursor.fetchone()[0])
         except DatabaseError:
             logger.warning("replicas: could not read the primary's WAL position", exc_info=True)
         else:
-            if state.position_keys:
-                position_store.remember(state.position_keys, position)
-            response[POSITION_HEADER] = int_to_lsn(position)
+            if state.client_ids:
+                position_store.remember(cluster.name, state.client_ids, position)
+            response[POSITION_HEADER] = format_position(cluster, position)
     if replica_settings().routing_header:
         response[READ_FROM_HEADER] = ",".join(state.served) or "none"
 

@@ -44,8 +44,13 @@ return 1
 _BREAKER_SECONDS = 2.0
 
 
-def position_key(credentials: str) -> str:
-    return _KEY_PREFIX + hashlib.sha256(credentials.encode()).hexdigest()[:40]
+def client_id(credentials: str) -> str:
+    """Who the client is, before authentication: a hash of its credentials header."""
+    return hashlib.sha256(credentials.encode()).hexdigest()[:40]
+
+
+def _key(cluster: str, client: str) -> str:
+    return f"{_KEY_PREFIX}{cluster}:{client}"
 
 
 class PositionStore:
@@ -77,26 +82,27 @@ class PositionStore:
             "replicas: redis unavailable while %s positions; reads fall back to the primary", action
         )
 
-    def load(self, keys: list[str]) -> int | None:
-        """The newest stored position of these keys, None if none, UNKNOWN if Redis fails."""
+    def load(self, cluster: str, clients: list[str]) -> int | None:
+        """The newest stored position of these clients in `cluster`: None if none,
+        UNKNOWN_POSITION if Redis fails."""
         if not self._available():
             return UNKNOWN_POSITION
         try:
-            values = self._redis().mget(keys)
+            values = self._redis().mget([_key(cluster, client) for client in clients])
         except redis.RedisError:
             self._trip("reading")
             return UNKNOWN_POSITION
         found = [int(v, 16) for v in values if v]
         return max(found) if found else None
 
-    def remember(self, keys: list[str], position: int) -> bool:
+    def remember(self, cluster: str, clients: list[str], position: int) -> bool:
         if not self._available():
             return False
         ttl_ms = str(int(replica_settings().position_ttl_seconds * 1000))
         try:
             self._redis()
-            for key in keys:
-                self._script(keys=[key], args=[f"{position:016x}", ttl_ms])
+            for client in clients:
+                self._script(keys=[_key(cluster, client)], args=[f"{position:016x}", ttl_ms])
         except redis.RedisError:
             self._trip("storing")
             return False

@@ -53,9 +53,10 @@ def choose_read_alias(state: RequestRouting, cluster: Cluster) -> tuple[str, str
     if connections[cluster.primary].in_atomic_block:
         return cluster.primary, "transaction"
     replicas = replica_set()
-    if state.replica is not None:
-        if replicas.is_usable(state.replica):
-            return state.replica, "replica"
+    chosen = state.replicas.get(cluster.name)
+    if chosen is not None:
+        if replicas.is_usable(chosen):
+            return chosen, "replica"
         # Left rotation mid-request: another replica might be further behind, and a
         # request must never see its data go back in time. The primary is ahead of all.
         state.pin("replica_left_rotation")
@@ -66,13 +67,13 @@ def choose_read_alias(state: RequestRouting, cluster: Cluster) -> tuple[str, str
         states = replicas.of_cluster(cluster)
         starting = any(not s.ever_checked for s in states)
         return cluster.primary, "replicas_starting" if starting else "no_replica_available"
-    position = state.min_position()
+    position = state.min_position(cluster)
     if position == UNKNOWN_POSITION:
         return cluster.primary, "position_unknown"
     chosen = _first_caught_up(replicas.in_balanced_order(candidates), position)
     if chosen is None:
         return cluster.primary, "replica_behind_client"
-    state.replica = chosen
+    state.replicas[cluster.name] = chosen
     return chosen, "replica"
 
 
@@ -115,8 +116,8 @@ def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) 
     if state is None:
         return cluster.primary
     state.failed.add(failed_alias)
-    if state.replica == failed_alias:
-        state.replica = None
+    if state.replicas.get(cluster.name) == failed_alias:
+        del state.replicas[cluster.name]
     already_read_a_replica = any(alias in cluster.replicas for alias in state.served)
     if to_primary or already_read_a_replica:
         state.pin(f"replica_{reason}")  # the primary is ahead of everything already read
@@ -127,6 +128,11 @@ def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) 
         state.note_served(alias)
     routing_stats.read(alias, replica=alias != cluster.primary, reason=f"retry_after_{reason}")
     return alias
+
+
+# Global (not per-org) tables. With several clusters they must exist in each one, like
+# Citus reference tables; keeping them in sync is not built yet (docs/replicas.md).
+REFERENCE_APPS = frozenset({"accounts", "auth", "authtoken", "contenttypes", "sessions", "admin"})
 
 
 class ReplicaRouter:
@@ -151,11 +157,13 @@ class ReplicaRouter:
         state = current_routing()
         if state is not None:
             state.pin("after_write")
-            state.wrote_on = cluster.primary
+            state.wrote_on = cluster
         routing_stats.write(cluster.primary)
         return cluster.primary
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
+        if obj1._meta.app_label in REFERENCE_APPS or obj2._meta.app_label in REFERENCE_APPS:
+            return True  # users and tokens are reference data, present in every cluster
         topo = topology()
         first = topo.cluster_of_alias(obj1._state.db or "")
         second = topo.cluster_of_alias(obj2._state.db or "")

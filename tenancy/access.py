@@ -5,6 +5,7 @@ the org 404 (never 403, which would confirm the org exists); a member whose role
 not do the action 403.
 """
 
+import logging
 from typing import Any
 
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -12,9 +13,13 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from replicas.context import bind_org_cluster
+from replicas.topology import OrgNotRouted
 from tenancy.models import Membership, Organization
 from tenancy.roles import Role, role_allows
 from tenancy.selectors import membership_get
+
+logger = logging.getLogger("tenancy.access")
 
 
 class OrgScopedApi(APIView):
@@ -28,6 +33,11 @@ class OrgScopedApi(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication first: 401 before 404
+        try:
+            bind_org_cluster(kwargs["org_id"])  # the org's database cluster, for the request
+        except OrgNotRouted:
+            logger.error("org %s is outside every database cluster range", kwargs["org_id"])
+            raise NotFound() from None
         membership = membership_get(org_id=kwargs["org_id"], user=request.user)
         if membership is None:
             raise NotFound()

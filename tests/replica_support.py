@@ -92,6 +92,11 @@ def replay_paused(alias: str) -> Iterator[None]:
 @contextmanager
 def replica_stopped(alias: str) -> Iterator[None]:
     n = str(REPLICAS.index(alias) + 1)
+    # A restartpoint first, so the crash recovery at restart replays seconds of WAL,
+    # not everything since the last one (test database creations included).
+    sql("default", "CHECKPOINT")
+    wait_caught_up((alias,))
+    sql(alias, "CHECKPOINT")
     stack("pg-replica-stop", n)  # pg_ctl stop -m immediate
     try:
         yield
