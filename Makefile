@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy bench-replicas
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
@@ -54,3 +54,7 @@ stop:
 
 destroy:
 	@bin/stack destroy
+
+# --- Read replicas benchmark (docs/benchmarks.md "Read replicas") ---
+bench-replicas: venv stack
+	@$(PY) bench/replicas_bench.py

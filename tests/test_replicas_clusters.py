@@ -116,7 +116,7 @@ def test_each_orgs_reads_and_writes_go_to_its_own_cluster(two_clusters):
         return state.served, count, database
 
     # reads: from the org's own cluster's replicas, once they have replayed the rows
-    served, count, database = wait_until(
+    served, _, database = wait_until(
         lambda: (r := read(ORG_B)) and r[1] == 1 and r[0][0] != "orgb_primary" and r
     )
     assert served[0] in ("orgb_replica1", "orgb_replica2") and database == two_clusters
