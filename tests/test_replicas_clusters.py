@@ -120,9 +120,7 @@ def test_each_orgs_reads_and_writes_go_to_its_own_cluster(two_clusters):
         lambda: (r := read(ORG_B)) and r[1] == 1 and r[0][0] != "orgb_primary" and r
     )
     assert served[0] in ("orgb_replica1", "orgb_replica2") and database == two_clusters
-    served, _, database = wait_until(
-        lambda: (r := read(ORG_A)) and r[1] == 1 and r[0][0] != "default" and r
-    )
+    served, _, database = wait_until(lambda: (r := read(ORG_A)) and r[1] == 1 and r[0][0] != "default" and r)
     assert served[0] in ("replica1", "replica2") and database != two_clusters
 
 

@@ -215,3 +215,44 @@ def test_a_hot_standby_conflict_is_retried_once_on_the_primary(replicas_live, se
         replicas_live.sql("replica1", "SELECT pg_reload_conf()")
         with connections["default"].cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS conflict_probe")
+
+
+def test_with_redis_down_reads_fall_back_to_the_primary_or_the_header(replicas_live, tenant, settings):
+    from tests.live_server import free_port
+
+    replicas_live.wait_caught_up()
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    try:
+        created = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json")
+        assert created.status_code == 201  # a write does not need Redis
+        position = created["X-DB-Position"]
+        # no stored position can be read: the client may have written, so the primary
+        listed = tenant.manager.get(tenant.url("/expenses"))
+        assert listed.status_code == 200 and listed["X-DB-Read-From"] == "default"
+        assert created.json()["id"] in [e["id"] for e in listed.json()["results"]]
+        # a client that sends its position back can still use a replica that has it
+        replicas_live.wait_caught_up()
+        with_header = tenant.manager.get(tenant.url("/expenses"), HTTP_X_DB_POSITION=position)
+        assert with_header.status_code == 200
+        assert with_header["X-DB-Read-From"] in ("replica1", "replica2")
+        assert created.json()["id"] in [e["id"] for e in with_header.json()["results"]]
+        assert routing_stats.snapshot()["fallbacks_to_primary"]["position_unknown"] >= 1
+    finally:
+        from replicas.positions import position_store
+
+        position_store._open_until = 0.0  # the breaker tripped on the dead Redis
+
+
+@pytest.mark.parametrize("header", ["garbage", "1/2/3", "0/ZZ", "x" * 5000, "main:", ",,,", "0/1 OR 1=1"])
+def test_a_malformed_position_header_is_ignored(replicas_live, tenant, header):
+    replicas_live.wait_caught_up()
+    response = tenant.viewer.get(tenant.url("/expenses"), HTTP_X_DB_POSITION=header)
+    assert response.status_code == 200
+    assert response["X-DB-Read-From"] in ("replica1", "replica2")
+
+
+def test_a_position_ahead_of_every_replica_sends_the_read_to_the_primary(replicas_live, tenant):
+    replicas_live.wait_caught_up()
+    response = tenant.viewer.get(tenant.url("/expenses"), HTTP_X_DB_POSITION="FFFFFFFF/FFFFFFFF")
+    assert response.status_code == 200
+    assert response["X-DB-Read-From"] == "default"
