@@ -120,11 +120,11 @@ def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) 
         del state.replicas[cluster.name]
     already_read_a_replica = any(alias in cluster.replicas for alias in state.served)
     if to_primary or already_read_a_replica:
-        state.pin(f"replica_{reason}")  # the primary is ahead of everything already read
         alias = cluster.primary
     else:
         alias, _ = choose_read_alias(state, cluster)
     if alias == cluster.primary:
+        state.pin(f"replica_{reason}")  # the primary is ahead of everything already read
         state.note_served(alias)
     routing_stats.read(alias, replica=alias != cluster.primary, reason=f"retry_after_{reason}")
     return alias

@@ -144,7 +144,7 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
     Physical replication already copies the test database made on the primary, so
     point each replica alias at that name on its own real server."""
     from replicas.checker import checker
-    from replicas.testing import close_all_pools, point_replicas_at_test_database
+    from tests.replica_support import close_all_pools, point_replicas_at_test_database
 
     point_replicas_at_test_database()
     yield
