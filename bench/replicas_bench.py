@@ -1,6 +1,6 @@
 """Mixed load on the expense list endpoint, read replicas off then on, in one run.
 
-    make bench-replicas [BENCH_SECONDS=20 BENCH_USERS=16]
+    make bench-replicas   # BENCH_SECONDS=15 BENCH_ROUNDS=3 BENCH_USERS=16
 
 Each virtual user owns an org and loops: 20 % POST an expense, 80 % GET the first
 page of the list. After each POST the user's next GET must contain the new expense,
@@ -28,10 +28,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))
 USERS = int(os.environ.get("BENCH_USERS", "16"))
 WRITE_SHARE = 0.2
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def bench_urls() -> tuple[str, str]:
@@ -207,6 +207,7 @@ def main() -> None:
     wait_replicas(database_url, replica_urls)
     common = {"REPLICA_URLS": replica_urls, "REPLICA_ROUTING_HEADER": "true", "WEB_CONCURRENCY": "2",
               "WEB_THREADS": "4", "DB_MIN_CONNECTIONS": "4", "LOG_LEVEL": "WARNING"}  # fmt: skip
+    load_before = os.getloadavg()[0]
     # Alternated rounds, so a neighbour's load on this shared machine hits both modes.
     rounds: dict[str, list[dict[str, Any]]] = {"primary only": [], "replicas on": []}
     for _ in range(ROUNDS):
@@ -217,6 +218,7 @@ def main() -> None:
     print(f"\nread replicas benchmark: {USERS} virtual users, {int(WRITE_SHARE * 100)} % writes, "
           f"{ROUNDS} x {SECONDS:.0f} s per mode, gunicorn 2 workers x 4 threads, {os.cpu_count()} cores")  # fmt: skip
     header = f"{'':14} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'read p95':>9} {'write p95':>10} {'reads on replicas':>18} {'RYW violations':>15} {'errors':>7}"
+    print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
     print(header)
     for label, r in results.items():
         print(f"{label:14} {r['rps']:7.0f} {r['p50']:7.1f} {r['p95']:7.1f} {r['read_p95']:9.1f} {r['write_p95']:10.1f} "
