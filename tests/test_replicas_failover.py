@@ -214,3 +214,58 @@ def test_a_hung_replica_delays_only_a_few_requests(replicas_live, tenant):
     print(
         f"hung replica: {len(slow)} slow of {len(during)}; served {readers.served_between(hung_at, hung_until)}"
     )
+
+
+def test_routing_state_is_per_request_under_concurrent_asgi_requests(replicas_live, make_tenant):
+    """A real uvicorn server, 60 concurrent requests at a time: writers' POSTs are pinned
+    to the primary, while readers (other users, no writes of theirs) interleaved with
+    them are all served by replicas. A routing state leaking between requests (one
+    contextvar shared by two tasks) would send readers to the primary."""
+    import asyncio
+
+    from tests.conftest import test_database_url
+
+    tenants = [make_tenant() for _ in range(3)]
+    replicas_live.wait_caught_up()
+
+    def token(tenant: Any, role: str) -> str:
+        return tenant.clients[role]._credentials["HTTP_AUTHORIZATION"]
+
+    async def burst(base_url: str) -> list[tuple[str, int, str]]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+
+            async def call(kind: str, tenant: Any) -> tuple[str, int, str]:
+                if kind == "write":
+                    response = await client.post(
+                        tenant.url("/expenses"), json=tenant.entry_payload(),
+                        headers={"Authorization": token(tenant, "manager")},
+                    )  # fmt: skip
+                else:
+                    response = await client.get(
+                        tenant.url("/expenses"), headers={"Authorization": token(tenant, "viewer")}
+                    )
+                return kind, response.status_code, response.headers.get("X-DB-Read-From", "")
+
+            calls = [call("write" if n % 2 else "read", tenants[n % 3]) for n in range(60)]
+            return await asyncio.gather(*calls)
+
+    env = _server_env()
+    with running_server(test_database_url(), kind="asgi", **env) as url:
+        # warm up until the server's checker has admitted both replicas
+        replicas_live.wait_until(
+            lambda: (
+                httpx.get(
+                    url + tenants[0].url("/expenses"), headers={"Authorization": token(tenants[0], "viewer")}
+                )
+                .headers.get("X-DB-Read-From", "")
+                .startswith("replica")
+            ),
+            timeout=20,
+        )
+        results = [outcome for _ in range(5) for outcome in asyncio.run(burst(url))]
+    writes = [r for r in results if r[0] == "write"]
+    reads = [r for r in results if r[0] == "read"]
+    assert all(status == 201 for _, status, _ in writes), writes[:3]
+    assert all(served in ("", "default") for _, _, served in writes)
+    assert all(status == 200 for _, status, _ in reads), reads[:3]
+    assert all(served in ("replica1", "replica2") for _, _, served in reads), Counter(r[2] for r in reads)
