@@ -1,6 +1,7 @@
 """Opens the routing scope of each request and, after a write, hands out its position.
 
-Before the view: the scope knows the client (a hash of its Authorization header) and
+Before the view: the scope knows the client (a hash of its Authorization header, or of
+its session cookie for browser clients such as the admin) and
 any `X-DB-Position` it sent; the stored position is only fetched from Redis when a read
 is about to be routed to a replica. Unsafe methods (POST, PUT, PATCH, DELETE) are
 pinned to the primary from the start: their reads are checks a write depends on.
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse
 
@@ -57,6 +59,9 @@ def routing_for(request: HttpRequest) -> RequestRouting:
     authorization = request.META.get("HTTP_AUTHORIZATION", "")
     if authorization:
         state.client_ids.append(client_id(authorization))
+    session = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if session:  # browser clients (admin) are known by their session instead
+        state.client_ids.append(client_id(f"session {session}"))
     header = request.META.get("HTTP_X_DB_POSITION", "")
     if header:
         state.header_positions = parse_positions(header[:400])
@@ -85,8 +90,12 @@ def finish(state: RequestRouting, response: HttpResponse) -> None:
         except DatabaseError:
             logger.warning("replicas: could not read the primary's WAL position", exc_info=True)
         else:
-            if state.client_ids:
-                position_store.remember(cluster.name, state.client_ids, position)
+            clients = list(state.client_ids)
+            new_session = response.cookies.get(settings.SESSION_COOKIE_NAME)
+            if new_session is not None and new_session.value:  # a login: the next request
+                clients.append(client_id(f"session {new_session.value}"))  # uses this cookie
+            if clients:
+                position_store.remember(cluster.name, clients, position)
             response[POSITION_HEADER] = format_position(cluster, position)
     if replica_settings().routing_header:
         response[READ_FROM_HEADER] = ",".join(state.served) or "none"

@@ -256,3 +256,36 @@ def test_a_position_ahead_of_every_replica_sends_the_read_to_the_primary(replica
     response = tenant.viewer.get(tenant.url("/expenses"), HTTP_X_DB_POSITION="FFFFFFFF/FFFFFFFF")
     assert response.status_code == 200
     assert response["X-DB-Read-From"] == "default"
+
+
+def test_an_admin_login_and_change_are_seen_at_once(replicas_live, make_user, client_for):
+    """Browser clients have no Authorization header: their session cookie identifies them,
+    and the cookie a login sets carries the login's position (else the next page would
+    look the new session up on a replica and bounce back to the login form)."""
+    from django.test import Client
+
+    make_user("admin-user", is_staff=True, password="pw-123456!").__class__.objects.filter(
+        username="admin-user"
+    ).update(is_superuser=True)
+    replicas_live.wait_caught_up()
+    browser = Client(HTTP_HOST="127.0.0.1")
+    with replicas_live.replay_paused("replica1"), replicas_live.replay_paused("replica2"):
+        login = browser.post(
+            "/admin/login/", {"username": "admin-user", "password": "pw-123456!", "next": "/admin/"}
+        )
+        assert login.status_code == 302 and login["Location"] == "/admin/"
+        index = browser.get("/admin/")
+        assert index.status_code == 200  # logged in: the session was found
+        assert index["X-DB-Read-From"] == "default"  # no replica has it
+        added = browser.post(
+            "/admin/tenancy/organization/add/",
+            {
+                "name": "Added in admin",
+                "memberships-TOTAL_FORMS": "0",
+                "memberships-INITIAL_FORMS": "0",
+                "_save": "Save",
+            },
+        )
+        assert added.status_code == 302
+        listing = browser.get("/admin/tenancy/organization/")
+        assert b"Added in admin" in listing.content
