@@ -116,10 +116,15 @@ def server_pids(alias: str) -> list[int]:
     """The replica's postmaster and all its children (backends, startup, walreceiver)."""
     data_dir = Path(_stack_state()["PG_ROOT"]) / alias
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    children = subprocess.run(
-        ["pgrep", "-P", str(postmaster)], check=False, capture_output=True, text=True
-    ).stdout.split()
-    return [postmaster, *map(int, children)]
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == postmaster:  # field 4 of /proc/PID/stat: the parent pid
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
 
 
 @contextmanager
