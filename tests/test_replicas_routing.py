@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 
 from replicas.context import request_routing
 from replicas.stats import routing_stats
@@ -114,6 +114,10 @@ def test_writes_select_for_update_and_atomic_use_the_primary(replicas_live):
             assert locked._state.db == "default"
         assert state.served == ["default"]
         assert routing_stats.snapshot()["fallbacks_to_primary"]["transaction"] >= 1
+
+    with request_routing(), connection.cursor() as cursor:  # raw SQL (monitoring): the primary
+        cursor.execute("SELECT pg_is_in_recovery()")
+        assert cursor.fetchone() == (False,)
 
     with request_routing() as state:
         assert Organization.objects.select_for_update().db == "default"
