@@ -293,3 +293,42 @@ def test_an_admin_login_and_change_are_seen_at_once(replicas_live, make_user, cl
         assert added.status_code == 302
         listing = browser.get("/admin/tenancy/organization/")
         assert b"Added in admin" in listing.content
+
+
+def test_a_read_that_cannot_connect_is_retried_on_another_replica(replicas_live):
+    """The checker has not noticed yet (its verdict is forced here, which is the only
+    stand-in in this test): the request's first read meets a replica that refuses
+    connections, and runs on the other replica before any row was returned."""
+    import time
+
+    from replicas.pools import discard_pool
+    from replicas.replica_set import replica_set
+
+    from replicas.checker import checker
+
+    org = Organization.objects.create(name="connect failover")
+    replicas_live.wait_caught_up()
+    checker.stop()  # so that it cannot take replica1 out before the read does
+    with replicas_live.replica_stopped("replica1"):
+        discard_pool("replica1")  # no pooled connection left: the read must connect
+        replicas = replica_set()
+        replicas.record_check(
+            "replica1",
+            replay_lsn=2**62,
+            lag_seconds=0.0,
+            lag_bytes=0,
+            data_as_of=time.monotonic(),
+            error=None,
+        )
+        replicas.replicas["replica1"].in_rotation = True
+        replicas.replicas["replica1"].breaker_open_until = 0.0
+        with request_routing() as state:
+            state.replicas["main"] = "replica1"  # this request's choice: the dead one
+            started = time.monotonic()
+            assert Organization.objects.filter(pk=org.pk).exists()
+            elapsed = time.monotonic() - started
+        assert state.served == ["replica2"], state.served
+        assert routing_stats.snapshot()["retries"] == {"connection": 1}
+        assert replicas.replicas["replica1"].status == "down"
+        assert not replicas.is_usable("replica1")
+        assert elapsed < 3  # bounded by the replica pool's short wait, not a hang
