@@ -301,10 +301,9 @@ def test_a_read_that_cannot_connect_is_retried_on_another_replica(replicas_live)
     connections, and runs on the other replica before any row was returned."""
     import time
 
+    from replicas.checker import checker
     from replicas.pools import discard_pool
     from replicas.replica_set import replica_set
-
-    from replicas.checker import checker
 
     org = Organization.objects.create(name="connect failover")
     replicas_live.wait_caught_up()
