@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy bench-replicas
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
@@ -57,7 +57,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-edge
+.PHONY: bench-tools bench-serving bench-idempotency bench-edge bench-replicas
 bench-tools:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } >/dev/null; } \
 		|| { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
@@ -71,3 +71,7 @@ bench-idempotency: migrate bench-tools
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools
 	@$(PY) bench/edge.py
+
+# Read replicas: mixed load with replicas on and off (docs/benchmarks.md "Read replicas").
+bench-replicas: migrate
+	@$(PY) bench/replicas_bench.py

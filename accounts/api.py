@@ -9,6 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from replicas.middleware import share_position_with
+
 
 class TokenObtainApi(APIView):
     authentication_classes: list = []
@@ -22,4 +24,6 @@ class TokenObtainApi(APIView):
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        # Read replicas: the first request made with this token must find it.
+        share_position_with(f"Token {token.key}")
         return Response({"token": token.key})

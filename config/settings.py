@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "monitoring",
     "idempotency",
     "edgecache",
+    "replicas",
 ]
 
 MIDDLEWARE = [
@@ -42,6 +43,7 @@ MIDDLEWARE = [
     "edgecache.headers.EdgeCacheHeadersMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "core.compression.GZipMiddleware",
+    "replicas.middleware.ReplicaRoutingMiddleware",  # read replicas: routing scope per request
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -104,6 +106,54 @@ DATABASE_URL = env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:55
 DATABASES = {"default": database_config(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Read replicas (replicas/, docs/replicas.md) --------------------------------------
+REPLICA_URLS = env.list("REPLICA_URLS", default=[])
+USE_READ_REPLICAS = env.bool("USE_READ_REPLICAS", default=True)
+REPLICA_HEALTH_CHECK_INTERVAL = env.int("REPLICA_HEALTH_CHECK_INTERVAL", default=30000)  # ms
+REPLICA_LAG_WARNING_SECONDS = env.float("REPLICA_LAG_WARNING_SECONDS", default=5)
+REPLICA_LAG_CRITICAL_SECONDS = env.float("REPLICA_LAG_CRITICAL_SECONDS", default=10)
+REPLICA_REJOIN_AFTER_CHECKS = env.int("REPLICA_REJOIN_AFTER_CHECKS", default=3)
+REPLICA_CHECK_TIMEOUT_MS = env.int("REPLICA_CHECK_TIMEOUT_MS", default=1000)
+REPLICA_READ_TIMEOUT_MS = env.int("REPLICA_READ_TIMEOUT_MS", default=5000)
+REPLICA_BREAKER_COOLDOWN_SECONDS = env.float("REPLICA_BREAKER_COOLDOWN_SECONDS", default=5)
+REPLICA_POSITION_TTL_SECONDS = env.float("REPLICA_POSITION_TTL_SECONDS", default=30)
+REPLICA_CATCH_UP_WAIT_MS = env.int("REPLICA_CATCH_UP_WAIT_MS", default=20)
+REPLICA_MIN_CONNECTIONS = env.int("REPLICA_MIN_CONNECTIONS", default=2)
+REPLICA_POOL_TIMEOUT_SECONDS = env.float("REPLICA_POOL_TIMEOUT_SECONDS", default=1.0)
+REPLICA_ROUTING_HEADER = env.bool("REPLICA_ROUTING_HEADER", default=False)  # X-DB-Read-From (tests)
+
+
+def replica_database_config(url: str) -> dict:
+    """A replica alias: failover backend, a smaller warm pool, a short wait for a
+    connection (then the read goes elsewhere). In tests it is not created or flushed
+    (TEST MIRROR); tests/conftest.py points it at the real standby's copy of the test
+    database."""
+    config = database_config(url)
+    config["ENGINE"] = "replicas.backend"
+    config["OPTIONS"]["pool"].update(
+        {
+            "min_size": min(REPLICA_MIN_CONNECTIONS, DB_MAX_CONNECTIONS),
+            "timeout": REPLICA_POOL_TIMEOUT_SECONDS,
+        }
+    )
+    config["TEST"] = {"MIRROR": "default"}
+    return config
+
+
+REPLICA_ALIASES = [f"replica{n}" for n in range(1, len(REPLICA_URLS) + 1)]
+DATABASES |= {
+    alias: replica_database_config(url) for alias, url in zip(REPLICA_ALIASES, REPLICA_URLS, strict=True)
+}
+DATABASE_ROUTERS = ["replicas.router.ReplicaRouter"]
+# Clusters (a primary and its replicas) and the org-id ranges each owns; one by default.
+DATABASE_CLUSTERS = {
+    "main": {
+        "primary": "default",
+        "replicas": REPLICA_ALIASES,
+        "org_ranges": [["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]],
+    }
+}
+
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
 REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.25)
@@ -146,8 +196,9 @@ CORS_ALLOW_HEADERS = (
     "content-type",
     "idempotency-key",
     "x-request-id",
+    "x-db-position",  # read replicas: the client's last write position
 )
-CORS_EXPOSE_HEADERS = ("idempotent-replayed", "retry-after", "x-request-id")
+CORS_EXPOSE_HEADERS = ("idempotent-replayed", "retry-after", "x-request-id", "x-db-position")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # TLS terminates at the edge; behind it, trust its X-Forwarded-Proto only when told to.
 SECURE_COOKIES = env.bool("SECURE_COOKIES", default=False)

@@ -5,6 +5,7 @@ the org 404 (never 403, which would confirm the org exists); a member whose role
 not do the action 403.
 """
 
+import logging
 import uuid
 
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -13,9 +14,13 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from idempotency.api import IdempotentWritesMixin
+from replicas.context import bind_org_cluster
+from replicas.topology import OrgNotRouted
 from tenancy.models import Membership, Organization
 from tenancy.roles import Role, role_allows
 from tenancy.selectors import membership_get
+
+logger = logging.getLogger("tenancy.access")
 
 
 class OrgScopedApi(IdempotentWritesMixin, APIView):
@@ -33,7 +38,13 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
 
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)  # authentication first: 401 before 404
-        membership = membership_get(org_id=self.kwargs["org_id"], user=request.user)
+        org_id = self.kwargs["org_id"]
+        try:
+            bind_org_cluster(org_id)  # the org's database cluster, for the request
+        except OrgNotRouted:
+            logger.error("org %s is outside every database cluster range", org_id)
+            raise NotFound() from None
+        membership = membership_get(org_id=org_id, user=request.user)
         if membership is None:
             raise NotFound()
         required = self.read_role if request.method in SAFE_METHODS else self.write_role

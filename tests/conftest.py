@@ -134,3 +134,44 @@ def live_asgi(django_db_setup: None, django_db_blocker: Any) -> Any:
 
     with django_db_blocker.unblock(), running_server(test_database_url(), kind="asgi") as url:
         yield url
+
+
+# --- Read replicas --------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
+    """Replica aliases are TEST MIRRORs, so Django neither creates nor flushes a test
+    database on a read-only standby; but a mirror silently connects to the primary.
+    Physical replication already copies the test database made on the primary, so
+    point each replica alias at that name on its own real server."""
+    from replicas.checker import checker
+    from tests.replica_support import close_all_pools, point_replicas_at_test_database
+
+    point_replicas_at_test_database()
+    yield
+    # their connections would keep the test database from being dropped
+    checker.stop()
+    close_all_pools()
+
+
+@pytest.fixture
+def replicas_live(settings: Any, django_db_blocker: Any) -> Any:
+    """Real streaming replicas, running and replaying, with fast checks; this process's
+    replica state and counters start fresh. Undoes pauses and stops afterwards."""
+    from replicas.checker import checker
+    from replicas.replica_set import reset_replica_set
+    from replicas.stats import routing_stats
+    from tests import replica_support
+
+    settings.REPLICA_HEALTH_CHECK_INTERVAL = 100
+    settings.REPLICA_CHECK_TIMEOUT_MS = 1000
+    settings.REPLICA_BREAKER_COOLDOWN_SECONDS = 0.5
+    settings.REPLICA_ROUTING_HEADER = True
+    with django_db_blocker.unblock():
+        replica_support.ensure_replicas_running()
+        replica_support.wait_caught_up()
+    reset_replica_set()
+    routing_stats.reset()
+    checker.check_now()
+    yield replica_support
+    with django_db_blocker.unblock():
+        replica_support.ensure_replicas_running()

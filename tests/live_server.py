@@ -36,9 +36,12 @@ def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 30.
 
 @contextmanager
 def running_server(database_url: str, kind: str = "wsgi", **extra_env: str) -> Iterator[str]:
-    """Yield the base URL of a server process; stop it afterwards."""
+    """Yield the base URL of a server process; stop it afterwards.
+
+    Without an explicit REPLICA_URLS the server gets none: the ones in .env name the
+    development database, not the test database."""
     port = free_port()
-    env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", **extra_env}
+    env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", "REPLICA_URLS": "", **extra_env}
     if kind == "wsgi":
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         env |= {"PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}

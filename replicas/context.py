@@ -1,0 +1,104 @@
+"""Per-request routing state, kept in contextvars (never threading.local).
+
+The middleware opens a `request_routing()` scope around each request; under WSGI each
+request runs in its own thread, under ASGI in its own task, and asgiref copies the
+context into the thread that runs a sync view, so the state object is the request's
+own in both. Code outside any scope (management commands, shell, background jobs)
+reads from the primary.
+
+The org's cluster is a second contextvar, set by `use_org_cluster()` (a block) or
+`bind_org_cluster()` (the rest of the request, reset when the scope closes).
+"""
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from replicas.topology import Cluster, topology
+
+UNKNOWN_POSITION = -1  # the client's position could not be read (Redis down, no header)
+
+
+@dataclass
+class RequestRouting:
+    client_ids: list[str] = field(default_factory=list)  # hashed credentials of the client
+    header_positions: dict[str, int] = field(default_factory=dict)  # cluster -> X-DB-Position
+    # lazy: Redis is asked only when a read is about to be routed to a replica
+    load_position: Callable[[str, list[str]], int | None] | None = None
+    pinned: str | None = None  # why every query now goes to the primary, once pinned
+    replicas: dict[str, str] = field(default_factory=dict)  # cluster -> replica chosen for reads
+    failed: set[str] = field(default_factory=set)  # replicas that failed during this request
+    served: list[str] = field(default_factory=list)  # aliases that answered reads, in order
+    wrote_on: Cluster | None = None  # the cluster whose primary received a write
+    _positions: dict[str, int | None] = field(default_factory=dict)
+
+    def pin(self, reason: str) -> None:
+        if self.pinned is None:
+            self.pinned = reason
+
+    def note_served(self, alias: str) -> None:
+        if alias not in self.served:
+            self.served.append(alias)
+
+    def min_position(self, cluster: Cluster) -> int | None:
+        """The WAL position of `cluster` a replica must have replayed before it may
+        serve this client: the newer of the stored one and the header's; UNKNOWN when
+        the store is unreachable and the client sent none (only the primary is safe).
+        Positions are per cluster: LSNs of different primaries do not compare."""
+        if cluster.name not in self._positions:
+            header = self.header_positions.get(cluster.name)
+            stored = (
+                self.load_position(cluster.name, self.client_ids)
+                if self.load_position and self.client_ids
+                else None
+            )
+            if stored == UNKNOWN_POSITION:
+                position = header if header is not None else UNKNOWN_POSITION
+            else:
+                known = [p for p in (stored, header) if p is not None]
+                position = max(known) if known else None
+            self._positions[cluster.name] = position
+        return self._positions[cluster.name]
+
+
+_routing: ContextVar[RequestRouting | None] = ContextVar("replicas_routing", default=None)
+_cluster: ContextVar[Cluster | None] = ContextVar("replicas_cluster", default=None)
+
+
+def current_routing() -> RequestRouting | None:
+    return _routing.get()
+
+
+def current_cluster() -> Cluster:
+    return _cluster.get() or topology().home
+
+
+@contextmanager
+def request_routing(state: RequestRouting | None = None) -> Iterator[RequestRouting]:
+    state = state or RequestRouting()
+    routing_token = _routing.set(state)
+    cluster_token = _cluster.set(None)
+    try:
+        yield state
+    finally:
+        _cluster.reset(cluster_token)
+        _routing.reset(routing_token)
+
+
+@contextmanager
+def use_org_cluster(org_id: uuid.UUID | str) -> Iterator[Cluster]:
+    """Route every query in the block to the org's cluster (OrgNotRouted if none)."""
+    token = _cluster.set(topology().cluster_for_org(org_id))
+    try:
+        yield _cluster.get()
+    finally:
+        _cluster.reset(token)
+
+
+def bind_org_cluster(org_id: uuid.UUID | str) -> Cluster:
+    """For the rest of the current request scope, route to the org's cluster."""
+    cluster = topology().cluster_for_org(org_id)
+    _cluster.set(cluster)
+    return cluster

@@ -1,0 +1,126 @@
+"""Opens the routing scope of each request and, after a write, hands out its position.
+
+Before the view: the scope knows the client (a hash of its Authorization header, or of
+its session cookie for browser clients such as the admin) and
+any `X-DB-Position` it sent; the stored position is only fetched from Redis when a read
+is about to be routed to a replica. Unsafe methods (POST, PUT, PATCH, DELETE) are
+pinned to the primary from the start: their reads are checks a write depends on.
+
+After the view, when the request wrote: the primary's WAL insert position (all commits
+of the request are done: ATOMIC_REQUESTS is off, so every transaction has ended) is
+stored for the client and returned as `X-DB-Position`.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.http import HttpRequest, HttpResponse
+
+from replicas.conf import replica_settings
+from replicas.context import RequestRouting, request_routing
+from replicas.lsn import int_to_lsn, lsn_to_int
+from replicas.positions import client_id, position_store
+from replicas.topology import HOME_CLUSTER, Cluster
+
+logger = logging.getLogger("replicas.middleware")
+
+POSITION_HEADER = "X-DB-Position"
+READ_FROM_HEADER = "X-DB-Read-From"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def format_position(cluster: Cluster, position: int) -> str:
+    """`0/3000148` for the home cluster, `name:0/3000148` for another one."""
+    lsn = int_to_lsn(position)
+    return lsn if cluster.name == HOME_CLUSTER else f"{cluster.name}:{lsn}"
+
+
+def parse_positions(header: str) -> dict[str, int]:
+    """Comma-separated positions as format_position writes them; junk is ignored (the
+    header is only a hint: without it the stored position still applies)."""
+    positions: dict[str, int] = {}
+    for item in header.split(",")[:8]:
+        cluster, _, lsn = item.strip().rpartition(":")
+        try:
+            value = lsn_to_int(lsn)
+        except ValueError:
+            logger.info("replicas: ignoring a malformed %s header", POSITION_HEADER)
+            continue
+        name = cluster or HOME_CLUSTER
+        positions[name] = max(value, positions.get(name, 0))
+    return positions
+
+
+def routing_for(request: HttpRequest) -> RequestRouting:
+    state = RequestRouting(load_position=position_store.load)
+    authorization = request.META.get("HTTP_AUTHORIZATION", "")
+    if authorization:
+        state.client_ids.append(client_id(authorization))
+    session = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if session:  # browser clients (admin) are known by their session instead
+        state.client_ids.append(client_id(f"session {session}"))
+    header = request.META.get("HTTP_X_DB_POSITION", "")
+    if header:
+        state.header_positions = parse_positions(header[:400])
+    if request.method not in _SAFE_METHODS:
+        state.pin("write_request")
+    return state
+
+
+def share_position_with(credentials: str) -> None:
+    """Also store this request's write position for `credentials` (e.g. a token just
+    issued), so the first request made with them already reads its own writes."""
+    from replicas.context import current_routing
+
+    state = current_routing()
+    if state is not None:
+        state.client_ids.append(client_id(credentials))
+
+
+def finish(state: RequestRouting, response: HttpResponse) -> None:
+    cluster = state.wrote_on
+    if cluster is not None:
+        try:
+            with connections[cluster.primary].cursor() as cursor:
+                cursor.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
+                position = int(cursor.fetchone()[0])
+        except DatabaseError:
+            logger.warning("replicas: could not read the primary's WAL position", exc_info=True)
+        else:
+            clients = list(state.client_ids)
+            new_session = response.cookies.get(settings.SESSION_COOKIE_NAME)
+            if new_session is not None and new_session.value:  # a login: the next request
+                clients.append(client_id(f"session {new_session.value}"))  # uses this cookie
+            if clients:
+                position_store.remember(cluster.name, clients, position)
+            response[POSITION_HEADER] = format_position(cluster, position)
+    if replica_settings().routing_header:
+        response[READ_FROM_HEADER] = ",".join(state.served) or "none"
+
+
+class ReplicaRoutingMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self.__acall__(request)
+        with request_routing(routing_for(request)) as state:
+            response = self.get_response(request)
+            finish(state, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        with request_routing(routing_for(request)) as state:
+            response = await self.get_response(request)
+            await sync_to_async(finish)(state, response)
+        return response

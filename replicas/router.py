@@ -1,0 +1,175 @@
+"""The DATABASE_ROUTERS router: writes to the org's primary, reads to a fresh replica.
+
+Reads (`db_for_read`), in order of precedence:
+1. outside a request scope, with replicas disabled or none configured: the primary;
+2. once the request is pinned (an unsafe HTTP method, or a write already routed in
+   this request): the primary;
+3. inside `atomic()` on the primary: the primary (a transaction sees its own writes
+   and one snapshot; a replica would show neither);
+4. the replica already chosen for this request, while it stays usable;
+5. else a usable replica, in random order weighted by health, that has replayed the
+   client's last write position (cached replay position first, then one query to
+   the replica when the cache is behind); none: the primary, with the reason.
+
+`select_for_update()` and every write go through `db_for_write`, which pins the request
+to the primary. Migrations are allowed on primaries only.
+"""
+
+import logging
+import time
+from typing import Any
+
+from django.db import DatabaseError, connections
+from django.db.models import Model
+
+from replicas.checker import checker
+from replicas.conf import replica_settings
+from replicas.context import UNKNOWN_POSITION, RequestRouting, current_cluster, current_routing
+from replicas.replica_set import ReplicaState, replica_set
+from replicas.stats import routing_stats
+from replicas.topology import Cluster, topology
+
+logger = logging.getLogger("replicas.router")
+
+
+def _probe_replay_position(alias: str) -> int | None:
+    """The replica's replay position right now, via its own pool (read-your-writes)."""
+    try:
+        with connections[alias].probe_cursor() as cursor:
+            cursor.execute("SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")
+            value = cursor.fetchone()[0]
+    except DatabaseError as exc:
+        replica_set().record_failure(alias, f"probe failed: {type(exc).__name__}")
+        return None
+    return None if value is None else int(value)
+
+
+def choose_read_alias(state: RequestRouting, cluster: Cluster) -> tuple[str, str]:  # noqa: PLR0911
+    """(alias, reason) for a read in this request; the reason is for stats."""
+    if not replica_settings().enabled or not cluster.replicas:
+        return cluster.primary, "replicas_disabled"
+    if state.pinned:
+        return cluster.primary, state.pinned
+    if connections[cluster.primary].in_atomic_block:
+        return cluster.primary, "transaction"
+    replicas = replica_set()
+    chosen = state.replicas.get(cluster.name)
+    if chosen is not None:
+        if replicas.is_usable(chosen):
+            return chosen, "replica"
+        # Left rotation mid-request: another replica might be further behind, and a
+        # request must never see its data go back in time. The primary is ahead of all.
+        state.pin("replica_left_rotation")
+        return cluster.primary, state.pinned
+    checker.ensure_running()
+    candidates = replicas.usable(cluster, exclude=state.failed)
+    if not candidates:
+        states = replicas.of_cluster(cluster)
+        starting = any(not s.ever_checked for s in states)
+        return cluster.primary, "replicas_starting" if starting else "no_replica_available"
+    position = state.min_position(cluster)
+    if position == UNKNOWN_POSITION:
+        return cluster.primary, "position_unknown"
+    chosen = _first_caught_up(replicas.in_balanced_order(candidates), position)
+    if chosen is None:
+        return cluster.primary, "replica_behind_client"
+    state.replicas[cluster.name] = chosen
+    return chosen, "replica"
+
+
+def _first_caught_up(candidates: list[ReplicaState], position: int | None) -> str | None:
+    if position is None:
+        return candidates[0].alias
+    for candidate in candidates:
+        if candidate.replay_lsn is not None and candidate.replay_lsn >= position:
+            return candidate.alias
+    for candidate in candidates:  # the cache is behind: ask the replicas themselves
+        replay = _probe_replay_position(candidate.alias)
+        if replay is not None:
+            replica_set().observe_replay(candidate.alias, replay)
+            if replay >= position:
+                return candidate.alias
+    return _wait_for_catch_up(candidates[0].alias, position)
+
+
+def _wait_for_catch_up(alias: str, position: int) -> str | None:
+    """A read right after the client's own write usually finds every replica a few
+    milliseconds behind; waiting that long beats loading the primary. Bounded by
+    REPLICA_CATCH_UP_WAIT_MS (0 disables it)."""
+    deadline = time.monotonic() + replica_settings().catch_up_wait_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.002)
+        replay = _probe_replay_position(alias)
+        if replay is None:
+            return None
+        replica_set().observe_replay(alias, replay)
+        if replay >= position:
+            return alias
+    return None
+
+
+def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) -> str:
+    """Where to re-run a read that failed on `failed_alias` before returning a row."""
+    state = current_routing()
+    cluster = topology().cluster_of_alias(failed_alias) or current_cluster()
+    routing_stats.retry(reason)
+    if state is None:
+        return cluster.primary
+    state.failed.add(failed_alias)
+    if state.replicas.get(cluster.name) == failed_alias:
+        del state.replicas[cluster.name]
+    already_read_a_replica = any(alias in cluster.replicas for alias in state.served)
+    if to_primary or already_read_a_replica:
+        alias = cluster.primary
+    else:
+        alias, _ = choose_read_alias(state, cluster)
+    if alias == cluster.primary:
+        state.pin(f"replica_{reason}")  # the primary is ahead of everything already read
+        state.note_served(alias)
+    routing_stats.read(alias, replica=alias != cluster.primary, reason=f"retry_after_{reason}")
+    return alias
+
+
+# Global (not per-org) tables. With several clusters they must exist in each one, like
+# Citus reference tables; keeping them in sync is not built yet (docs/replicas.md).
+REFERENCE_APPS = frozenset({"accounts", "auth", "authtoken", "contenttypes", "sessions", "admin"})
+
+
+class ReplicaRouter:
+    def db_for_read(self, model: type[Model], **hints: Any) -> str:
+        cluster = current_cluster()
+        state = current_routing()
+        if state is None:
+            return cluster.primary
+        alias, reason = choose_read_alias(state, cluster)
+        is_replica = alias != cluster.primary
+        if not is_replica:
+            # Once a request has read from the primary it stays there: a replica could
+            # be behind what it already saw, and its data must not go back in time.
+            if reason != "replicas_disabled":
+                state.pin(reason)
+            state.note_served(alias)  # replicas are noted when a statement really ran there
+        routing_stats.read(alias, replica=is_replica, reason=reason)
+        return alias
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> str:
+        cluster = current_cluster()
+        state = current_routing()
+        if state is not None:
+            state.pin("after_write")
+            state.wrote_on = cluster
+        routing_stats.write(cluster.primary)
+        return cluster.primary
+
+    def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
+        if obj1._meta.app_label in REFERENCE_APPS or obj2._meta.app_label in REFERENCE_APPS:
+            return True  # users and tokens are reference data, present in every cluster
+        topo = topology()
+        first = topo.cluster_of_alias(obj1._state.db or "")
+        second = topo.cluster_of_alias(obj2._state.db or "")
+        if first is None or second is None:
+            return None
+        return first is second
+
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool:
+        return db in topology().primaries

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from replicas.views import (
+    ConnectionPoolStatsApi,
+    ReplicaHealthApi,
+    ReplicaHealthCheckApi,
+    ReplicaLagApi,
+    ReplicaStatsApi,
+)
+
+urlpatterns = [
+    path("replicas/lag", ReplicaLagApi.as_view(), name="replicas-lag"),
+    path("replicas/health", ReplicaHealthApi.as_view(), name="replicas-health"),
+    path("replicas/health-check", ReplicaHealthCheckApi.as_view(), name="replicas-health-check"),
+    path("replicas/stats", ReplicaStatsApi.as_view(), name="replicas-stats"),
+    path("connection-pool/stats", ConnectionPoolStatsApi.as_view(), name="connection-pool-stats"),
+]

@@ -1,0 +1,162 @@
+"""Helpers for the read-replica tests: drive the local stack's real standbys (pause
+replay, stop, SIGSTOP) and wait for replication, always undoing what they did."""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "bin" / "stack"
+REPLICAS = ("replica1", "replica2")
+
+
+def stack(*args: str) -> None:
+    subprocess.run([str(STACK), *args], check=True, capture_output=True, timeout=120, cwd=ROOT)
+
+
+def url_of(alias: str) -> str:
+    p = connections.settings[alias]
+    return f"postgres://{p['USER']}@{p['HOST']}:{p['PORT']}/{p['NAME']}"
+
+
+def replica_urls() -> str:
+    return ",".join(url_of(alias) for alias in REPLICAS)
+
+
+def connect(alias: str) -> psycopg.Connection:
+    p = connections.settings[alias]
+    return psycopg.connect(
+        host=p["HOST"], port=p["PORT"], user=p["USER"], dbname=p["NAME"], autocommit=True, connect_timeout=3
+    )
+
+
+def sql(alias: str, query: str, params: tuple = ()) -> tuple | None:
+    with connect(alias) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchone() if cursor.description else None
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def replica_is_up(alias: str) -> bool:
+    try:
+        return bool(sql(alias, "SELECT pg_is_in_recovery()")[0])
+    except psycopg.Error:
+        return False
+
+
+def wait_caught_up(aliases: tuple[str, ...] = REPLICAS, timeout: float = 15.0) -> None:
+    target = int(sql("default", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0])
+
+    def caught_up() -> bool:
+        return all(
+            int(sql(a, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0]) >= target for a in aliases
+        )
+
+    wait_until(caught_up, timeout)
+
+
+def ensure_replicas_running() -> None:
+    for n, alias in enumerate(REPLICAS, start=1):
+        if not replica_is_up(alias):
+            stack("pg-replica-start", str(n))
+        wait_until(lambda a=alias: replica_is_up(a), 30)
+        sql(alias, "SELECT pg_wal_replay_resume()")
+
+
+@contextmanager
+def replay_paused(alias: str) -> Iterator[None]:
+    sql(alias, "SELECT pg_wal_replay_pause()")
+    try:
+        yield
+    finally:
+        sql(alias, "SELECT pg_wal_replay_resume()")
+
+
+@contextmanager
+def replica_stopped(alias: str) -> Iterator[None]:
+    n = str(REPLICAS.index(alias) + 1)
+    # A restartpoint first, so the crash recovery at restart replays seconds of WAL,
+    # not everything since the last one (test database creations included).
+    sql("default", "CHECKPOINT")
+    wait_caught_up((alias,))
+    sql(alias, "CHECKPOINT")
+    stack("pg-replica-stop", n)  # pg_ctl stop -m immediate
+    try:
+        yield
+    finally:
+        if not replica_is_up(alias):
+            stack("pg-replica-start", n)
+
+
+def _stack_state() -> dict[str, str]:
+    lines = (ROOT / ".stack" / "stack.state").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def server_pids(alias: str) -> list[int]:
+    """The replica's postmaster and all its children (backends, startup, walreceiver)."""
+    data_dir = Path(_stack_state()["PG_ROOT"]) / alias
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == postmaster:  # field 4 of /proc/PID/stat: the parent pid
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+@contextmanager
+def replica_hung(alias: str) -> Iterator[None]:
+    """Freeze every process of the replica (SIGSTOP); always thawed afterwards."""
+    pids = server_pids(alias)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def point_replicas_at_test_database() -> None:
+    test_name = connections["default"].settings_dict["NAME"]
+    for alias in settings.REPLICA_ALIASES:
+        params = connections.settings[alias]  # the same dict as settings.DATABASES[alias]
+        params["NAME"] = test_name
+        connection = connections[alias]
+        connection.close()
+        connection.settings_dict = params  # undo the mirror's switch to the primary
+        pool = PostgresWrapper._connection_pools.pop(alias, None)
+        if pool is not None:
+            pool.close()
+
+
+def close_all_pools() -> None:
+    """Close every alias's pool (threads leave idle connections in them), so the test
+    database can be dropped."""
+    for alias, pool in list(PostgresWrapper._connection_pools.items()):
+        pool.close()
+        PostgresWrapper._connection_pools.pop(alias, None)
