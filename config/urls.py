@@ -14,6 +14,7 @@ urlpatterns = [
     path("v1/", include("tenancy.api.urls")),
     path("v1/orgs/<uuid:org_id>/", include("finance.api.urls")),
     path("v1/system/", include("monitoring.urls")),
+    path("v2/realtime/", include("realtime.urls")),  # realtime (websockets: config/asgi.py)
     path("v1/schema", SpectacularJSONAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
 ]

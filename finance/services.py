@@ -6,6 +6,7 @@ from typing import Any
 from django.db import transaction
 
 from accounts.models import User
+from finance.events import entry_event_on_commit
 from finance.models import FinanceEntry
 from tenancy.models import Organization, Property
 
@@ -24,7 +25,7 @@ def entry_create(
 ) -> FinanceEntry:
     if property.org_id != org.id:
         raise ValueError("property belongs to another organization")
-    return model.objects.create(
+    entry = model.objects.create(
         org=org,
         property=property,
         amount=amount,
@@ -34,6 +35,8 @@ def entry_create(
         description=description,
         created_by=created_by,
     )
+    entry_event_on_commit(entry=entry, action="created")
+    return entry
 
 
 @transaction.atomic
@@ -46,8 +49,12 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
     for name, value in changes.items():
         setattr(locked, name, value)
     locked.save(update_fields=[*changes, "updated_at"])
+    entry_event_on_commit(entry=locked, action="updated")
     return locked
 
 
+@transaction.atomic
 def entry_delete(*, entry: FinanceEntry) -> None:
-    type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()
+    deleted, _ = type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()
+    if deleted:
+        entry_event_on_commit(entry=entry, action="deleted")
