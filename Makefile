@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+REALTIME_PORT ?= 8001
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy bench-realtime
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
@@ -36,8 +37,8 @@ demo: migrate
 
 serve: venv
 	@$(PY) manage.py collectstatic --noinput -v0
-	@echo "==> serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop; 'make stop' stops the stack)"
-	@PORT=$(PORT) $(VENV)/bin/gunicorn -c config/gunicorn.py config.wsgi
+	@echo "==> serving on http://127.0.0.1:$(PORT), realtime on :$(REALTIME_PORT) (Ctrl-C to stop; 'make stop' stops the stack)"
+	@PORT=$(PORT) REALTIME_PORT=$(REALTIME_PORT) bin/serve
 
 run: demo serve
 
@@ -54,3 +55,8 @@ stop:
 
 destroy:
 	@bin/stack destroy
+
+# --- realtime benchmark (docs/benchmarks.md "Realtime") ---------------------------------
+bench-realtime: venv stack
+	@$(PY) manage.py migrate --noinput -v0
+	@$(PY) bench/realtime_fanout.py $(BENCH_ARGS)
