@@ -27,7 +27,7 @@ from monitoring.metrics import realtime_connections, realtime_rejections, realti
 from realtime.connection_limits import ConnectionSlot, SlotOutcome, limit_reason, slot_acquire, slot_release
 from realtime.event_ids import event_id_key
 from realtime.hub import SLOW_CONSUMER, Subscriber, current_hub
-from realtime.replay import events_since
+from realtime.replay import events_since, stream_position
 from realtime.stats import counter_add
 from realtime.token_auth import query_params, token_from_scope, user_for_token
 from tenancy.selectors import membership_get
@@ -38,7 +38,7 @@ UNAVAILABLE = (1013, "Realtime is temporarily unavailable; try again later")
 RESYNC_REQUIRED = {
     "type": "resync_required",
     "detail": "Events after last_event_id are no longer kept: refetch by REST. "
-    "Live events follow on this socket.",
+    "Live events follow on this socket, after the ready message.",
 }
 
 
@@ -106,25 +106,34 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
         await self.close(code=code, reason=reason)
 
     async def _pump(self, last_event_id: str | None) -> None:
-        """Replay what the client missed, then send live events, each exactly once."""
+        """Replay what the client missed, say `ready`, then send live events, each once.
+
+        `ready.last_event_id` is where this socket's live feed starts: every later
+        event is sent. A client that reconnects with it misses nothing, even if it
+        received no event before.
+        """
         assert self.subscriber is not None and self.slot is not None
         deliveries = current_hub().deliveries
-        last_sent = event_id_key(last_event_id) if last_event_id else None
-        if last_event_id is not None:
+        if last_event_id is None:
+            position = await stream_position(org_id=self.slot.org_id)
+        else:
             replay = await events_since(org_id=self.slot.org_id, last_event_id=last_event_id)
             if not replay.complete:
                 await self.send(text_data=json.dumps(RESYNC_REQUIRED))
-            for event_id, frame in replay.frames:
+            for _, frame in replay.frames:
                 await self.send(text_data=frame)
                 deliveries.record(latency_seconds=None)
-                last_sent = event_id_key(event_id)
+            position = replay.position
+        await self.send(text_data=json.dumps({"type": "ready", "last_event_id": position}))
+        last_sent: tuple[int, int] | None = event_id_key(position)
         while True:
             event = await self.subscriber.queue.get()
-            if last_sent is not None and event_id_key(event.event_id) <= last_sent:
-                continue  # already sent by the replay
+            if last_sent is not None:
+                if event_id_key(event.event_id) <= last_sent:
+                    continue  # already replayed, or before this socket's start
+                last_sent = None  # live events come in stream order: no more checks needed
             await self.send(text_data=event.frame)
             deliveries.record(latency_seconds=time.time() - event.committed_at)
-            last_sent = None  # live events arrive in stream order: no more checks needed
 
     async def _supervise(self) -> None:
         """Renew the lease every heartbeat; close when the hub drops the socket."""
