@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from finance.models import Expense
 from finance.services import entry_create
@@ -92,12 +92,15 @@ def test_a_rolled_back_transaction_publishes_nothing(realtime_servers, live_wsgi
         socket, _ = await open_socket(realtime_servers[0].ws_url, org_id, token)
 
         def rolled_back_write() -> None:
-            with pytest.raises(RuntimeError), transaction.atomic():
-                entry_create(
-                    model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
-                    amount=Decimal("5.00"), currency="EUR", category="x", occurred_on="2026-11-02",
-                )  # fmt: skip
-                raise RuntimeError("roll back")
+            try:
+                with pytest.raises(RuntimeError), transaction.atomic():
+                    entry_create(
+                        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+                        amount=Decimal("5.00"), currency="EUR", category="x", occurred_on="2026-11-02",
+                    )  # fmt: skip
+                    raise RuntimeError("roll back")
+            finally:
+                connection.close()  # this thread's own connection
 
         await asyncio.to_thread(rolled_back_write)
         await assert_silent(socket, within=0.5)
