@@ -24,7 +24,14 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from monitoring.metrics import realtime_connections, realtime_rejections, realtime_slow_consumer_disconnects
-from realtime.connection_limits import ConnectionSlot, SlotOutcome, limit_reason, slot_acquire, slot_release
+from realtime.connection_limits import (
+    ConnectionSlot,
+    SlotOutcome,
+    lease_renewer,
+    limit_reason,
+    slot_acquire,
+    slot_release,
+)
 from realtime.event_ids import event_id_key
 from realtime.hub import SLOW_CONSUMER, Subscriber, current_hub
 from realtime.replay import events_since, stream_position
@@ -84,6 +91,7 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
             await self._refuse(code, reason, rejection=rejection)
             return
         self.slot = slot
+        lease_renewer().add(slot, self._lease_lost)
         realtime_connections.inc()
         await self.accept()
         try:
@@ -136,28 +144,21 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
             deliveries.record(latency_seconds=time.time() - event.committed_at)
 
     async def _supervise(self) -> None:
-        """Renew the lease every heartbeat; close when the hub drops the socket."""
-        assert self.subscriber is not None and self.slot is not None
-        while True:
-            done, _ = await asyncio.wait(
-                {self.subscriber.closing}, timeout=settings.REALTIME_HEARTBEAT_SECONDS
-            )
-            if done:
-                code, reason = self.subscriber.closing.result()
-                if (code, reason) == SLOW_CONSUMER:
-                    realtime_slow_consumer_disconnects.inc()
-                    await counter_add("slow_consumer_disconnects")
-                await self._shut(code, reason, release_slot=False)
-                return
-            try:
-                outcome = await slot_acquire(slot=self.slot)
-            except (redis.RedisError, OSError) as error:
-                logger.warning("realtime lease renewal failed (will retry): %s", error)
-                continue
-            if outcome is not SlotOutcome.GRANTED:  # the lease lapsed and the slot was taken
-                code, _, reason = limit_reason(outcome)
-                await self._shut(code, reason, release_slot=True)
-                return
+        """Close the socket when the hub drops it (slow consumer, feed restart) or its
+        lease is lost (see LeaseRenewer)."""
+        assert self.subscriber is not None
+        code, reason = await self.subscriber.closing
+        if (code, reason) == SLOW_CONSUMER:
+            realtime_slow_consumer_disconnects.inc()
+            await counter_add("slow_consumer_disconnects")
+            await self._shut(code, reason, release_slot=False)
+        else:
+            await self._shut(code, reason, release_slot=True)
+
+    def _lease_lost(self, outcome: SlotOutcome) -> None:
+        if self.subscriber is not None:
+            code, _, reason = limit_reason(outcome)
+            self.subscriber.close((code, reason))
 
     async def _shut(self, code: int, reason: str, *, release_slot: bool) -> None:
         """Stop sending and leave the hub at once; the close frame may wait for a slow
@@ -169,6 +170,8 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
         await self._leave_hub()
         if release_slot:
             await self._release()
+        elif self.slot is not None:
+            lease_renewer().discard(self.slot)  # no renewal: the lease lapses unless it disconnects first
         await self.close(code=code, reason=reason)
 
     async def _leave_hub(self) -> None:
@@ -181,6 +184,7 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
         if self.slot is None:
             return
         slot, self.slot = self.slot, None
+        lease_renewer().discard(slot)
         realtime_connections.dec()
         with contextlib.suppress(redis.RedisError, OSError):
             await slot_release(slot=slot)  # else the lease expires by itself

@@ -13,6 +13,8 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+ASYNC_POOL_CONNECTIONS = 32
+
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
     weakref.WeakKeyDictionary()
 )
@@ -31,13 +33,18 @@ def async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        timeout = settings.REDIS_SOCKET_TIMEOUT_SECONDS
-        client = aioredis.Redis.from_url(
+        timeout = max(settings.REDIS_SOCKET_TIMEOUT_SECONDS, 1.0)
+        # Bounded and blocking: a burst of connects waits briefly for a connection
+        # instead of opening hundreds (or failing with "Too many connections").
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
-            socket_timeout=max(timeout, 1.0),
-            socket_connect_timeout=max(timeout, 1.0),
+            max_connections=ASYNC_POOL_CONNECTIONS,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             decode_responses=True,
         )
+        client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 

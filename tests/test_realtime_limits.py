@@ -156,3 +156,34 @@ def test_the_60_second_bound_holds_by_configuration(settings):
 
 def test_the_default_caps_are_the_contracts(settings):
     assert (settings.MAX_CONNECTIONS_PER_USER, settings.MAX_CONNECTIONS_PER_ORG) == (10, 1000)
+
+
+def test_a_stalled_process_never_pushes_a_user_over_the_cap(django_db_blocker, tenant):
+    """Process A holds 10 sockets and freezes (SIGSTOP) past the lease; B hands the
+    freed slot to a new socket; when A wakes, its renewals find the cap full again and
+    exactly one of its sockets is closed with 4429: never 11 at once."""
+    token = token_of(tenant.users["owner"])
+
+    def scenario(stalled, other) -> list:
+        async def run() -> list:
+            held = [(await open_socket(stalled.ws_url, tenant.org.id, token))[0] for _ in range(USER_CAP)]
+            stalled.process.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(LEASE + 0.5)
+                newcomer, _ = await open_socket(other.ws_url, tenant.org.id, token)
+            finally:
+                stalled.process.send_signal(signal.SIGCONT)
+            await asyncio.sleep(2.5)  # a heartbeat or two after waking
+            codes = [socket.close_code for socket in held]
+            for socket in [*held, newcomer]:
+                await socket.close()
+            return codes
+
+        return asyncio.run(run())
+
+    with (
+        django_db_blocker.unblock(),
+        running_servers(conftest.test_database_url(), 2, **REALTIME_TEST_ENV) as servers,
+    ):
+        codes = scenario(*servers)
+    assert sorted(codes, key=str) == [4429] + [None] * (USER_CAP - 1)
