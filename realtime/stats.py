@@ -87,14 +87,22 @@ def latency_percentile_ms(buckets: list[int], quantile: float) -> float | None:
     return float("inf")
 
 
-def stats_snapshot() -> dict[str, Any]:
-    """Cumulative figures since the counters began (sync: for the metrics view)."""
-    raw = sync_redis().hgetall(keys.STATS_KEY)
-    buckets = [int(raw.get(f"latency:{index}", 0)) for index in range(OVERFLOW_BUCKET + 1)]
-    latency = {
+def latency_buckets(raw: dict[str, str]) -> list[int]:
+    return [int(raw.get(f"latency:{index}", 0)) for index in range(OVERFLOW_BUCKET + 1)]
+
+
+def latency_summary(buckets: list[int]) -> dict[str, float | None]:
+    return {
         name: latency_percentile_ms(buckets, quantile)
         for name, quantile in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
     }
+
+
+def stats_snapshot() -> dict[str, Any]:
+    """Cumulative figures since the counters began (sync: for the metrics view)."""
+    raw = sync_redis().hgetall(keys.STATS_KEY)
+    buckets = latency_buckets(raw)
+    latency = latency_summary(buckets)
     return {
         "deliveries": int(raw.get("deliveries", 0)),
         "events_published": int(raw.get("events_published", 0)),
