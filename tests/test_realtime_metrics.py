@@ -8,7 +8,10 @@ import time
 import httpx
 import pytest
 
+from realtime import keys
 from realtime.publishing import event_publish
+from realtime.redis_connections import sync_redis
+from realtime.stats import latency_buckets, latency_percentile_ms
 from tests.conftest import REALTIME_TEST_ENV
 from tests.realtime_client import next_event, open_socket, refusal, token_of
 
@@ -26,6 +29,10 @@ def _staff_metrics(base: str) -> dict:
     return response.json()
 
 
+def _buckets() -> list[int]:
+    return latency_buckets(sync_redis().hgetall(keys.STATS_KEY))
+
+
 def test_only_staff_or_the_metrics_token_may_read(realtime_servers, make_user):
     base = realtime_servers[0].url
     staff, member = token_of(make_user(is_staff=True)), token_of(make_user())
@@ -40,6 +47,7 @@ def test_figures_cover_both_processes(realtime_servers, tenant, other_tenant):
     org_id = str(tenant.org.id)
     owner, outsider = token_of(tenant.users["owner"]), token_of(other_tenant.users["owner"])
     before = _staff_metrics(first.url)
+    buckets_before = _buckets()
 
     async def scenario():
         sockets = [
@@ -66,8 +74,11 @@ def test_figures_cover_both_processes(realtime_servers, tenant, other_tenant):
         time.sleep(0.1)
     assert after["deliveries"] == before["deliveries"] + 2
     assert after["delivery_latency_ms"]["count"] == before["delivery_latency_ms"]["count"] + 2
-    latency = after["delivery_latency_ms"]
-    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] < 1000
+    latency = after["delivery_latency_ms"]  # cumulative over every test: only its form here
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    this_test = [a - b for a, b in zip(_buckets(), buckets_before, strict=True)]
+    assert sum(this_test) == 2
+    assert latency_percentile_ms(this_test, 1.0) < 1000  # both deliveries took under the SLO
     assert after["rejections"]["auth"] == before["rejections"]["auth"] + 1
     assert after["rejections"]["not_member"] == before["rejections"]["not_member"] + 1
     assert set(after["rejections"]) == {"auth", "not_member", "user_limit", "org_limit"}

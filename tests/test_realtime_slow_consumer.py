@@ -75,6 +75,10 @@ def test_a_client_that_never_reads_is_closed_and_memory_stays_flat(server, tenan
         time.sleep(0.1)
 
 
+async def _receive(client, count: int) -> list[str]:
+    return [await asyncio.wait_for(client.recv(), 10) for _ in range(count)]
+
+
 def test_a_reading_client_keeps_up_with_the_same_burst(server, tenant):
     """The control: the same burst to a client that reads is delivered whole."""
     org_id = str(tenant.org.id)
@@ -84,6 +88,7 @@ def test_a_reading_client_keeps_up_with_the_same_burst(server, tenant):
     async def scenario():
         async with connect(org_url(server.ws_url, org_id, token=token), max_size=None) as client:
             assert '"ready"' in await client.recv()
+            reader = asyncio.create_task(_receive(client, count))
             for n in range(count):
                 await asyncio.to_thread(
                     event_publish,
@@ -91,7 +96,7 @@ def test_a_reading_client_keeps_up_with_the_same_burst(server, tenant):
                     event_type="expense.created",
                     data={"n": n, "pad": "x" * 1024},
                 )
-            return [await asyncio.wait_for(client.recv(), 10) for _ in range(count)]
+            return await reader
 
     frames = asyncio.run(scenario())
     assert len(frames) == count
