@@ -16,6 +16,7 @@ help:
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
+	@echo "make bench-realtime - 1000 sockets on one org, REST writes, latency to each socket (docs/benchmarks.md)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"

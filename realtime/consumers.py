@@ -199,3 +199,11 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
                 task.cancel()
         await self._leave_hub()
         await self._release()
+
+
+class UnknownRouteConsumer(AsyncWebsocketConsumer):
+    """Any other websocket path (or an org id that is not a UUID): 4404, not a 500."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=4404, reason="Not found")

@@ -92,3 +92,13 @@ def test_a_malformed_last_event_id_is_closed_with_4400(ws, tenant):
     )
     assert code == 4400
     assert "last_event_id" in reason
+
+
+@pytest.mark.parametrize("path", ["/v2/realtime/orgs/not-a-uuid/", "/v2/realtime/elsewhere", "/"])
+def test_an_unknown_websocket_path_is_4404_not_a_server_error(ws, path):
+    async def scenario():
+        async with connect(ws + path) as socket:
+            await socket.wait_closed()
+            return socket.close_code
+
+    assert asyncio.run(scenario()) == 4404
