@@ -61,3 +61,4 @@ destroy:
 bench-realtime: venv stack
 	@$(PY) manage.py migrate --noinput -v0
 	@$(PY) bench/realtime_fanout.py $(BENCH_ARGS)
+	@$(PY) bench/realtime_fanout_layers.py
