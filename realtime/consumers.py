@@ -114,6 +114,18 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
         await self.close(code=code, reason=reason)
 
     async def _pump(self, last_event_id: str | None) -> None:
+        """Send until cancelled; a failure closes the socket instead of leaving it mute."""
+        try:
+            await self._send_events(last_event_id)
+        except redis.RedisError as error:  # the replay could not read the stream
+            logger.error("realtime replay failed: %s", error)
+            if self.subscriber is not None:
+                self.subscriber.close(UNAVAILABLE)
+        except OSError:  # the client went away mid-send (uvicorn's ClientDisconnected)
+            if self.subscriber is not None:
+                self.subscriber.close((1000, "closed"))
+
+    async def _send_events(self, last_event_id: str | None) -> None:
         """Replay what the client missed, say `ready`, then send live events, each once.
 
         `ready.last_event_id` is where this socket's live feed starts: every later
