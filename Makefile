@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+REALTIME_PORT ?= 8001
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy bench-replicas
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy bench-replicas bench-realtime
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
@@ -16,6 +17,8 @@ help:
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
 	@echo "make bench-idempotency - POST expenses without a key, with fresh keys, and replays (wrk)"
+
+	@echo "make bench-realtime - 1000 sockets on one org, REST writes, latency to each socket (docs/benchmarks.md)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -37,8 +40,8 @@ demo: migrate
 
 serve: venv
 	@$(PY) manage.py collectstatic --noinput -v0
-	@echo "==> serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop; 'make stop' stops the stack)"
-	@PORT=$(PORT) $(VENV)/bin/gunicorn -c config/gunicorn.py config.wsgi
+	@echo "==> serving on http://127.0.0.1:$(PORT), realtime on :$(REALTIME_PORT) (Ctrl-C to stop; 'make stop' stops the stack)"
+	@PORT=$(PORT) REALTIME_PORT=$(REALTIME_PORT) bin/serve
 
 run: demo serve
 
@@ -57,7 +60,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-edge bench-replicas
+.PHONY: bench-tools bench-serving bench-idempotency bench-edge bench-replicas bench-realtime
 bench-tools:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } >/dev/null; } \
 		|| { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
@@ -75,3 +78,8 @@ bench-edge: migrate bench-tools
 # Read replicas: mixed load with replicas on and off (docs/benchmarks.md "Read replicas").
 bench-replicas: migrate
 	@$(PY) bench/replicas_bench.py
+
+# --- realtime benchmark (docs/benchmarks.md "Realtime") ---------------------------------
+bench-realtime: migrate
+	@$(PY) bench/realtime_fanout.py $(BENCH_ARGS)
+	@$(PY) bench/realtime_fanout_layers.py

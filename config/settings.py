@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "idempotency",
     "edgecache",
     "replicas",
+    "realtime",  # realtime: websockets (CONTRACT §5)
 ]
 
 MIDDLEWARE = [
@@ -267,3 +268,15 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --- Realtime (CONTRACT §5, docs/realtime.md) ---------------------------------------------
+# Caps hold across all server processes (leases in Redis). A crashed process's slots
+# are free again after at most REALTIME_LEASE_SECONDS, which must stay <= 60.
+MAX_CONNECTIONS_PER_USER = env.int("MAX_CONNECTIONS_PER_USER", default=10)
+MAX_CONNECTIONS_PER_ORG = env.int("MAX_CONNECTIONS_PER_ORG", default=1000)
+REALTIME_LEASE_SECONDS = env.float("REALTIME_LEASE_SECONDS", default=30.0)
+REALTIME_HEARTBEAT_SECONDS = env.float("REALTIME_HEARTBEAT_SECONDS", default=10.0)
+REALTIME_STREAM_MAXLEN = env.int("REALTIME_STREAM_MAXLEN", default=1000)
+REALTIME_STREAM_TTL_SECONDS = env.int("REALTIME_STREAM_TTL_SECONDS", default=86400)
+REALTIME_SOCKET_QUEUE_SIZE = env.int("REALTIME_SOCKET_QUEUE_SIZE", default=256)
+REALTIME_STATS_FLUSH_SECONDS = env.float("REALTIME_STATS_FLUSH_SECONDS", default=1.0)

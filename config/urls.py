@@ -16,6 +16,7 @@ urlpatterns = [
     path("v1/system/database/", include("replicas.urls")),
     path("v1/system/", include("monitoring.urls")),
     path("v1/edge/", include("edgecache.urls")),
+    path("v2/realtime/", include("realtime.urls")),  # realtime (websockets: config/asgi.py)
     path("v1/schema", CachedSchemaView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
 ]

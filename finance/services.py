@@ -8,6 +8,7 @@ from django.db import transaction
 from accounts.models import User
 from edgecache.purge import purge_after_commit
 from edgecache.tags import finance_write_tags
+from finance.events import entry_event_on_commit
 from finance.models import FinanceEntry
 from tenancy.models import Organization, Property
 
@@ -37,6 +38,7 @@ def entry_create(
         created_by=created_by,
     )
     purge_after_commit(finance_write_tags(org_id=org.id, kind=model.kind))
+    entry_event_on_commit(entry=entry, action="created")
     return entry
 
 
@@ -51,9 +53,13 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
         setattr(locked, name, value)
     locked.save(update_fields=[*changes, "updated_at"])
     purge_after_commit(finance_write_tags(org_id=locked.org_id, kind=locked.kind))
+    entry_event_on_commit(entry=locked, action="updated")
     return locked
 
 
+@transaction.atomic
 def entry_delete(*, entry: FinanceEntry) -> None:
-    type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()
-    purge_after_commit(finance_write_tags(org_id=entry.org_id, kind=entry.kind))
+    deleted, _ = type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()
+    if deleted:
+        purge_after_commit(finance_write_tags(org_id=entry.org_id, kind=entry.kind))
+        entry_event_on_commit(entry=entry, action="deleted")

@@ -87,6 +87,10 @@ realtime_delivery_latency = Histogram(
 realtime_slow_consumer_disconnects = Counter(
     "realtime_slow_consumer_disconnects_total", "Sockets closed because the client did not read."
 )
+realtime_events_lost = Counter(
+    "realtime_events_lost_total",
+    "Committed changes whose realtime event could not be published (Redis unavailable).",
+)
 
 # --- Edge cache ---------------------------------------------------------------------------
 cdn_purges = Counter(

@@ -175,3 +175,22 @@ def replicas_live(settings: Any, django_db_blocker: Any) -> Any:
     yield replica_support
     with django_db_blocker.unblock():
         replica_support.ensure_replicas_running()
+
+
+# --- realtime (tests/test_realtime_*.py) ------------------------------------------------
+REALTIME_TEST_ENV = {
+    "MAX_CONNECTIONS_PER_ORG": "20",  # small, so tests can reach it
+    "REALTIME_LEASE_SECONDS": "3",  # short, so expiry is testable in seconds
+    "REALTIME_HEARTBEAT_SECONDS": "1",
+    "REALTIME_STATS_FLUSH_SECONDS": "0.2",
+    "METRICS_TOKEN": "realtime-test-metrics-token",
+}
+
+
+@pytest.fixture(scope="session")
+def realtime_servers(django_db_setup: None, django_db_blocker: Any) -> Any:
+    """Two uvicorn processes on two ports (as `bin/serve realtime` runs them), one Redis."""
+    from tests.live_server import running_servers
+
+    with django_db_blocker.unblock(), running_servers(test_database_url(), 2, **REALTIME_TEST_ENV) as servers:
+        yield servers

@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,28 +35,58 @@ def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 30.
     raise RuntimeError(f"server at {base_url} did not come up in {timeout}s")
 
 
-@contextmanager
-def running_server(database_url: str, kind: str = "wsgi", **extra_env: str) -> Iterator[str]:
-    """Yield the base URL of a server process; stop it afterwards.
+@dataclass(frozen=True)
+class LiveServer:
+    url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen
 
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http")
+
+
+@contextmanager
+def server_process(database_url: str, kind: str = "wsgi", **extra_env: str) -> Iterator[LiveServer]:
+    """Start one server process (extra_env on top of ours) and yield it; stop it after.
+
+    kind="asgi" runs uvicorn exactly as `bin/serve realtime` does in production (one
+    worker, so the process is uvicorn itself: tests may SIGSTOP or SIGKILL it).
     Without an explicit REPLICA_URLS the server gets none: the ones in .env name the
-    development database, not the test database."""
+    development database, not the test database.
+    """
     port = free_port()
     env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", "REPLICA_URLS": "", **extra_env}
     if kind == "wsgi":
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         env |= {"PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}
     else:
-        command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port),
-                   "--host", "127.0.0.1", "--log-level", "warning"]  # fmt: skip
+        command = ["bin/serve", "realtime"]
+        env |= {"REALTIME_PORT": str(port), "REALTIME_WORKERS": "1", "PYTHON": sys.executable}
     process = subprocess.Popen(command, cwd=ROOT, env=env)
-    base_url = f"http://127.0.0.1:{port}"
+    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process)
     try:
-        wait_until_up(base_url, process)
-        yield base_url
+        wait_until_up(server.url, process)
+        yield server
     finally:
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_server(database_url: str, kind: str = "wsgi", **extra_env: str) -> Iterator[str]:
+    """Yield the base URL of a server process; stop it afterwards."""
+    with server_process(database_url, kind, **extra_env) as server:
+        yield server.url
+
+
+@contextmanager
+def running_servers(
+    database_url: str, count: int, kind: str = "asgi", **extra_env: str
+) -> Iterator[list[LiveServer]]:
+    """Several server processes of one kind, each on its own port, sharing Redis."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(server_process(database_url, kind, **extra_env)) for _ in range(count)]

@@ -1,0 +1,155 @@
+"""Per-user and per-org connection caps that hold across all server processes.
+
+Each open socket holds a lease: its connection id is a member of the user's, the org's
+and a global Redis sorted set, scored by the lease's expiry in Redis time. One Lua
+script prunes expired leases, checks both caps and takes the slot atomically, so 50
+simultaneous connects on any number of processes let exactly the cap in. The same
+script renews a lease (heartbeat); closing a socket removes it at once; a crashed
+process's leases expire by themselves within REALTIME_LEASE_SECONDS (<= 60).
+"""
+
+import asyncio
+import enum
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from realtime import keys
+from realtime.redis_connections import async_redis
+
+logger = logging.getLogger(__name__)
+
+_PRUNE_CHECK_ADD = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local lease_ms = tonumber(ARGV[4])
+for i = 1, 3 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now_ms) end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+end
+for i = 1, 3 do
+  redis.call('ZADD', KEYS[i], now_ms + lease_ms, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], lease_ms)
+end
+return 0
+"""
+
+_COUNT_LIVE = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
+"""
+
+
+class SlotOutcome(enum.Enum):
+    GRANTED = 0
+    USER_LIMIT = 1
+    ORG_LIMIT = 2
+
+
+@dataclass(frozen=True)
+class ConnectionSlot:
+    connection_id: str
+    user_id: str
+    org_id: str
+
+    @property
+    def redis_keys(self) -> list[str]:
+        return [
+            keys.user_connections_key(self.user_id),
+            keys.org_connections_key(self.org_id),
+            keys.all_connections_key(),
+        ]
+
+
+def _script_args(slot: ConnectionSlot) -> list[object]:
+    lease_ms = int(settings.REALTIME_LEASE_SECONDS * 1000)
+    return [slot.connection_id, settings.MAX_CONNECTIONS_PER_USER, settings.MAX_CONNECTIONS_PER_ORG, lease_ms]
+
+
+async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
+    """Take (or renew, if already held) the slot's lease; raises redis errors."""
+    result = await async_redis().eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+    return SlotOutcome(int(result))
+
+
+class LeaseRenewer:
+    """Renews every lease of this process in one pipeline per heartbeat, so 1000 open
+    sockets cost one round trip every REALTIME_HEARTBEAT_SECONDS, not 1000. A lease
+    that lapsed (the process stalled past it) and whose slot was taken meanwhile is
+    reported to its socket, which closes with 4429/4430."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[ConnectionSlot, Callable[[SlotOutcome], None]]] = {}
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def add(self, slot: ConnectionSlot, on_lost: Callable[[SlotOutcome], None]) -> None:
+        self._held[slot.connection_id] = (slot, on_lost)
+
+    def discard(self, slot: ConnectionSlot) -> None:
+        self._held.pop(slot.connection_id, None)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(settings.REALTIME_HEARTBEAT_SECONDS)
+            try:
+                await self.renew_all()
+            except (redis.RedisError, OSError) as error:  # retried next beat; leases outlive one miss
+                logger.warning("realtime lease renewal failed: %s", error)
+
+    async def renew_all(self) -> None:
+        held = list(self._held.values())
+        if not held:
+            return
+        client = async_redis()
+        script = client.register_script(_PRUNE_CHECK_ADD)
+        async with client.pipeline(transaction=False) as pipe:
+            for slot, _ in held:
+                await script(keys=slot.redis_keys, args=_script_args(slot), client=pipe)
+            results = await pipe.execute()
+        for (slot, on_lost), result in zip(held, results, strict=True):
+            outcome = SlotOutcome(int(result))
+            if outcome is not SlotOutcome.GRANTED and slot.connection_id in self._held:
+                self.discard(slot)
+                on_lost(outcome)
+
+
+_renewers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeaseRenewer]" = weakref.WeakKeyDictionary()
+
+
+def lease_renewer() -> LeaseRenewer:
+    """The renewer of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    renewer = _renewers.get(loop)
+    if renewer is None:
+        renewer = _renewers[loop] = LeaseRenewer()
+    return renewer
+
+
+async def slot_release(*, slot: ConnectionSlot) -> None:
+    client = async_redis()
+    async with client.pipeline(transaction=False) as pipe:
+        for key in slot.redis_keys:
+            pipe.zrem(key, slot.connection_id)
+        await pipe.execute()
+
+
+def live_connections_count() -> int:
+    """Open sockets across all server processes (sync: for the metrics view)."""
+    from realtime.redis_connections import sync_redis
+
+    return int(sync_redis().eval(_COUNT_LIVE, 1, keys.all_connections_key()))
+
+
+def limit_reason(outcome: SlotOutcome) -> tuple[int, str, str]:
+    """(close code, rejection label, close reason) for a refused slot."""
+    if outcome is SlotOutcome.USER_LIMIT:
+        limit = settings.MAX_CONNECTIONS_PER_USER
+        return 4429, "user_limit", f"User connection limit reached (MAX_CONNECTIONS_PER_USER={limit})"
+    limit = settings.MAX_CONNECTIONS_PER_ORG
+    return 4430, "org_limit", f"Organization connection limit reached (MAX_CONNECTIONS_PER_ORG={limit})"

@@ -1,0 +1,172 @@
+"""One Redis Pub/Sub connection per server process, fanning each org's live events out
+to that process's sockets of the org.
+
+Publishing costs one PUBLISH per event whatever the number of sockets; each process
+receives the event once and copies a reference into each local socket's bounded
+queue. A socket whose queue is full is dropped from the hub at once (the consumer
+then closes it), so a client that does not read cannot grow the server's memory.
+If the Pub/Sub connection breaks, every socket is closed with 1012 and clients resume
+with last_event_id: live events are never silently skipped.
+"""
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from dataclasses import dataclass, field
+
+import redis
+
+from realtime import keys
+from realtime.redis_connections import async_pubsub_redis
+from realtime.stats import DeliveryCounter
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+SLOW_CONSUMER = (4408, "Slow consumer: too many undelivered events; reconnect with last_event_id")
+HUB_RESTART = (1012, "Event feed restarted; reconnect with last_event_id")
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    event_id: str
+    frame: str
+    committed_at: float
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """A socket's end of the hub: a bounded queue and a signal to close."""
+
+    org_id: str
+    queue: asyncio.Queue[LiveEvent]
+    closing: asyncio.Future[tuple[int, str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def offer(self, event: LiveEvent) -> bool:
+        """Queue the event; False (and closing set) when the queue is full."""
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.close(SLOW_CONSUMER)
+            return False
+        return True
+
+    def close(self, reason: tuple[int, str]) -> None:
+        if not self.closing.done():
+            self.closing.set_result(reason)
+
+
+def parse_announcement(message: str) -> LiveEvent:
+    """`<committed-at epoch> <frame>`, as realtime/publishing.py publishes it."""
+    committed_at, _, frame = message.partition(" ")
+    start = len('{"event_id":"')
+    event_id = frame[start : frame.index('"', start)]
+    return LiveEvent(event_id=event_id, frame=frame, committed_at=float(committed_at))
+
+
+class OrgEventHub:
+    def __init__(self) -> None:
+        self.deliveries = DeliveryCounter()
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._lock = asyncio.Lock()
+        self._client = async_pubsub_redis()
+        self._pubsub = self._client.pubsub()
+        self._reader: asyncio.Task[None] | None = None
+        self._flusher = asyncio.get_running_loop().create_task(self.deliveries.run_flusher())
+
+    async def subscribe(self, *, org_id: str, queue_size: int) -> Subscriber:
+        """Register a socket; returns once the process is subscribed to the org's
+        channel, so every event published after this call reaches the queue."""
+        subscriber = Subscriber(org_id=org_id, queue=asyncio.Queue(maxsize=queue_size))
+        channel = keys.org_channel(org_id)
+        async with self._lock:
+            local = self._subscribers.setdefault(org_id, set())
+            local.add(subscriber)
+            if len(local) > 1:
+                return subscriber
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations[channel] = confirmed
+            try:
+                await self._pubsub.subscribe(channel)
+                self._ensure_reader()
+                await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_SECONDS)
+            except BaseException:
+                local.discard(subscriber)
+                if not local:
+                    del self._subscribers[org_id]
+                self._confirmations.pop(channel, None)
+                raise
+        return subscriber
+
+    async def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Remove a socket; the process leaves the org's channel with its last socket."""
+        async with self._lock:
+            local = self._subscribers.get(subscriber.org_id)
+            if local is not None:
+                local.discard(subscriber)
+                if local:
+                    return
+                del self._subscribers[subscriber.org_id]
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._pubsub.unsubscribe(keys.org_channel(subscriber.org_id))
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                if message["type"] == "message":
+                    self._dispatch(message["channel"], message["data"])
+                elif message["type"] == "subscribe":
+                    confirmed = self._confirmations.pop(message["channel"], None)
+                    if confirmed is not None and not confirmed.done():
+                        confirmed.set_result(None)
+        except (redis.RedisError, OSError) as error:
+            logger.error("realtime hub lost its Redis Pub/Sub connection: %s", error)
+            await self._restart()
+
+    def _dispatch(self, channel: str, data: str) -> None:
+        org_id = channel[len("rt:live:{") : -1]
+        local = self._subscribers.get(org_id)
+        if not local:
+            return
+        event = parse_announcement(data)
+        for subscriber in list(local):
+            if not subscriber.offer(event):
+                local.discard(subscriber)  # full: no more events for it; its consumer unsubscribes
+
+    async def _restart(self) -> None:
+        """Close every local socket (clients resume with last_event_id) and start clean."""
+        async with self._lock:
+            for local in self._subscribers.values():
+                for subscriber in local:
+                    subscriber.close(HUB_RESTART)
+            self._subscribers.clear()
+            for confirmed in self._confirmations.values():
+                if not confirmed.done():
+                    confirmed.set_exception(ConnectionError("Pub/Sub connection lost"))
+            self._confirmations.clear()
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = self._client.pubsub()
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrgEventHub]" = weakref.WeakKeyDictionary()
+
+
+def current_hub() -> OrgEventHub:
+    """The hub of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = OrgEventHub()
+    return hub

@@ -1,0 +1,39 @@
+"""Who is connecting: a DRF token from `Authorization: Token <t>` or `?token=<t>`.
+
+Browsers cannot set headers on a WebSocket, hence the query parameter; tokens in URLs
+reach access logs, so bin/serve runs uvicorn without an access log for this reason.
+"""
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from rest_framework.authtoken.models import Token
+
+from accounts.models import User
+
+MAX_TOKEN_CHARS = 256
+
+
+def query_params(scope: dict[str, Any]) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return {name: values[0] for name, values in parse_qs(raw).items()}
+
+
+def token_from_scope(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "token" and token.strip():
+                return token.strip()[:MAX_TOKEN_CHARS]
+            return None
+    token = query_params(scope).get("token", "").strip()
+    return token[:MAX_TOKEN_CHARS] or None
+
+
+@database_sync_to_async
+def user_for_token(token: str) -> User | None:
+    found = Token.objects.select_related("user").filter(key=token).first()
+    if found is None or not found.user.is_active:
+        return None
+    return found.user

@@ -1,0 +1,104 @@
+"""Realtime under faults, on real processes: Redis unreachable at connect (1013), the
+Pub/Sub connection killed under live sockets (1012, then resume loses nothing), and
+bin/serve stopping both servers on TERM."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from realtime.publishing import event_publish
+from realtime.redis_connections import sync_redis
+from tests import conftest
+from tests.live_server import ROOT, free_port, server_process
+from tests.realtime_client import next_event, open_socket, org_url, token_of
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+def test_redis_unreachable_at_connect_is_1013_and_holds_nothing(django_db_blocker, tenant):
+    token = token_of(tenant.users["owner"])
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # a closed port: connection refused
+
+    async def scenario(ws: str):
+        async with connect(
+            org_url(ws, tenant.org.id), additional_headers={"Authorization": f"Token {token}"}
+        ) as s:
+            await s.wait_closed()
+            return s.close_code
+
+    env = conftest.REALTIME_TEST_ENV | {"REDIS_URL": dead_redis}
+    with django_db_blocker.unblock(), server_process(conftest.test_database_url(), "asgi", **env) as server:
+        assert asyncio.run(scenario(server.ws_url)) == 1013
+
+
+def test_a_lost_pubsub_connection_closes_sockets_with_1012_and_resume_misses_nothing(
+    realtime_servers, tenant
+):
+    org_id = str(tenant.org.id)
+    token = token_of(tenant.users["owner"])
+    ws = realtime_servers[0].ws_url
+
+    async def scenario():
+        socket, ready = await open_socket(ws, org_id, token)
+        killed = await asyncio.to_thread(sync_redis().client_kill_filter, _type="pubsub")
+        assert killed >= 1
+        await socket.wait_closed()
+        # Written while the client is away: it must get them on resume.
+        missed = [
+            await asyncio.to_thread(event_publish, org_id=org_id, event_type="expense.created", data={"n": n})
+            for n in range(3)
+        ]
+        socket2, resumed = await open_socket(ws, org_id, token, last_event_id=ready["last_event_id"])
+        live = await asyncio.to_thread(
+            event_publish, org_id=org_id, event_type="expense.created", data={"n": 3}
+        )
+        live_event = await next_event(socket2)
+        await socket2.close()
+        return socket.close_code, missed, resumed, live, live_event
+
+    code, missed, resumed, live, live_event = asyncio.run(scenario())
+    assert code == 1012
+    assert [event["event_id"] for event in resumed["before_ready"]] == missed
+    assert live_event["event_id"] == live  # the process subscribed afresh
+
+
+def test_bin_serve_runs_both_servers_and_term_stops_both(django_db_blocker):
+    port, realtime_port = free_port(), free_port()
+    env = os.environ | {
+        "DATABASE_URL": conftest.test_database_url(), "PORT": str(port), "REALTIME_PORT": str(realtime_port),
+        "WEB_CONCURRENCY": "1", "REALTIME_WORKERS": "1", "ACCESS_LOG": "", "PYTHON": sys.executable,
+    }  # fmt: skip
+    with django_db_blocker.unblock():
+        serve = subprocess.Popen([str(ROOT / "bin" / "serve")], cwd=ROOT, env=env)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    rest = httpx.get(f"http://127.0.0.1:{port}/v1/system/health", timeout=2)
+                    realtime = httpx.get(f"http://127.0.0.1:{realtime_port}/v1/system/health", timeout=2)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "bin/serve did not come up"
+                    time.sleep(0.2)
+            assert rest.status_code in (200, 503) and realtime.status_code in (200, 503)
+            children = subprocess.run(
+                ["pgrep", "-P", str(serve.pid)], check=True, capture_output=True, text=True
+            ).stdout.split()
+            assert len(children) == 2  # gunicorn and uvicorn
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(timeout=20) == 0
+            for pid in children:
+                deadline = time.monotonic() + 10
+                while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert not os.path.exists(f"/proc/{pid}"), f"child {pid} outlived bin/serve"
+        finally:
+            if serve.poll() is None:
+                serve.kill()
