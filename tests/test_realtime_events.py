@@ -135,3 +135,33 @@ def test_redis_down_at_commit_the_write_succeeds_and_the_lost_event_is_counted(s
         sync_redis.cache_clear()
     assert Expense.objects.filter(org=tenant.org, id=entry.id).exists()
     assert realtime_events_lost._value.get() == lost_before + 1
+
+
+def test_an_idempotent_replay_publishes_no_second_event(realtime_servers, live_wsgi, tenant):
+    """A retried POST with the same Idempotency-Key replays the stored response: the
+    service never runs again, so the org's sockets get exactly one event."""
+    first, _ = realtime_servers
+    org_id = str(tenant.org.id)
+    rest = _rest(live_wsgi, token_of(tenant.users["manager"]))
+    headers = {"Idempotency-Key": "replay-publishes-nothing-1"}
+    viewer = token_of(tenant.users["viewer"])
+
+    async def scenario():
+        socket, _ = await open_socket(first.ws_url, org_id, viewer)
+
+        def post_twice() -> list[httpx.Response]:
+            payload = tenant.entry_payload()
+            return [rest.post(tenant.url("/expenses"), json=payload, headers=headers) for _ in range(2)]
+
+        responses = await asyncio.to_thread(post_twice)
+        event = await next_event(socket)
+        await assert_silent(socket, within=1.0)
+        await socket.close()
+        return responses, event
+
+    (original, replay), event = asyncio.run(scenario())
+    assert original.status_code == replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == original.content
+    assert event["type"] == "expense.created" and event["data"] == original.json()
+    assert Expense.objects.filter(org=tenant.org).count() == 1
