@@ -10,6 +10,7 @@ from edgecache.purge import purge_after_commit
 from edgecache.tags import finance_write_tags
 from finance.events import entry_event_on_commit
 from finance.models import FinanceEntry
+from replicas.middleware import record_write_position
 from tenancy.models import Organization, Property
 
 
@@ -37,8 +38,7 @@ def entry_create(
         description=description,
         created_by=created_by,
     )
-    purge_after_commit(finance_write_tags(org_id=org.id, kind=model.kind))
-    entry_event_on_commit(entry=entry, action="created")
+    _announce_after_commit(entry, "created")
     return entry
 
 
@@ -52,8 +52,7 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
     for name, value in changes.items():
         setattr(locked, name, value)
     locked.save(update_fields=[*changes, "updated_at"])
-    purge_after_commit(finance_write_tags(org_id=locked.org_id, kind=locked.kind))
-    entry_event_on_commit(entry=locked, action="updated")
+    _announce_after_commit(locked, "updated")
     return locked
 
 
@@ -61,5 +60,13 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
 def entry_delete(*, entry: FinanceEntry) -> None:
     deleted, _ = type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()
     if deleted:
-        purge_after_commit(finance_write_tags(org_id=entry.org_id, kind=entry.kind))
-        entry_event_on_commit(entry=entry, action="deleted")
+        _announce_after_commit(entry, "deleted")
+
+
+def _announce_after_commit(entry: FinanceEntry, action: str) -> None:
+    """After commit, in this order: publish the write's WAL position for the org's
+    readers (so no replica without the write serves them, the edge's refill included),
+    purge the edge cache, push the realtime event. A rolled-back write does none."""
+    transaction.on_commit(record_write_position)
+    purge_after_commit(finance_write_tags(org_id=entry.org_id, kind=entry.kind))
+    entry_event_on_commit(entry=entry, action=action)

@@ -12,6 +12,7 @@ stored for the client and returned as `X-DB-Position`.
 """
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -30,6 +31,7 @@ logger = logging.getLogger("replicas.middleware")
 POSITION_HEADER = "X-DB-Position"
 READ_FROM_HEADER = "X-DB-Read-From"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_ORG_PATH = re.compile(r"^/v1/orgs/([0-9a-fA-F-]{36})(?:/|$)")
 
 
 def format_position(cluster: Cluster, position: int) -> str:
@@ -54,11 +56,23 @@ def parse_positions(header: str) -> dict[str, int]:
     return positions
 
 
+def org_reader_id(org_id: str) -> str:
+    """The position key shared by every reader of one org."""
+    return client_id(f"org {org_id.lower()}")
+
+
 def routing_for(request: HttpRequest) -> RequestRouting:
     state = RequestRouting(load_position=position_store.load)
     authorization = request.META.get("HTTP_AUTHORIZATION", "")
     if authorization:
         state.client_ids.append(client_id(authorization))
+    org = _ORG_PATH.match(request.path)
+    if org:
+        # Read-your-org's-writes: a write to an org raises the position every reader of
+        # that org must see, so a colleague's screen (and the edge's cache fill, which
+        # arrives with whichever member missed first) never shows the org older than
+        # its last acknowledged write.
+        state.client_ids.append(org_reader_id(org.group(1)))
     session = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     if session:  # browser clients (admin) are known by their session instead
         state.client_ids.append(client_id(f"session {session}"))
@@ -80,16 +94,38 @@ def share_position_with(credentials: str) -> None:
         state.client_ids.append(client_id(credentials))
 
 
+def _primary_position(cluster: Cluster) -> int | None:
+    try:
+        with connections[cluster.primary].cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
+            return int(cursor.fetchone()[0])
+    except DatabaseError:
+        logger.warning("replicas: could not read the primary's WAL position", exc_info=True)
+        return None
+
+
+def record_write_position() -> None:
+    """Store the request's write position now, before the response is ready.
+
+    For writes that others learn about before the response (an edge purge makes the
+    next reader refill the cache at once): call it from `transaction.on_commit` before
+    that side effect, so the refill cannot be served by a replica without the write.
+    """
+    from replicas.context import current_routing
+
+    state = current_routing()
+    if state is None or state.wrote_on is None or not state.client_ids:
+        return
+    position = _primary_position(state.wrote_on)
+    if position is not None:
+        position_store.remember(state.wrote_on.name, list(state.client_ids), position)
+
+
 def finish(state: RequestRouting, response: HttpResponse) -> None:
     cluster = state.wrote_on
     if cluster is not None:
-        try:
-            with connections[cluster.primary].cursor() as cursor:
-                cursor.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
-                position = int(cursor.fetchone()[0])
-        except DatabaseError:
-            logger.warning("replicas: could not read the primary's WAL position", exc_info=True)
-        else:
+        position = _primary_position(cluster)
+        if position is not None:
             clients = list(state.client_ids)
             new_session = response.cookies.get(settings.SESSION_COOKIE_NAME)
             if new_session is not None and new_session.value:  # a login: the next request
