@@ -38,6 +38,7 @@ def default_metrics_dir() -> str:
     return str(Path(tempfile.gettempdir()) / f"hospitality-metrics-{os.getuid()}" / name)
 
 
+METRICS_DIR_IS_DEFAULT = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 METRICS_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", default_metrics_dir())
 
 
@@ -54,6 +55,13 @@ def prepare_metrics_dir(directory: str) -> None:
         stale.unlink()
 
 
+def remove_metrics_dir(directory: str) -> None:
+    path = Path(directory)
+    for leftover in path.glob("*"):
+        leftover.unlink()
+    path.rmdir()
+
+
 def on_starting(server) -> None:
     prepare_metrics_dir(METRICS_DIR)
     from monitoring.slo_window import FileReadingStore
@@ -62,8 +70,10 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
+    from config.warmup import warm_up_worker
     from monitoring.sampler import ensure_sampler_running
 
+    warm_up_worker()
     ensure_sampler_running()
 
 
@@ -71,3 +81,8 @@ def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if METRICS_DIR_IS_DEFAULT:  # a folder we made up: leave nothing behind in /tmp
+        remove_metrics_dir(METRICS_DIR)

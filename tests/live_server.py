@@ -41,7 +41,7 @@ def running_server(database_url: str, kind: str = "wsgi", **extra_env: str) -> I
     env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", **extra_env}
     if kind == "wsgi":
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
-        env |= {"PORT": str(port), "WEB_CONCURRENCY": "1"}
+        env |= {"PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}
     else:
         command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port),
                    "--host", "127.0.0.1", "--log-level", "warning"]  # fmt: skip
