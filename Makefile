@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools bench-metrics
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
+	@echo "make bench-metrics - requests/s of a bare endpoint with and without the metrics middleware"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -41,8 +42,17 @@ serve: venv
 
 run: demo serve
 
-test: venv stack
+# Command-line tools the tests need (promtool checks deploy/prometheus).
+tools:
+	@bin/ensure-tools promtool
+
+test: venv stack tools
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# --- observability benchmark (docs/benchmarks.md "Metrics overhead") ---
+bench-metrics: venv stack
+	@bin/ensure-tools wrk
+	@$(PY) bench/metrics_overhead.py
 
 lint: venv
 	@$(VENV)/bin/ruff check .

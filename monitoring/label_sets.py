@@ -16,6 +16,11 @@ def touch_known_label_sets() -> None:
         metrics.db_replica_lag_seconds.labels(alias)
         metrics.db_replica_lag_bytes.labels(alias)
         metrics.db_replica_in_rotation.labels(alias)
+    for target, reason in metrics.ROUTER_DECISIONS:
+        metrics.db_router_decisions.labels(target, reason)
+    provider = getattr(settings, "CDN_PROVIDER", "none")
+    for outcome in metrics.CDN_PURGE_OUTCOMES:
+        metrics.cdn_purges.labels(provider, outcome)
     for outcome in metrics.IDEMPOTENCY_OUTCOMES:
         metrics.idempotency_requests.labels(outcome)
     for reason in metrics.REALTIME_REJECTION_REASONS:

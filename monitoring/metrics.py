@@ -18,6 +18,16 @@ IDEMPOTENCY_OUTCOMES = ("executed", "replayed", "conflict", "mismatch", "invalid
 REALTIME_REJECTION_REASONS = ("auth", "not_member", "user_limit", "org_limit")
 EDGE_CACHE_RESULTS = ("hit", "miss")
 POOL_STATES = ("size", "in_use", "idle", "waiting")
+# Read-routing decisions as (target, reason). The router may add reasons; these are the
+# ones DESIGN.md names, so dashboards show them from the first scrape.
+ROUTER_DECISIONS = (
+    ("replica", "replica_ok"),
+    ("primary", "write"),
+    ("primary", "in_transaction"),
+    ("primary", "read_your_writes"),
+    ("primary", "no_usable_replica"),
+)
+CDN_PURGE_OUTCOMES = ("purged", "failed", "queued")
 
 API_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
