@@ -84,7 +84,34 @@ def scraped_ping_count(url: str) -> float:
     )
 
 
+def in_process_cost_us(settings_module: str) -> float:
+    """CPU microseconds per request with this settings module (bench/middleware_cost.py)."""
+    metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "LOG_LEVEL": "WARNING",
+    }
+    try:
+        output = subprocess.run(
+            [sys.executable, "bench/middleware_cost.py"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return float(output.strip().splitlines()[-1])
+
+
 def main() -> None:
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    costs: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(ROUNDS):
+        for name, module in VARIANTS.items():
+            costs[name].append(in_process_cost_us(module))
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     counts = []
     for round_number in range(1, ROUNDS + 1):
@@ -105,6 +132,7 @@ def main() -> None:
                 process.wait(timeout=15)
                 shutil.rmtree(metrics_dir, ignore_errors=True)
 
+    print(f"load average at end: {os.getloadavg()}")
     baseline = statistics.median(r["rps"] for r in results["metrics off (baseline)"])
     print(f"\nwrk -t2 -c{CONNECTIONS} -d{DURATION} GET /bench/ping; gunicorn 2 workers x 4 threads; "
           f"{os.cpu_count()} CPUs; median of {ROUNDS} interleaved rounds")  # fmt: skip
@@ -113,6 +141,12 @@ def main() -> None:
         rps = statistics.median(r["rps"] for r in runs)
         pcts = [statistics.median(r[f"p{p}_ms"] for r in runs) for p in ("50", "90", "99")]
         print(f"{name:28s} {rps:9.0f} {rps / baseline:6.2f} {pcts[0]:7.2f} {pcts[1]:7.2f} {pcts[2]:7.2f}")
+    base_cost = statistics.median(costs["metrics off (baseline)"])
+    print(f"\nIn-process CPU cost per request (WSGI handler called directly, multiprocess mode on), "
+          f"median of {ROUNDS}:")  # fmt: skip
+    for name, runs in costs.items():
+        cost = statistics.median(runs)
+        print(f"{name:28s} {cost:7.1f} us/request  (+{cost - base_cost:5.1f} us over baseline)")
     for sent, scraped in counts:
         print(
             f"all-metrics run: wrk completed {sent:.0f}, scrape counted {scraped:.0f} (in-flight at stop may add a few)"
