@@ -147,6 +147,20 @@ def main() -> None:
     for name, runs in costs.items():
         cost = statistics.median(runs)
         print(f"{name:28s} {cost:7.1f} us/request  (+{cost - base_cost:5.1f} us over baseline)")
+    metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
+    try:
+        ops = subprocess.run(
+            [sys.executable, "bench/metric_ops_cost.py"],
+            cwd=ROOT,
+            env=os.environ | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    print("\nThe middleware's own operations alone (multiprocess mode):")
+    print(ops.rstrip())
     for sent, scraped in counts:
         print(
             f"all-metrics run: wrk completed {sent:.0f}, scrape counted {scraped:.0f} (in-flight at stop may add a few)"

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from django.core.wsgi import get_wsgi_application
 
-REQUESTS = int(os.environ.get("BENCH_INPROCESS_REQUESTS", "20000"))
+REQUESTS = int(os.environ.get("BENCH_INPROCESS_REQUESTS", "5000"))
 
 
 def environ() -> dict:

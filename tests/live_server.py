@@ -21,13 +21,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_until_up(
+    base_url: str, process: subprocess.Popen, timeout: float = 30.0, path: str = "/v1/schema"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            httpx.get(base_url + "/v1/schema", timeout=1.0)
+            httpx.get(base_url + path, timeout=1.0)
             return
         except httpx.TransportError:
             time.sleep(0.1)
@@ -35,8 +37,10 @@ def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 30.
 
 
 @contextmanager
-def running_server(database_url: str, kind: str = "wsgi", **extra_env: str) -> Iterator[str]:
-    """Yield the base URL of a server process; stop it afterwards."""
+def running_server(
+    database_url: str, kind: str = "wsgi", ready_path: str = "/v1/schema", **extra_env: str
+) -> Iterator[str]:
+    """Yield the base URL of a server process (up once `ready_path` answers); stop it afterwards."""
     port = free_port()
     env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", **extra_env}
     if kind == "wsgi":
@@ -48,7 +52,7 @@ def running_server(database_url: str, kind: str = "wsgi", **extra_env: str) -> I
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(base_url, process)
+        wait_until_up(base_url, process, path=ready_path)
         yield base_url
     finally:
         process.terminate()

@@ -19,6 +19,8 @@ from tests.metrics_scrape import METRICS_TOKEN, aggregated
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
+OPERATOR_PROBE = "/v1/system/health"  # readiness probe outside the SLIs
+
 
 @contextmanager
 def token_table_locked_for(seconds: float) -> Iterator[None]:
@@ -65,13 +67,14 @@ def user_token(make_user) -> str:
 
 def test_aggregated_reports_latency_and_error_breaches(user_token):
     env = {"WEB_CONCURRENCY": "2", "METRICS_TOKEN": METRICS_TOKEN, "DB_STATEMENT_TIMEOUT_MS": "1000"}
-    with running_server(database_url_for_servers(), **env) as url:
+    with running_server(database_url_for_servers(), ready_path=OPERATOR_PROBE, **env) as url:
         started = time.time()
-        before = aggregated(url)["api"]["requests"]  # the readiness probe's request(s)
-        assert {status for status, _ in _get_many(url, user_token, 40)} == {200}
+        assert aggregated(url)["api"]["requests"] == 0  # the readiness probe is operator traffic
+        # 100 requests: a few slow ones on a busy machine (up to 5) cannot break the SLO.
+        assert {status for status, _ in _get_many(url, user_token, 100)} == {200}
         report = aggregated(url)
         slo = _slo(report)
-        assert report["api"]["requests"] == before + 40, report
+        assert report["api"]["requests"] == 100, report
         assert report["api"]["errors_5xx"] == 0
         assert 0 < report["window"]["seconds"] <= time.time() - started + 5
         assert slo["api_latency_p95"]["compliant"] is True and slo["api_latency_p95"]["current"] < 0.3
@@ -83,12 +86,14 @@ def test_aggregated_reports_latency_and_error_breaches(user_token):
         assert report["realtime"]["delivery_p95_seconds"] is None and report["cache"]["hit_rate"] is None
         assert report["pool"]["default"]["max"] > 0
 
-        # 4 requests wait 0.6 s on the lock: 4 of ~45 over 300 ms breaks "p95 < 300 ms".
-        # (At most 4 at once: gunicorn may hand all of them to one worker's 4 threads,
-        # and time queued for a thread is invisible to Django; see docs/observability.md.)
-        with token_table_locked_for(0.6):
-            slow = _get_many(url, user_token, 4, at_once=4)
-        assert all(status == 200 and took >= 0.4 for status, took in slow), slow
+        # 3 x 4 requests wait 0.6 s on the lock: 12 of ~113 over 300 ms (> 5 %) breaks
+        # "p95 < 300 ms". (At most 4 at once: gunicorn may hand all of them to one
+        # worker's 4 threads, and time queued for a thread is invisible to Django; see
+        # docs/observability.md.)
+        for _ in range(3):
+            with token_table_locked_for(0.6):
+                slow = _get_many(url, user_token, 4, at_once=4)
+            assert all(status == 200 and took >= 0.4 for status, took in slow), slow
         slo = _slo(aggregated(url))
         assert slo["api_latency_p95"]["compliant"] is False and slo["api_latency_p95"]["current"] > 0.3
         assert slo["error_rate"]["compliant"] is True
@@ -99,7 +104,7 @@ def test_aggregated_reports_latency_and_error_breaches(user_token):
         assert [status for status, _ in failed] == [500] * 4
         report = aggregated(url)
         slo = _slo(report)
-        total = before + 48
+        total = 116
         assert report["api"]["requests"] == total and report["api"]["errors_5xx"] == 4
         assert slo["error_rate"]["current"] == pytest.approx(4 / total)
         assert slo["error_rate"]["compliant"] is False
@@ -114,7 +119,7 @@ def test_the_window_slides_old_failures_out(user_token):
         "SLO_WINDOW_SECONDS": "3",
         "METRICS_SAMPLE_INTERVAL_SECONDS": "0.25",
     }
-    with running_server(database_url_for_servers(), **env) as url:
+    with running_server(database_url_for_servers(), ready_path=OPERATOR_PROBE, **env) as url:
         with token_table_locked_for(0.8):
             assert {status for status, _ in _get_many(url, user_token, 4, at_once=4)} == {500}
         assert _slo(aggregated(url))["error_rate"]["compliant"] is False
