@@ -65,70 +65,72 @@ def user_token(make_user) -> str:
     return Token.objects.create(user=make_user()).key
 
 
-def test_aggregated_reports_latency_and_error_breaches(user_token):
-    env = {"WEB_CONCURRENCY": "2", "METRICS_TOKEN": METRICS_TOKEN, "DB_STATEMENT_TIMEOUT_MS": "1000"}
+def test_aggregated_reports_a_latency_breach(user_token):
+    env = {"WEB_CONCURRENCY": "2", "METRICS_TOKEN": METRICS_TOKEN}
     with running_server(database_url_for_servers(), ready_path=OPERATOR_PROBE, **env) as url:
         started = time.time()
         assert aggregated(url)["api"]["requests"] == 0  # the readiness probe is operator traffic
-        # 100 requests: a few slow ones on a busy machine (up to 5) cannot break the SLO.
-        assert {status for status, _ in _get_many(url, user_token, 100)} == {200}
+        # 200 requests, 2 at a time: a few slow ones on a busy shared machine (up to 10)
+        # cannot break the SLO on their own.
+        assert {status for status, _ in _get_many(url, user_token, 200, at_once=2)} == {200}
         report = aggregated(url)
         slo = _slo(report)
-        assert report["api"]["requests"] == 100, report
+        assert report["api"]["requests"] == 200, report
         assert report["api"]["errors_5xx"] == 0
         assert 0 < report["window"]["seconds"] <= time.time() - started + 5
-        assert slo["api_latency_p95"]["compliant"] is True and slo["api_latency_p95"]["current"] < 0.3
+        assert slo["api_latency_p95"]["compliant"] is True and slo["api_latency_p95"]["current"] <= 0.3
         assert slo["error_rate"] == slo["error_rate"] | {"current": 0.0, "compliant": True, "target": 0.001}
-        assert slo["availability"] | {} == slo["availability"] | {"current": 1.0, "compliant": True}
+        assert slo["availability"] == slo["availability"] | {"current": 1.0, "compliant": True}
         # Not measurable yet: said so, not invented.
         for name in ("realtime_delivery_p95", "cache_hit_rate"):
             assert (slo[name]["current"], slo[name]["compliant"]) == (None, None)
         assert report["realtime"]["delivery_p95_seconds"] is None and report["cache"]["hit_rate"] is None
         assert report["pool"]["default"]["max"] > 0
 
-        # 3 x 4 requests wait 0.6 s on the lock: 12 of ~113 over 300 ms (> 5 %) breaks
-        # "p95 < 300 ms". (At most 4 at once: gunicorn may hand all of them to one
-        # worker's 4 threads, and time queued for a thread is invisible to Django; see
-        # docs/observability.md.)
-        for _ in range(3):
-            with token_table_locked_for(0.6):
+        # 4 x 4 requests wait on the lock (held 1.5 s, far longer than any client-side
+        # delay on a busy machine): 16 of 216 over 300 ms (> 5 %) breaks "p95 < 300 ms".
+        # At most 4 at once: gunicorn may hand all of them to one worker's 4 threads,
+        # and time queued for a thread is invisible to Django (docs/observability.md).
+        for _ in range(4):
+            with token_table_locked_for(1.5):
                 slow = _get_many(url, user_token, 4, at_once=4)
-            assert all(status == 200 and took >= 0.4 for status, took in slow), slow
-        slo = _slo(aggregated(url))
-        assert slo["api_latency_p95"]["compliant"] is False and slo["api_latency_p95"]["current"] > 0.3
-        assert slo["error_rate"]["compliant"] is True
-
-        # 4 requests outlive the 1 s statement timeout and fail with 500.
-        with token_table_locked_for(1.6):
-            failed = _get_many(url, user_token, 4, at_once=4)
-        assert [status for status, _ in failed] == [500] * 4
+            assert all(status == 200 and took >= 0.9 for status, took in slow), slow
         report = aggregated(url)
-        slo = _slo(report)
-        total = 116
-        assert report["api"]["requests"] == total and report["api"]["errors_5xx"] == 4
-        assert slo["error_rate"]["current"] == pytest.approx(4 / total)
-        assert slo["error_rate"]["compliant"] is False
-        assert slo["availability"]["current"] == pytest.approx(1 - 4 / total)
-        assert slo["availability"]["compliant"] is False
+    slo = _slo(report)
+    assert report["api"]["requests"] == 216
+    assert slo["api_latency_p95"]["compliant"] is False and slo["api_latency_p95"]["current"] > 0.3
+    assert report["api"]["latency_seconds"]["p99"] > 0.3
+    assert slo["error_rate"]["compliant"] is True
 
 
-def test_the_window_slides_old_failures_out(user_token):
+def test_aggregated_reports_an_error_breach_and_the_window_slides_it_out(user_token):
     env = {
+        "WEB_CONCURRENCY": "2",
         "METRICS_TOKEN": METRICS_TOKEN,
         "DB_STATEMENT_TIMEOUT_MS": "300",
-        "SLO_WINDOW_SECONDS": "3",
+        "SLO_WINDOW_SECONDS": "4",
         "METRICS_SAMPLE_INTERVAL_SECONDS": "0.25",
     }
     with running_server(database_url_for_servers(), ready_path=OPERATOR_PROBE, **env) as url:
-        with token_table_locked_for(0.8):
+        assert {status for status, _ in _get_many(url, user_token, 40, at_once=2)} == {200}
+        assert _slo(aggregated(url))["error_rate"]["compliant"] is True
+        # 4 requests wait on the lock longer than the 300 ms statement timeout: real 500s.
+        with token_table_locked_for(2.0):
             assert {status for status, _ in _get_many(url, user_token, 4, at_once=4)} == {500}
-        assert _slo(aggregated(url))["error_rate"]["compliant"] is False
-        deadline = time.monotonic() + 4.5
+        report = aggregated(url)
+        slo = _slo(report)
+        assert report["api"]["errors_5xx"] == 4
+        assert slo["error_rate"]["current"] == pytest.approx(4 / report["api"]["requests"])
+        assert slo["error_rate"]["compliant"] is False
+        assert slo["availability"]["current"] == pytest.approx(1 - 4 / report["api"]["requests"])
+        assert slo["availability"]["compliant"] is False
+
+        deadline = time.monotonic() + 5.5
         while time.monotonic() < deadline:  # good traffic while the failures age out
             assert {status for status, _ in _get_many(url, user_token, 2)} == {200}
             time.sleep(0.25)
         report = aggregated(url)
     slo = _slo(report)
-    assert report["window"]["seconds"] == pytest.approx(3, abs=0.6)
+    assert report["window"]["seconds"] == pytest.approx(4, abs=0.8)
     assert report["api"]["errors_5xx"] == 0 and report["api"]["requests"] > 0
     assert slo["error_rate"]["compliant"] is True and slo["availability"]["compliant"] is True
