@@ -84,17 +84,13 @@ def scraped_ping_count(url: str) -> float:
     )
 
 
-def in_process_cost_us(settings_module: str) -> float:
-    """CPU microseconds per request with this settings module (bench/middleware_cost.py)."""
+def in_process_costs() -> str:
+    """CPU microseconds per request by middleware variant (bench/middleware_cost.py)."""
     metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": settings_module,
-        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
-        "LOG_LEVEL": "WARNING",
-    }
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir, "LOG_LEVEL": "WARNING"}
     try:
-        output = subprocess.run(
-            [sys.executable, "bench/middleware_cost.py"],
+        return subprocess.run(
+            [sys.executable, "-W", "ignore", "bench/middleware_cost.py"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -103,15 +99,11 @@ def in_process_cost_us(settings_module: str) -> float:
         ).stdout
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return float(output.strip().splitlines()[-1])
 
 
 def main() -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
-    costs: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(ROUNDS):
-        for name, module in VARIANTS.items():
-            costs[name].append(in_process_cost_us(module))
+    costs = in_process_costs()
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     counts = []
     for round_number in range(1, ROUNDS + 1):
@@ -141,12 +133,9 @@ def main() -> None:
         rps = statistics.median(r["rps"] for r in runs)
         pcts = [statistics.median(r[f"p{p}_ms"] for r in runs) for p in ("50", "90", "99")]
         print(f"{name:28s} {rps:9.0f} {rps / baseline:6.2f} {pcts[0]:7.2f} {pcts[1]:7.2f} {pcts[2]:7.2f}")
-    base_cost = statistics.median(costs["metrics off (baseline)"])
-    print(f"\nIn-process CPU cost per request (WSGI handler called directly, multiprocess mode on), "
-          f"median of {ROUNDS}:")  # fmt: skip
-    for name, runs in costs.items():
-        cost = statistics.median(runs)
-        print(f"{name:28s} {cost:7.1f} us/request  (+{cost - base_cost:5.1f} us over baseline)")
+    print(f"\nIn-process CPU cost per request (WSGI handler called directly, multiprocess mode on, "
+          f"one process, variants interleaved, median of {ROUNDS}):")  # fmt: skip
+    print(costs.rstrip())
     metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
     try:
         ops = subprocess.run(
