@@ -9,16 +9,16 @@ PORT ?= 8000
 REALTIME_PORT ?= 8001
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy bench-replicas bench-realtime
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools loadtest
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
-	@echo "make bench-idempotency - POST expenses without a key, with fresh keys, and replays (wrk)"
-
-	@echo "make bench-realtime - 1000 sockets on one org, REST writes, latency to each socket (docs/benchmarks.md)"
+	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
+	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
+	@echo "    bench-realtime | bench-edge | bench-metrics"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -45,8 +45,16 @@ serve: venv
 
 run: demo serve
 
-test: venv stack
+# Command-line tools the tests need (promtool checks deploy/prometheus).
+tools:
+	@bin/ensure-tools promtool
+
+test: venv stack tools
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Metrics overhead: a bare endpoint with and without the metrics middleware.
+bench-metrics: migrate bench-tools
+	@$(PY) bench/metrics_overhead.py
 
 lint: venv
 	@$(VENV)/bin/ruff check .
@@ -60,10 +68,9 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-edge bench-replicas bench-realtime
+.PHONY: bench-tools bench-serving bench-idempotency bench-edge bench-replicas bench-realtime bench-metrics
 bench-tools:
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } >/dev/null; } \
-		|| { echo "install wrk (Debian: apt-get install wrk)"; exit 1; }
+	@bin/ensure-tools wrk
 
 bench-serving: migrate bench-tools
 	@$(PY) bench/serving.py
@@ -83,3 +90,8 @@ bench-replicas: migrate
 bench-realtime: migrate
 	@$(PY) bench/realtime_fanout.py $(BENCH_ARGS)
 	@$(PY) bench/realtime_fanout_layers.py
+
+# --- load test (docs/benchmarks.md "Load test"): LOADTEST_DURATION, LOADTEST_USERS, ---
+# LOADTEST_SPAWN_RATE, LOADTEST_WS_USERS, LOADTEST_ORGS; report in reports/loadtest-*/
+loadtest: migrate
+	@$(PY) loadtest/run.py

@@ -1,4 +1,5 @@
-"""The real URL conf plus bare baselines, for benchmarks only (never in production)."""
+"""The real URL conf plus bare baselines, for benchmarks only (never in production):
+bench/ping does no work at all (the request path alone), bench/bare-* render 20 rows."""
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
@@ -24,7 +25,12 @@ class BareDRFList(APIView):
         return Response({"results": ROWS, "next": None})
 
 
+def ping(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
 urlpatterns = [
+    path("bench/ping", ping, name="bench-ping"),
     path("bench/bare-django", bare_django),
     path("bench/bare-drf", BareDRFList.as_view()),
     *real_urlpatterns,

@@ -37,10 +37,16 @@ INSTALLED_APPS = [
     "edgecache",
     "replicas",
     "realtime",  # realtime: websockets (CONTRACT §5)
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
-    # Outermost, so it sees the final headers (edge cache: docs/edge-cache.md).
+    # --- observability (outermost: ids and timings cover every other middleware) ---
+    "monitoring.request_id.RequestIdMiddleware",
+    "monitoring.http_metrics.ApiMetricsMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # --- end observability ---
+    # Outside the rest, so it sees their final headers (edge cache: docs/edge-cache.md).
     "edgecache.headers.EdgeCacheHeadersMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "core.compression.GZipMiddleware",
@@ -53,6 +59,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",  # observability: innermost
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -87,6 +94,8 @@ DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
 
 def database_config(url: str) -> dict:
     config = env.db_url_config(url)
+    # django-prometheus' engine (psycopg 3 + pool aware) counts queries per alias.
+    config["ENGINE"] = "django_prometheus.db.backends.postgresql"
     config["CONN_MAX_AGE"] = 0
     config.setdefault("OPTIONS", {})
     config["OPTIONS"].update(
@@ -260,12 +269,25 @@ STORAGES = {
 }
 
 # --- Logging --------------------------------------------------------------------------
+# JSON lines (default) or plain text; every line carries the request id.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOG_PARTITION_ROUTING = env.bool("LOG_PARTITION_ROUTING", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "monitoring.log_format.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "monitoring.log_format.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
@@ -280,3 +302,10 @@ REALTIME_STREAM_MAXLEN = env.int("REALTIME_STREAM_MAXLEN", default=1000)
 REALTIME_STREAM_TTL_SECONDS = env.int("REALTIME_STREAM_TTL_SECONDS", default=86400)
 REALTIME_SOCKET_QUEUE_SIZE = env.int("REALTIME_SOCKET_QUEUE_SIZE", default=256)
 REALTIME_STATS_FLUSH_SECONDS = env.float("REALTIME_STATS_FLUSH_SECONDS", default=1.0)
+# --- Metrics and SLOs -------------------------------------------------------------------
+# Sliding window of the SLO figures in /v1/system/metrics/aggregated, and how often each
+# server process samples counters and pool gauges.
+SLO_WINDOW_SECONDS = env.float("SLO_WINDOW_SECONDS", default=300.0)
+METRICS_SAMPLE_INTERVAL_SECONDS = env.float("METRICS_SAMPLE_INTERVAL_SECONDS", default=5.0)
+# django-prometheus: export the migrations gauges only when asked (they query the db).
+PROMETHEUS_EXPORT_MIGRATIONS = env.bool("PROMETHEUS_EXPORT_MIGRATIONS", default=False)

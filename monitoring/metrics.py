@@ -12,6 +12,23 @@ so an SLI is `bucket{le=threshold} / count`, never an averaged quantile.
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# Fixed label vocabularies, touched at start-up so every series exists (at 0) in the
+# very first scrape: alerts and dashboards then see 0, not "no data".
+IDEMPOTENCY_OUTCOMES = ("executed", "replayed", "conflict", "mismatch", "invalid")
+REALTIME_REJECTION_REASONS = ("auth", "not_member", "user_limit", "org_limit")
+EDGE_CACHE_RESULTS = ("hit", "miss")
+POOL_STATES = ("size", "in_use", "idle", "waiting")
+# Read-routing decisions as (target, reason). The router may add reasons; these are the
+# ones DESIGN.md names, so dashboards show them from the first scrape.
+ROUTER_DECISIONS = (
+    ("replica", "replica_ok"),
+    ("primary", "write"),
+    ("primary", "in_transaction"),
+    ("primary", "read_your_writes"),
+    ("primary", "no_usable_replica"),
+)
+CDN_PURGE_OUTCOMES = ("purged", "failed", "queued")
+
 API_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -34,18 +51,23 @@ db_router_decisions = Counter(
     "Read routing decisions: target is replica or primary; reason says why.",
     ["target", "reason"],
 )
-db_queries = Counter("db_queries_total", "Queries executed, by database alias.", ["alias"])
+# Queries by alias: django-prometheus' database engine counts them
+# (django_db_execute_total{alias}, django_db_query_duration_seconds{alias}).
+# Replica gauges are `livemax`: every live process may run the checker; the worst lag
+# any live process measured is the one to alert on, and a dead process's stale value
+# is dropped (mark_process_dead). They start at 0 so the series exist before the
+# first check; `in_rotation` is 1 when at least one live process routes to it.
 db_replica_lag_seconds = Gauge(
-    "db_replica_lag_seconds", "Replay lag of each replica in seconds.", ["alias"], multiprocess_mode="max"
+    "db_replica_lag_seconds", "Replay lag of each replica in seconds.", ["alias"], multiprocess_mode="livemax"
 )
 db_replica_lag_bytes = Gauge(
-    "db_replica_lag_bytes", "Replay lag of each replica in WAL bytes.", ["alias"], multiprocess_mode="max"
+    "db_replica_lag_bytes", "Replay lag of each replica in WAL bytes.", ["alias"], multiprocess_mode="livemax"
 )
 db_replica_in_rotation = Gauge(
     "db_replica_in_rotation",
     "1 when the replica serves reads, 0 when it is out of rotation.",
     ["alias"],
-    multiprocess_mode="min",
+    multiprocess_mode="livemax",
 )
 db_pool_connections = Gauge(
     "db_pool_connections",
@@ -93,6 +115,12 @@ realtime_events_lost = Counter(
 )
 
 # --- Edge cache ---------------------------------------------------------------------------
+# Hits never reach the origin, so the CDN integration (e.g. a varnishstat poller or the
+# purge worker) reports the edge's own hit/miss counts here; until something does, the
+# series stay at 0 and the SLO endpoint reports the hit rate as unknown (null).
+edge_cache_requests = Counter(
+    "edge_cache_requests_total", "Edge cache lookups by result: hit or miss.", ["result"]
+)
 cdn_purges = Counter(
     "cdn_purges_total", "Purge requests to the CDN by provider and outcome.", ["provider", "outcome"]
 )

@@ -1,6 +1,7 @@
 """Routing counters of this process (the /replicas/stats body) mirrored to Prometheus.
 
-Prometheus (db_router_decisions_total, db_queries_total) adds up every server
+Prometheus (db_router_decisions_total; queries per alias are django-prometheus'
+django_db_execute_total) adds up every server
 process; the JSON endpoint answers for the process that serves it.
 """
 
@@ -43,7 +44,6 @@ class RoutingStats:
     def replica_query(self, alias: str) -> None:
         with self._lock:
             self.replica_queries[alias] += 1
-        metrics.db_queries.labels(alias).inc()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

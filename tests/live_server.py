@@ -22,13 +22,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_until_up(
+    base_url: str, process: subprocess.Popen, timeout: float = 30.0, path: str = "/v1/schema"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            httpx.get(base_url + "/v1/schema", timeout=1.0)
+            httpx.get(base_url + path, timeout=1.0)
             return
         except httpx.TransportError:
             time.sleep(0.1)
@@ -46,8 +48,11 @@ class LiveServer:
 
 
 @contextmanager
-def server_process(database_url: str, kind: str = "wsgi", **extra_env: str) -> Iterator[LiveServer]:
-    """Start one server process (extra_env on top of ours) and yield it; stop it after.
+def server_process(
+    database_url: str, kind: str = "wsgi", ready_path: str = "/v1/schema", **extra_env: str
+) -> Iterator[LiveServer]:
+    """Start one server process (extra_env on top of ours) and yield it once `ready_path`
+    answers; stop it after.
 
     kind="asgi" runs uvicorn exactly as `bin/serve realtime` does in production (one
     worker, so the process is uvicorn itself: tests may SIGSTOP or SIGKILL it).
@@ -65,7 +70,7 @@ def server_process(database_url: str, kind: str = "wsgi", **extra_env: str) -> I
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     server = LiveServer(url=f"http://127.0.0.1:{port}", process=process)
     try:
-        wait_until_up(server.url, process)
+        wait_until_up(server.url, process, path=ready_path)
         yield server
     finally:
         process.terminate()

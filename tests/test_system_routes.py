@@ -7,7 +7,11 @@ from tests.live_server import free_port, running_server
 
 pytestmark = pytest.mark.django_db
 
-PROTECTED = ["/v1/system/monitoring/partitions/verify"]
+PROTECTED = [
+    "/v1/system/monitoring/partitions/verify",
+    "/v1/system/metrics/aggregated",  # observability
+    "/v1/system/metrics/prometheus",  # observability
+]
 
 
 def test_health_is_open_and_reveals_nothing_sensitive(client_for):

@@ -1,12 +1,13 @@
-"""Database backend for replica aliases (ENGINE "replicas.backend"): Django's
-PostgreSQL backend whose cursors fail over (replicas/failover.py) when used by the
+"""Database backend for replica aliases (ENGINE "replicas.backend"): the PostgreSQL
+backend (django-prometheus' instrumented one, like the primary's, so queries are
+counted per alias in django_db_execute_total) whose cursors fail over (replicas/failover.py) when used by the
 router inside a request, and which refuses to be migrated."""
 
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
+from django_prometheus.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
 
 from replicas.context import current_routing
 from replicas.failover import FailoverCursor, cursor_elsewhere, failure_kind

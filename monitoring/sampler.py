@@ -1,0 +1,48 @@
+"""A daemon thread per server process that, every METRICS_SAMPLE_INTERVAL_SECONDS,
+refreshes this process's pool gauges and appends an SLO reading (one process wins
+each interval; the others see a fresh reading and skip)."""
+
+import logging
+import os
+import threading
+import time
+
+from django.conf import settings
+
+from monitoring.metric_reading import take_reading
+from monitoring.pool_gauges import refresh_pool_gauges
+from monitoring.slo_window import reading_store
+
+logger = logging.getLogger("monitoring.sampler")
+
+_lock = threading.Lock()
+_running_in_pid: int | None = None
+
+
+def sample_once(now: float | None = None) -> None:
+    refresh_pool_gauges()
+    interval = settings.METRICS_SAMPLE_INTERVAL_SECONDS
+    reading_store().append(
+        take_reading(time.time() if now is None else now),
+        min_spacing=interval * 0.8,
+        keep_seconds=settings.SLO_WINDOW_SECONDS + 2 * interval,
+    )
+
+
+def _run() -> None:
+    while True:
+        time.sleep(settings.METRICS_SAMPLE_INTERVAL_SECONDS)
+        try:
+            sample_once()
+        except Exception:  # the sampler must outlive any one bad sample
+            logger.exception("metrics sampler: sample failed")
+
+
+def ensure_sampler_running() -> None:
+    """Start the sampler in this process unless it already runs here (fork-aware)."""
+    global _running_in_pid  # noqa: PLW0603 (one sampler per process)
+    with _lock:
+        if _running_in_pid == os.getpid():
+            return
+        threading.Thread(target=_run, name="metrics-sampler", daemon=True).start()
+        _running_in_pid = os.getpid()

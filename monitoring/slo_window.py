@@ -1,0 +1,115 @@
+"""Timestamped readings of the cumulative counters, for sliding-window figures.
+
+The counters only ever grow (from 0 when the server starts), so the figures for the
+last W seconds are `now - R`, where R is the newest reading at least W seconds old.
+A sampler in each server process appends a reading every few seconds; the readings
+live next to the multiprocess metric files (one JSON file under an flock, shared by
+all processes) or, with a single process and no multiprocess directory, in memory.
+Until the server has run W seconds the window is "since start", and reports say so.
+"""
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from monitoring.exposition import multiprocess_dir
+from monitoring.metric_reading import Reading
+
+READINGS_FILE = "slo-readings.json"
+
+
+class ReadingStore(Protocol):
+    def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None: ...
+
+    def baseline(self, now: float, window: float) -> Reading: ...
+
+
+def _baseline(readings: list[Reading], now: float, window: float) -> Reading:
+    older = [r for r in readings if r.ts <= now - window]
+    return older[-1] if older else readings[0]
+
+
+def _trimmed(readings: list[Reading], now: float, keep_seconds: float) -> list[Reading]:
+    """Drop readings no window needs, keeping the newest one older than the window."""
+    cutoff = now - keep_seconds
+    old = [r for r in readings if r.ts < cutoff]
+    return old[-1:] + [r for r in readings if r.ts >= cutoff]
+
+
+class MemoryReadingStore:
+    def __init__(self, started_at: float) -> None:
+        self._lock = threading.Lock()
+        self._readings = [Reading(ts=started_at)]
+
+    def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None:
+        with self._lock:
+            if reading.ts - self._readings[-1].ts >= min_spacing:
+                self._readings = _trimmed([*self._readings, reading], reading.ts, keep_seconds)
+
+    def baseline(self, now: float, window: float) -> Reading:
+        with self._lock:
+            return _baseline(self._readings, now, window)
+
+
+class FileReadingStore:
+    """One JSON file shared by all server processes; writes are atomic renames."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = Path(directory) / READINGS_FILE
+        self._lock_path = Path(directory) / (READINGS_FILE + ".lock")
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def reset(self, started_at: float) -> None:
+        with self._locked():
+            self._write([Reading(ts=started_at)])
+
+    def _read(self) -> list[Reading]:
+        try:
+            data = json.loads(self.path.read_text())
+            readings = [Reading.from_dict(item) for item in data]
+        except (FileNotFoundError, ValueError, TypeError):
+            readings = []
+        # No file (a server started without the gunicorn hook): start counting now.
+        return readings or [Reading(ts=time.time())]
+
+    def _write(self, readings: list[Reading]) -> None:
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([r.as_dict() for r in readings]))
+        tmp.replace(self.path)
+
+    def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None:
+        with self._locked():
+            readings = self._read()
+            if reading.ts - readings[-1].ts >= min_spacing:
+                self._write(_trimmed([*readings, reading], reading.ts, keep_seconds))
+            elif not self.path.exists():
+                self._write(readings)
+
+    def baseline(self, now: float, window: float) -> Reading:
+        with self._locked():
+            readings = self._read()
+            if not self.path.exists():
+                self._write(readings)
+        return _baseline(readings, now, window)
+
+
+_memory_store = MemoryReadingStore(started_at=time.time())
+
+
+def reading_store() -> ReadingStore:
+    directory = multiprocess_dir()
+    return FileReadingStore(directory) if directory else _memory_store
