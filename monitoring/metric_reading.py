@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgecache.stats import varnish_counters
 from monitoring.exposition import metrics_source
 
 # Monitoring and system routes (health probes, scrapes) are operator traffic: they
@@ -76,4 +77,10 @@ def take_reading(now: float) -> Reading:
                 _add_api_sample(reading, sample.name, sample.labels, sample.value)
             else:
                 _add_other_sample(reading, sample.name, sample.labels, sample.value)
+    # Cache hits never reach the origin: the edge's own counters (cumulative since it
+    # started) are the measurement where it can be read (Varnish on this host).
+    edge = varnish_counters()
+    if edge:
+        reading.cache_hits += edge.get("MAIN.cache_hit", 0)
+        reading.cache_misses += edge.get("MAIN.cache_miss", 0)
     return reading

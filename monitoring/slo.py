@@ -79,6 +79,8 @@ def aggregated_report(now: float | None = None) -> dict[str, Any]:
     delivery_buckets = bucket_delta(current.delivery_buckets, baseline.delivery_buckets)
     hits = current.cache_hits - baseline.cache_hits
     misses = current.cache_misses - baseline.cache_misses
+    if hits < 0 or misses < 0:  # the edge restarted inside the window: count since then
+        hits, misses = current.cache_hits, current.cache_misses
 
     error_rate = _ratio(errors, requests)
     availability = None if error_rate is None else 1.0 - error_rate

@@ -408,3 +408,22 @@ def test_a_hung_varnish_costs_a_write_one_purge_timeout_and_the_purge_is_queued(
             os.kill(pid, signal.SIGCONT)
     call_command("cdn_purge_retry")
     assert not PurgeQueueEntry.objects.exists()
+
+
+def test_the_slo_endpoint_reports_the_edge_hit_rate_from_varnish(edge_settings, settings, tenant, client_for):
+    """Hits never reach the origin, so the aggregated endpoint reads Varnish's counters."""
+    settings.CDN_VARNISH_NAME = edge_settings.varnish.name
+    settings.METRICS_TOKEN = "edge-slo-test-token"
+    staff = client_for(None)
+    staff.credentials(HTTP_AUTHORIZATION="Bearer edge-slo-test-token")
+    before = staff.get("/v1/system/metrics/aggregated").json()["cache"]
+    path, owner = tenant.url("/finance/summary"), auth(tenant.users["owner"])
+    for _ in range(20):
+        assert httpx.get(edge_settings.url + path, headers=owner).status_code == 200
+    response = staff.get("/v1/system/metrics/aggregated")
+    assert response.status_code == 200, response.content
+    after = response.json()
+    assert after["cache"]["hits"] >= before["hits"] + 19
+    assert after["cache"]["hit_rate"] is not None and after["cache"]["hit_rate"] > 0
+    entry = next(s for s in after["slo"] if s["name"] == "cache_hit_rate")
+    assert entry["current"] == after["cache"]["hit_rate"]

@@ -18,6 +18,7 @@ import yaml
 from tests.conftest import test_database_url as database_url_for_servers
 from tests.live_server import ROOT, running_server
 from tests.metrics_scrape import METRICS_TOKEN, scrape_samples
+from tests.replica_support import replica_urls
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
@@ -189,7 +190,7 @@ def test_every_metric_in_rules_and_dashboards_is_in_a_live_scrape(django_db_setu
             database_url_for_servers(),
             WEB_CONCURRENCY="2",
             METRICS_TOKEN=METRICS_TOKEN,
-            DJANGO_SETTINGS_MODULE="tests.settings_with_replica_aliases",
+            REPLICA_URLS=replica_urls(),  # the stack's real standbys, each with its lag series
         ) as url,
     ):
         httpx.get(url + "/v1/orgs", timeout=10)  # any request: 4xx is traffic too
