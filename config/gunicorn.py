@@ -10,7 +10,6 @@ when the server starts, and a dead worker's live gauges are dropped when it exit
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -66,7 +65,7 @@ def on_starting(server) -> None:
     prepare_metrics_dir(METRICS_DIR)
     from monitoring.slo_window import FileReadingStore
 
-    FileReadingStore(METRICS_DIR).reset(started_at=time.time())
+    FileReadingStore(METRICS_DIR).reset()
 
 
 def post_worker_init(worker) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgecache.stats import varnish_counters
 from monitoring.exposition import metrics_source
+from realtime.stats import cumulative_latency_buckets
 
 # Monitoring and system routes (health probes, scrapes) are operator traffic: they
 # would dilute the user-facing SLIs, so the SLIs leave them out.
@@ -79,6 +80,18 @@ def take_reading(now: float) -> Reading:
                 _add_other_sample(reading, sample.name, sample.labels, sample.value)
     # Cache hits never reach the origin: the edge's own counters (cumulative since it
     # started) are the measurement where it can be read (Varnish on this host).
+    add_external_figures(reading)
+    return reading
+
+
+def add_external_figures(reading: Reading) -> Reading:
+    """Figures other processes keep, cumulative since THEY started (not this server):
+    the edge's hit and miss counters (cache hits never reach the origin) and, when this
+    process delivers no websocket events itself, the websocket servers' shared latency
+    buckets. A server's first reading carries them too, so its first window counts only
+    what happened since, like its own counters."""
+    if not any(reading.delivery_buckets.values()):
+        reading.delivery_buckets = cumulative_latency_buckets() or reading.delivery_buckets
     edge = varnish_counters()
     if edge:
         reading.cache_hits += edge.get("MAIN.cache_hit", 0)

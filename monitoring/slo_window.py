@@ -42,18 +42,34 @@ def _trimmed(readings: list[Reading], now: float, keep_seconds: float) -> list[R
     return old[-1:] + [r for r in readings if r.ts >= cutoff]
 
 
+def first_reading(ts: float) -> Reading:
+    """Where a server's counting starts: its own counters at zero, other processes'
+    cumulative figures (edge, websocket servers) as they are now."""
+    from monitoring.metric_reading import add_external_figures
+
+    return add_external_figures(Reading(ts=ts))
+
+
 class MemoryReadingStore:
-    def __init__(self, started_at: float) -> None:
+    def __init__(self, started_at: float | None = None) -> None:
+        """`started_at`: begin from a zero reading at that time (tests); by default the
+        first reading is taken when first needed."""
         self._lock = threading.Lock()
-        self._readings = [Reading(ts=started_at)]
+        self._readings: list[Reading] = [] if started_at is None else [Reading(ts=started_at)]
+
+    def _ensure_started(self) -> None:
+        if not self._readings:
+            self._readings = [first_reading(time.time())]
 
     def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None:
         with self._lock:
+            self._ensure_started()
             if reading.ts - self._readings[-1].ts >= min_spacing:
                 self._readings = _trimmed([*self._readings, reading], reading.ts, keep_seconds)
 
     def baseline(self, now: float, window: float) -> Reading:
         with self._lock:
+            self._ensure_started()
             return _baseline(self._readings, now, window)
 
 
@@ -73,9 +89,12 @@ class FileReadingStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def reset(self, started_at: float) -> None:
+    def reset(self, started_at: float | None = None) -> None:
+        """At server start (gunicorn's master, before Django is set up): forget old
+        readings; the first worker to need one takes the first reading. With
+        `started_at`, begin from a zero reading at that time instead (tests)."""
         with self._locked():
-            self._write([Reading(ts=started_at)])
+            self._write([] if started_at is None else [Reading(ts=started_at)])
 
     def _read(self) -> list[Reading]:
         try:
@@ -83,8 +102,9 @@ class FileReadingStore:
             readings = [Reading.from_dict(item) for item in data]
         except (FileNotFoundError, ValueError, TypeError):
             readings = []
-        # No file (a server started without the gunicorn hook): start counting now.
-        return readings or [Reading(ts=time.time())]
+        # No reading yet (just reset, or a server started without the gunicorn hook):
+        # start counting now.
+        return readings or [first_reading(time.time())]
 
     def _write(self, readings: list[Reading]) -> None:
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
@@ -96,18 +116,18 @@ class FileReadingStore:
             readings = self._read()
             if reading.ts - readings[-1].ts >= min_spacing:
                 self._write(_trimmed([*readings, reading], reading.ts, keep_seconds))
-            elif not self.path.exists():
+            elif not self.path.exists() or len(readings) == 1:
                 self._write(readings)
 
     def baseline(self, now: float, window: float) -> Reading:
         with self._locked():
             readings = self._read()
-            if not self.path.exists():
-                self._write(readings)
+            if not self.path.exists() or len(readings) == 1:
+                self._write(readings)  # keep the first reading for the next caller
         return _baseline(readings, now, window)
 
 
-_memory_store = MemoryReadingStore(started_at=time.time())
+_memory_store = MemoryReadingStore()
 
 
 def reading_store() -> ReadingStore:

@@ -110,3 +110,20 @@ def stats_snapshot() -> dict[str, Any]:
         "slow_consumer_disconnects": int(raw.get("slow_consumer_disconnects", 0)),
         "delivery_latency_ms": {**latency, "count": sum(buckets)},
     }
+
+
+def cumulative_latency_buckets() -> dict[str, float] | None:
+    """Every process's delivery latencies as Prometheus-style cumulative buckets
+    (`le` in seconds, as the SLO code reads histograms), or None if Redis cannot say.
+
+    The websocket servers are not the REST servers, so the SLO endpoint (on gunicorn)
+    cannot see their Prometheus files; this shared hash is what it can read."""
+    try:
+        raw = sync_redis().hgetall(keys.STATS_KEY)
+    except redis.RedisError:
+        return None
+    cumulative, total = {}, 0.0
+    for bound, count in zip((*LATENCY_BOUNDS_MS, None), latency_buckets(raw), strict=True):
+        total += count
+        cumulative["+Inf" if bound is None else str(bound / 1000)] = total
+    return cumulative
