@@ -65,7 +65,10 @@ def _load(environment: Any, **kwargs: Any) -> None:
         del _writers_by_org[org]
 
 
-class ApiUser(FastHttpUser):
+class ApiClient(FastHttpUser):
+    """What every API user does; the task mixes are in the subclasses."""
+
+    abstract = True
     wait_time = between(0.05, 0.3)
 
     def on_start(self) -> None:
@@ -79,26 +82,22 @@ class ApiUser(FastHttpUser):
             headers["Idempotency-Key"] = key
         return headers
 
-    # --- reads (weights sum to 80) ------------------------------------------------------
-    @task(30)
+    # --- reads ------------------------------------------------------------------------
     def list_expenses(self) -> None:
         org = self.reader["org_id"]
         self.client.get(f"/v1/orgs/{org}/expenses?page_size=20", headers=self._headers(self.reader),
                         name="/v1/orgs/{org}/expenses [list]")  # fmt: skip
 
-    @task(15)
     def list_revenues(self) -> None:
         org = self.reader["org_id"]
         self.client.get(f"/v1/orgs/{org}/revenues?page_size=20", headers=self._headers(self.reader),
                         name="/v1/orgs/{org}/revenues [list]")  # fmt: skip
 
-    @task(25)
     def summary(self) -> None:
         org = self.reader["org_id"]
         self.client.get(f"/v1/orgs/{org}/finance/summary", headers=self._headers(self.reader),
                         name="/v1/orgs/{org}/finance/summary")  # fmt: skip
 
-    @task(10)
     def detail(self) -> None:
         if not self.my_entries:
             return self.list_expenses()
@@ -107,7 +106,7 @@ class ApiUser(FastHttpUser):
         self.client.get(f"/v1/orgs/{org}/{kind}/{entry_id}", headers=self._headers(self.writer),
                         name=f"/v1/orgs/{{org}}/{kind}/{{id}} [detail]")  # fmt: skip
 
-    # --- writes (15 creates, 5 updates/deletes) ------------------------------------------
+    # --- writes -------------------------------------------------------------------------
     def _send(self, method: str, path: str, name: str, body: dict[str, Any] | None) -> Any:
         """Send a write, retrying with the SAME Idempotency-Key on 409/5xx/connection errors."""
         key = str(uuid.uuid4())
@@ -127,7 +126,6 @@ class ApiUser(FastHttpUser):
                 return key, None
         return key, None
 
-    @task(15)
     def create(self) -> None:
         kind = random.choice(("expenses", "revenues"))
         org = self.writer["org_id"]
@@ -147,7 +145,6 @@ class ApiUser(FastHttpUser):
             journal({"op": "create", "kind": kind, "org_id": org, "id": entry["id"], "key": key,
                      "amount": entry["amount"], "t": time.time()})  # fmt: skip
 
-    @task(3)
     def update(self) -> None:
         if not self.my_entries:
             return
@@ -160,7 +157,6 @@ class ApiUser(FastHttpUser):
             journal({"op": "update", "kind": kind, "org_id": org, "id": entry_id, "key": key, "amount": amount,
                      "t": time.time()})  # fmt: skip
 
-    @task(2)
     def delete(self) -> None:
         if not self.my_entries:
             return
@@ -174,61 +170,108 @@ class ApiUser(FastHttpUser):
             )
 
 
-class RealtimeUser(User):
-    """A front desk screen: one socket on a hot org, counting the events it receives."""
+class ApiUser(ApiClient):
+    """The realistic mix: 80 % reads, 15 % creates, 5 % updates and deletes."""
 
-    weight = 1
+    tasks = {
+        ApiClient.list_expenses: 30,
+        ApiClient.list_revenues: 15,
+        ApiClient.summary: 25,
+        ApiClient.detail: 10,
+        ApiClient.create: 15,
+        ApiClient.update: 3,
+        ApiClient.delete: 2,
+    }
+
+
+class CreateListUser(ApiClient):
+    """The baseline mix: create and list, nothing else, no think time.
+
+    Run against the full path (edge, keys, replicas, metrics) and the bare path
+    (LOADTEST_BARE=1 against gunicorn with those features off) to get the ratio.
+    """
+
+    wait_time = between(0, 0)
+    tasks = {ApiClient.create: 1, ApiClient.list_expenses: 1}
+
+
+class RealtimeUser(User):
+    """A front desk screen: one socket on a hot org, counting the events it receives.
+
+    Like a real client it reconnects after a drop with `?last_event_id=` of the last
+    event it saw, so the server replays what it missed. Each connection is journaled
+    as a segment; a segment that ended by a drop is reported but not held to the
+    "nothing lost" check (events published while Redis was down are lost by design).
+    """
+
+    fixed_count = int(os.environ.get("LOADTEST_WS_USERS", "10"))
     wait_time = between(1, 2)
 
     def on_start(self) -> None:
         self.org = random.choice(list(_writers_by_org))
         self.token = _writers_by_org[self.org][0]["token"]
-        self.received: list[dict[str, Any]] = []
-        self.connected_at = time.time()
-        self.dropped = False
-        base = WS_URL or self.host.replace("http://", "ws://").replace("https://", "wss://")
-        self.url = f"{base}/v2/realtime/orgs/{self.org}/?token={self.token}"
-        self.socket = self._connect(self.url)
-        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.base = WS_URL or self.host.replace("http://", "ws://").replace("https://", "wss://")
+        self.last_event_id: str | None = None
+        self.stopping = False
+        self.socket: websocket.WebSocket | None = None
+        self.reader = threading.Thread(target=self._run, daemon=True)
         self.reader.start()
 
-    def _connect(self, url: str) -> websocket.WebSocket:
+    def _url(self) -> str:
+        url = f"{self.base}/v2/realtime/orgs/{self.org}/?token={self.token}"
+        return url + (f"&last_event_id={self.last_event_id}" if self.last_event_id else "")
+
+    def _connect(self) -> websocket.WebSocket | None:
         started = time.perf_counter()
         try:
-            socket = websocket.create_connection(url, timeout=10)
+            socket = websocket.create_connection(self._url(), timeout=10)
         except Exception as exc:
-            events.request.fire(request_type="WS", name="connect", response_time=0, response_length=0,
-                                exception=exc)  # fmt: skip
-            raise
-        events.request.fire(request_type="WS", name="connect",
-                            response_time=(time.perf_counter() - started) * 1000, response_length=0,
-                            exception=None)  # fmt: skip
+            events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - started) * 1000,
+                                response_length=0, exception=exc)  # fmt: skip
+            return None
+        events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - started) * 1000,
+                            response_length=0, exception=None)  # fmt: skip
+        socket.settimeout(None)
         return socket
 
-    def _read(self) -> None:
+    def _run(self) -> None:
+        while not self.stopping:
+            self.socket = self._connect()
+            if self.socket is None:
+                time.sleep(1)
+                continue
+            segment = {"connected_at": time.time(), "events": []}
+            dropped = self._read(self.socket, segment["events"])
+            journal({"op": "ws", "org_id": self.org, "connected_at": segment["connected_at"], "left_at": time.time(),
+                     "dropped": dropped and not self.stopping, "events": segment["events"]})  # fmt: skip
+            if not self.stopping:
+                time.sleep(0.5)
+
+    def _read(self, socket: websocket.WebSocket, received: list[dict[str, Any]]) -> bool:
+        """Read until the socket closes; True when it closed on its own (a drop)."""
         while True:
             try:
-                message = self.socket.recv()
+                message = socket.recv()
             except Exception:
-                self.dropped = True
-                return
+                return True
             if not message:
-                self.dropped = True
-                return
+                return True
             event = json.loads(message)
-            event["_received"] = time.time()
-            self.received.append(event)
-            events.request.fire(request_type="WS", name="event", response_time=0, response_length=len(message),
-                                exception=None)  # fmt: skip
+            if event.get("event_id"):
+                self.last_event_id = event["event_id"]
+            if "data" in event:
+                received.append({"type": event.get("type"), "id": event["data"].get("id"),
+                                 "event_id": event.get("event_id")})  # fmt: skip
+                events.request.fire(request_type="WS", name="event", response_time=0,
+                                    response_length=len(message), exception=None)  # fmt: skip
 
     @task
     def idle(self) -> None:
         """The socket is read by a thread; the task loop only keeps the user alive."""
 
     def on_stop(self) -> None:
-        journal({"op": "ws", "org_id": self.org, "connected_at": self.connected_at, "left_at": time.time(),
-                 "dropped": self.dropped,
-                 "events": [{"type": e.get("type"), "id": (e.get("data") or {}).get("id"),
-                             "event_id": e.get("event_id")} for e in self.received]})  # fmt: skip
-        with contextlib.suppress(Exception):  # the socket may already be gone
-            self.socket.close()
+        self.stopping = True
+        if self.socket is not None:
+            with contextlib.suppress(Exception):  # the socket may already be gone
+                self.socket.close()
+        self.reader.join(timeout=5)

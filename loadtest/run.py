@@ -1,0 +1,331 @@
+"""`make loadtest`: the whole proof in one command.
+
+1. Seeds LOADTEST_ORGS organizations (100 000 by default; re-runs only top up) and
+   writes their credentials.
+2. Starts the full stack: Postgres primary + replicas, Redis, Varnish, and the servers
+   (bin/serve: gunicorn for REST, uvicorn for websockets).
+3. Runs Locust headless through the edge (Varnish) for LOADTEST_DURATION seconds with
+   LOADTEST_USERS users (LOADTEST_WS_USERS of them on websockets), while a fault drill
+   stops and restarts a replica, restarts Redis and restarts Varnish.
+4. Checks the database against what clients were told: every acknowledged write exists
+   exactly once, no idempotency key was used twice, websocket users that stayed
+   connected received every change of their org.
+5. Measures the bare create-and-list path (no idempotency, no replicas, no metrics, no
+   cache) against the full path with the same Locust users, and prints the ratios.
+6. Writes reports/loadtest-<timestamp>/report.md and summary.csv (plus Locust's CSVs).
+"""
+
+import csv
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+DURATION = int(os.environ.get("LOADTEST_DURATION", "120"))
+USERS = int(os.environ.get("LOADTEST_USERS", "40"))
+SPAWN_RATE = int(os.environ.get("LOADTEST_SPAWN_RATE", "10"))
+WS_USERS = int(os.environ.get("LOADTEST_WS_USERS", "10"))
+ORGS = int(os.environ.get("LOADTEST_ORGS", "100000"))
+BASELINE_SECONDS = int(os.environ.get("LOADTEST_BASELINE_SECONDS", "30"))
+BASELINE_USERS = int(os.environ.get("LOADTEST_BASELINE_USERS", "20"))
+FAULTS = os.environ.get("LOADTEST_FAULTS", "1") == "1"
+PORT = os.environ.get("PORT", "8000")
+REALTIME_PORT = os.environ.get("REALTIME_PORT", "8001")
+VARNISH_PORT = os.environ.get("VARNISH_PORT", "8080")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or "loadtest-metrics-token"
+EDGE = f"http://127.0.0.1:{VARNISH_PORT}"
+ORIGIN = f"http://127.0.0.1:{PORT}"
+
+
+def say(message: str) -> None:
+    print(f"[loadtest {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, check=True, **kwargs)
+
+
+def get_json(url: str, token: str | None = METRICS_TOKEN) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (a loopback URL built here)
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+class Servers:
+    """bin/serve in the background, with the given environment."""
+
+    def __init__(self, **env: str) -> None:
+        self.env = os.environ | {"METRICS_TOKEN": METRICS_TOKEN, "ACCESS_LOG": "", **env}
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Servers":
+        self.process = subprocess.Popen(["bin/serve"], cwd=ROOT, env=self.env, start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                get_json(f"{ORIGIN}/v1/system/health", token=None)
+                return self
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit("the servers did not come up in 60 s (try bin/serve by hand to see why)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@dataclass
+class Drill:
+    """The fault drill: (fraction of the run, description, command)."""
+
+    steps: list[tuple[float, str, list[str]]] = field(
+        default_factory=lambda: [
+            (0.20, "stop replica 1", ["bin/stack", "pg-replica-stop", "1"]),
+            (0.35, "start replica 1", ["bin/stack", "pg-replica-start", "1"]),
+            (0.50, "restart Redis", ["bin/stack", "redis-restart"]),
+            (0.65, "restart Varnish", ["bin/stack", "varnish-restart"]),
+        ]
+    )
+    log: list[tuple[float, str, int]] = field(default_factory=list)
+
+    def run_in_background(self, started: float, duration: int) -> threading.Thread:
+        def drill() -> None:
+            for fraction, name, command in self.steps:
+                time.sleep(max(0.0, started + fraction * duration - time.time()))
+                say(f"fault drill: {name}")
+                result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+                self.log.append((time.time() - started, name, result.returncode))
+                if result.returncode:
+                    say(f"fault drill step failed: {result.stderr.strip()[-300:]}")
+
+        thread = threading.Thread(target=drill, daemon=True)
+        thread.start()
+        return thread
+
+
+def locust(
+    out: Path, *, host: str, users: int, seconds: int, classes: list[str], env: dict[str, str]
+) -> Path:
+    prefix = out / "locust"
+    command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "--users", str(users),
+               "--spawn-rate", str(SPAWN_RATE), "--run-time", f"{seconds}s", "--host", host, "--csv", str(prefix),
+               "--stop-timeout", "10", "--only-summary", *classes]  # fmt: skip
+    subprocess.run(command, cwd=ROOT, env=os.environ | env, check=False)
+    return Path(f"{prefix}_stats.csv")
+
+
+def read_stats(path: Path) -> dict[str, dict[str, str]]:
+    with open(path) as f:
+        return {f"{row['Type']} {row['Name']}": row for row in csv.DictReader(f)}
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def check_database(journal: list[dict[str, Any]], run_started: float) -> dict[str, Any]:
+    """Compare what clients were told with what the database holds."""
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from finance.models import Expense, Revenue
+
+    models = {"expenses": Expense, "revenues": Revenue}
+    created = [r for r in journal if r["op"] == "create"]
+    deleted = {(r["kind"], r["id"]) for r in journal if r["op"] == "delete"}
+    last_amount: dict[tuple[str, str], str] = {}
+    for record in journal:
+        if record["op"] in ("create", "update"):
+            last_amount[(record["kind"], record["id"])] = record["amount"]
+
+    missing, wrong_amount, resurrected = [], [], []
+    for kind, model in models.items():
+        ids = [r["id"] for r in created if r["kind"] == kind]
+        rows = dict(model.objects.filter(id__in=ids).values_list("id", "amount"))
+        rows = {str(k): f"{v:.2f}" for k, v in rows.items()}
+        for entry_id in ids:
+            if (kind, entry_id) in deleted:
+                if entry_id in rows:
+                    resurrected.append(entry_id)
+            elif entry_id not in rows:
+                missing.append(entry_id)
+            elif rows[entry_id] != last_amount[(kind, entry_id)]:
+                wrong_amount.append(entry_id)
+
+    # Rows created during the run in the orgs that took writes, beyond those acknowledged:
+    # a retried create that wrote twice would show up here.
+    orgs = {r["org_id"] for r in created}
+    since = datetime.datetime.fromtimestamp(run_started, tz=datetime.UTC)
+    acknowledged_ids = {r["id"] for r in created}
+    unacknowledged = 0
+    for model in models.values():
+        unacknowledged += (
+            model.objects.filter(org_id__in=orgs, created_at__gte=since)
+            .exclude(id__in=acknowledged_ids)
+            .count()
+        )
+    duplicate_keys = len(created) - len({r["key"] for r in created})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('idempotency_record') IS NOT NULL")
+        has_records = cursor.fetchone()[0]
+    return {
+        "acknowledged_creates": len(created),
+        "missing_rows": len(missing),
+        "wrong_amounts": len(wrong_amount),
+        "deleted_but_present": len(resurrected),
+        "rows_not_acknowledged": unacknowledged,
+        "duplicate_keys_in_journal": duplicate_keys,
+        "idempotency_table_present": has_records,
+    }
+
+
+def check_websockets(journal: list[dict[str, Any]], grace: float = 2.0) -> dict[str, Any]:
+    """Each socket that stayed up must have received every create of its org made while it was up."""
+    creates_by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in journal:
+        if record["op"] == "create":
+            creates_by_org[record["org_id"]].append(record)
+    sockets = [r for r in journal if r["op"] == "ws"]
+    stayed = [s for s in sockets if not s["dropped"]]
+    lost = 0
+    expected_total = 0
+    for socket in stayed:
+        received = {e["id"] for e in socket["events"] if (e.get("type") or "").endswith(".created")}
+        expected = {c["id"] for c in creates_by_org[socket["org_id"]]
+                    if socket["connected_at"] + grace <= c["t"] <= socket["left_at"] - grace}  # fmt: skip
+        expected_total += len(expected)
+        lost += len(expected - received)
+    return {
+        "sockets": len(sockets),
+        "stayed_connected": len(stayed),
+        "events_expected": expected_total,
+        "events_lost": lost,
+        "events_received": sum(len(s["events"]) for s in sockets),
+    }
+
+
+def ratio_row(name: str, full: dict[str, str], bare: dict[str, str]) -> str:
+    full_rps, bare_rps = float(full["Requests/s"]), float(bare["Requests/s"])
+    return (f"| {name} | {bare_rps:.0f} | {full_rps:.0f} | {full_rps / bare_rps if bare_rps else 0:.2f} | "
+            f"{bare['95%']} | {full['95%']} |")  # fmt: skip
+
+
+def main() -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = ROOT / "reports" / f"loadtest-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    credentials = ROOT / "reports" / "credentials.csv"
+
+    say("starting the local stack")
+    run(["bin/stack", "up"], stdout=subprocess.DEVNULL)
+    run([sys.executable, "manage.py", "migrate", "--noinput"], stdout=subprocess.DEVNULL)
+    say(f"seeding {ORGS} orgs (5 properties, 5 users each; only what is missing)")
+    run([sys.executable, "manage.py", "seed_orgs", "--orgs", str(ORGS), "--properties-per-org", "5",
+         "--users-per-org", "5", "--entries-per-property", "2", "--credentials-out", str(credentials)])  # fmt: skip
+
+    journal_path = out / "journal.jsonl"
+    locust_env = {"LOADTEST_CREDENTIALS": str(credentials), "LOADTEST_JOURNAL": str(journal_path),
+                  "LOADTEST_WS_USERS": str(WS_USERS), "LOADTEST_WS_URL": f"ws://127.0.0.1:{REALTIME_PORT}"}  # fmt: skip
+
+    with Servers():
+        say(f"full path: {USERS} users ({WS_USERS} on websockets) for {DURATION}s through {EDGE}")
+        drill = Drill()
+        started = time.time()
+        if FAULTS:
+            drill.run_in_background(started, DURATION)
+        full_stats = locust(out, host=EDGE, users=USERS + WS_USERS, seconds=DURATION,
+                            classes=["ApiUser", "RealtimeUser"], env=locust_env)  # fmt: skip
+        aggregated = get_json(f"{ORIGIN}/v1/system/metrics/aggregated")
+        replica_stats = get_json(f"{ORIGIN}/v1/system/database/replicas/stats")
+        say("full path, create+list only (for the baseline ratio)")
+        full_cl = locust(out / "full-create-list", host=EDGE, users=BASELINE_USERS, seconds=BASELINE_SECONDS,
+                         classes=["CreateListUser"], env=locust_env)  # fmt: skip
+
+    journal = read_journal(journal_path)
+    db_check = check_database(journal, started)
+    ws_check = check_websockets(journal)
+
+    say("bare path: no idempotency key, no replicas, no metrics, no cache, straight to gunicorn")
+    bare_env = {"DJANGO_SETTINGS_MODULE": "bench.bare_settings", "REPLICA_URLS": "", "CDN_PROVIDER": "none"}
+    with Servers(**bare_env):
+        bare_cl = locust(out / "bare-create-list", host=ORIGIN, users=BASELINE_USERS, seconds=BASELINE_SECONDS,
+                         classes=["CreateListUser"], env=locust_env | {"LOADTEST_BARE": "1"})  # fmt: skip
+
+    write_report(out, full_stats=full_stats, full_cl=full_cl, bare_cl=bare_cl, aggregated=aggregated,
+                 replica_stats=replica_stats, db_check=db_check, ws_check=ws_check, drill=drill)  # fmt: skip
+
+
+def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, aggregated: dict, replica_stats: dict,
+                 db_check: dict, ws_check: dict, drill: Drill) -> None:  # fmt: skip
+    stats = read_stats(full_stats)
+    lines = [f"# Load test {out.name}", "",
+             f"{USERS} API users + {WS_USERS} websocket users, {DURATION}s, spawn rate {SPAWN_RATE}/s, "
+             f"{ORGS} orgs seeded; machine: {os.cpu_count()} cores.", "",
+             "## Endpoints (through the edge)", "",
+             "| endpoint | requests | failures | req/s | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    total_requests = total_failures = 0
+    for name, row in sorted(stats.items()):
+        if row["Name"] == "Aggregated":
+            continue
+        total_requests += int(row["Request Count"])
+        total_failures += int(row["Failure Count"])
+        lines.append(f"| {name} | {row['Request Count']} | {row['Failure Count']} | {float(row['Requests/s']):.1f} | "
+                     f"{row['50%']} | {row['95%']} | {row['99%']} |")  # fmt: skip
+    error_rate = total_failures / total_requests if total_requests else 0
+    lines += [
+        "",
+        f"Error rate (including the fault drill): {error_rate:.4%} of {total_requests} requests.",
+        "",
+    ]
+    lines += ["## Fault drill", "", "| at (s) | step | exit |", "|---:|---|---:|"]
+    lines += [f"| {at:.0f} | {name} | {code} |" for at, name, code in drill.log]
+    lines += ["", "## Database check", "", *(f"- {k}: {v}" for k, v in db_check.items())]
+    lines += ["", "## Websockets", "", *(f"- {k}: {v}" for k, v in ws_check.items())]
+    lines += ["", "## Service view (GET /v1/system/metrics/aggregated)", "", "```json",
+              json.dumps(aggregated, indent=2)[:6000], "```", "",
+              "## Replica routing (GET /v1/system/database/replicas/stats)", "", "```json",
+              json.dumps(replica_stats, indent=2)[:3000], "```", ""]  # fmt: skip
+    full, bare = read_stats(full_cl), read_stats(bare_cl)
+    lines += ["## Baseline: bare create and list vs the full path", "",
+              "| path | bare req/s | full req/s | full / bare | bare p95 ms | full p95 ms |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for key in sorted(set(full) & set(bare)):
+        lines.append(ratio_row(key, full[key], bare[key]))
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", "value"])
+        writer.writerow(["error_rate", f"{error_rate:.6f}"])
+        for source in (db_check, ws_check):
+            for key, value in source.items():
+                writer.writerow([key, value])
+    say(f"report: {out / 'report.md'}")
+    print((out / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
