@@ -32,7 +32,8 @@ JOURNAL = os.environ.get("LOADTEST_JOURNAL", "reports/journal.jsonl")
 HOT_ORGS = int(os.environ.get("LOADTEST_HOT_ORGS", "20"))
 WS_URL = os.environ.get("LOADTEST_WS_URL", "")  # e.g. ws://127.0.0.1:8080; empty: derive from host
 BARE = os.environ.get("LOADTEST_BARE", "") == "1"  # baseline: no Idempotency-Key, writes only
-MAX_RETRIES = 3
+MAX_RETRIES = 3  # writes: same Idempotency-Key each time
+READ_RETRIES = 6  # reads: 0.5 s apart, so a 3 s edge restart is ridden out
 
 _journal_lock = threading.Lock()
 
@@ -83,28 +84,41 @@ class ApiClient(FastHttpUser):
         return headers
 
     # --- reads ------------------------------------------------------------------------
+    def _read(self, path: str, name: str, row: dict[str, str]) -> None:
+        """GET, retried like any HTTP client with retries: on a refused or reset
+        connection (status 0, e.g. while the edge restarts) up to READ_RETRIES times."""
+        for attempt in range(READ_RETRIES):
+            with self.client.get(
+                path, headers=self._headers(row), name=name, catch_response=True
+            ) as response:
+                if response.status_code == 0 and attempt + 1 < READ_RETRIES:
+                    response.success()  # only the final outcome counts
+                    time.sleep(0.5)
+                    continue
+                if response.status_code != 200:
+                    response.failure(f"{response.status_code}")
+                return
+
     def list_expenses(self) -> None:
         org = self.reader["org_id"]
-        self.client.get(f"/v1/orgs/{org}/expenses?page_size=20", headers=self._headers(self.reader),
-                        name="/v1/orgs/{org}/expenses [list]")  # fmt: skip
+        self._read(f"/v1/orgs/{org}/expenses?page_size=20", "/v1/orgs/{org}/expenses [list]", self.reader)
 
     def list_revenues(self) -> None:
         org = self.reader["org_id"]
-        self.client.get(f"/v1/orgs/{org}/revenues?page_size=20", headers=self._headers(self.reader),
-                        name="/v1/orgs/{org}/revenues [list]")  # fmt: skip
+        self._read(f"/v1/orgs/{org}/revenues?page_size=20", "/v1/orgs/{org}/revenues [list]", self.reader)
 
     def summary(self) -> None:
         org = self.reader["org_id"]
-        self.client.get(f"/v1/orgs/{org}/finance/summary", headers=self._headers(self.reader),
-                        name="/v1/orgs/{org}/finance/summary")  # fmt: skip
+        self._read(f"/v1/orgs/{org}/finance/summary", "/v1/orgs/{org}/finance/summary", self.reader)
 
     def detail(self) -> None:
         if not self.my_entries:
             return self.list_expenses()
         kind, entry_id = random.choice(self.my_entries)
         org = self.writer["org_id"]
-        self.client.get(f"/v1/orgs/{org}/{kind}/{entry_id}", headers=self._headers(self.writer),
-                        name=f"/v1/orgs/{{org}}/{kind}/{{id}} [detail]")  # fmt: skip
+        self._read(
+            f"/v1/orgs/{org}/{kind}/{entry_id}", f"/v1/orgs/{{org}}/{kind}/{{id}} [detail]", self.writer
+        )
 
     # --- writes -------------------------------------------------------------------------
     def _send(self, method: str, path: str, name: str, body: dict[str, Any] | None) -> Any:

@@ -77,6 +77,8 @@ def aggregated_report(now: float | None = None) -> dict[str, Any]:
     errors = current.api_errors - baseline.api_errors
     api_buckets = bucket_delta(current.api_buckets, baseline.api_buckets)
     delivery_buckets = bucket_delta(current.delivery_buckets, baseline.delivery_buckets)
+    if any(count < 0 for count in delivery_buckets.values()):  # the shared figures were reset
+        delivery_buckets = dict(current.delivery_buckets)  # (Redis restarted): count since then
     hits = current.cache_hits - baseline.cache_hits
     misses = current.cache_misses - baseline.cache_misses
     if hits < 0 or misses < 0:  # the edge restarted inside the window: count since then
