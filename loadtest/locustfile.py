@@ -32,8 +32,8 @@ JOURNAL = os.environ.get("LOADTEST_JOURNAL", "reports/journal.jsonl")
 HOT_ORGS = int(os.environ.get("LOADTEST_HOT_ORGS", "20"))
 WS_URL = os.environ.get("LOADTEST_WS_URL", "")  # e.g. ws://127.0.0.1:8080; empty: derive from host
 BARE = os.environ.get("LOADTEST_BARE", "") == "1"  # baseline: no Idempotency-Key, writes only
-MAX_RETRIES = 3  # writes: same Idempotency-Key each time
-READ_RETRIES = 6  # reads: 0.5 s apart, so a 3 s edge restart is ridden out
+MAX_RETRIES = 6  # writes (same Idempotency-Key each time) and reads, 0.5 s apart: a 3 s
+# edge restart is ridden out, as a client library with retries would
 
 _journal_lock = threading.Lock()
 
@@ -86,12 +86,12 @@ class ApiClient(FastHttpUser):
     # --- reads ------------------------------------------------------------------------
     def _read(self, path: str, name: str, row: dict[str, str]) -> None:
         """GET, retried like any HTTP client with retries: on a refused or reset
-        connection (status 0, e.g. while the edge restarts) up to READ_RETRIES times."""
-        for attempt in range(READ_RETRIES):
+        connection (status 0, e.g. while the edge restarts) up to MAX_RETRIES times."""
+        for attempt in range(MAX_RETRIES):
             with self.client.get(
                 path, headers=self._headers(row), name=name, catch_response=True
             ) as response:
-                if response.status_code == 0 and attempt + 1 < READ_RETRIES:
+                if response.status_code == 0 and attempt + 1 < MAX_RETRIES:
                     response.success()  # only the final outcome counts
                     time.sleep(0.5)
                     continue
@@ -134,7 +134,7 @@ class ApiClient(FastHttpUser):
                     return key, response
                 if (status in {0, 409} or status >= 500) and attempt + 1 < MAX_RETRIES:
                     response.success()  # a retry follows; only the final outcome counts
-                    time.sleep(float(response.headers.get("Retry-After", "0.2") or 0.2))
+                    time.sleep(float((response.headers or {}).get("Retry-After") or 0.5))
                     continue
                 response.failure(f"{status}")
                 return key, None
