@@ -228,6 +228,20 @@ def check_websockets(journal: list[dict[str, Any]], grace: float = 2.0) -> dict[
     }
 
 
+def replica_share(stats: dict[str, Any]) -> str:
+    """Share of GET reads that replicas served (reads inside write requests are pinned
+    to the primary by design and left out). One gunicorn process's view."""
+    reads = stats.get("reads", {})
+    on_replicas = sum(count for alias, count in reads.items() if alias != "default")
+    pinned = stats.get("fallbacks_to_primary", {}).get("write_request", 0)
+    on_primary = reads.get("default", 0) - pinned
+    total = on_replicas + on_primary
+    share = on_replicas / total if total else 0.0
+    return (f"{share:.1%} of {total} reads outside write requests ({on_replicas} on replicas, {on_primary} "
+            f"on the primary: {json.dumps({k: v for k, v in stats.get('fallbacks_to_primary', {}).items() if k != 'write_request'})}); "
+            f"scope: {stats.get('scope', 'process')}.")  # fmt: skip
+
+
 def ratio_row(name: str, full: dict[str, str], bare: dict[str, str]) -> str:
     full_rps, bare_rps = float(full["Requests/s"]), float(bare["Requests/s"])
     return (f"| {name} | {bare_rps:.0f} | {full_rps:.0f} | {full_rps / bare_rps if bare_rps else 0:.2f} | "
@@ -305,6 +319,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
     lines += [f"| {at:.0f} | {name} | {code} |" for at, name, code in drill.log]
     lines += ["", "## Database check", "", *(f"- {k}: {v}" for k, v in db_check.items())]
     lines += ["", "## Websockets", "", *(f"- {k}: {v}" for k, v in ws_check.items())]
+    lines += ["", "## Reads served by replicas", "", replica_share(replica_stats)]
     lines += ["", "## Service view (GET /v1/system/metrics/aggregated)", "", "```json",
               json.dumps(aggregated, indent=2)[:6000], "```", "",
               "## Replica routing (GET /v1/system/database/replicas/stats)", "", "```json",
