@@ -13,12 +13,10 @@ the cached/uncached throughput ratio.
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +30,7 @@ django.setup()
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from bench.harness import start_server, wrk_result
 from finance.models import Expense
 from tenancy.models import Property
 from tenancy.services import organization_create
@@ -97,27 +96,15 @@ def start_gunicorn(varnish_port: int, auth_ttl: int) -> subprocess.Popen:
         "PORT": str(PORT), "ACCESS_LOG": "", "WEB_CONCURRENCY": WORKERS, "CDN_PROVIDER": "varnish",
         "CDN_VARNISH_URLS": f"http://127.0.0.1:{varnish_port}", "CDN_AUTH_TTL_SECONDS": str(auth_ttl),
     }  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(100):
-        try:
-            subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{PORT}/v1/system/health"],
-                           check=True, timeout=2)  # fmt: skip
-            return process
-        except subprocess.SubprocessError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"gunicorn did not start on port {PORT}")
+    command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
+    return start_server(command, env=env, port=PORT, ready_path="/v1/system/health")
 
 
 def wrk(base_url: str, requests: Path) -> dict[str, float]:
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "-s", str(ROOT / "bench/wrk_edge.lua"),
                base_url, "--", str(requests)]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    line = next(line for line in output.splitlines() if line.startswith("RESULT"))
-    return {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", line)}
+    return wrk_result(output)
 
 
 def report(name: str, r: dict[str, float], lookups: tuple[int, int] | None = None) -> None:

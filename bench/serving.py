@@ -8,11 +8,9 @@ case and the ratios that matter: our list vs bare DRF, WSGI vs ASGI.
 """
 
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +24,7 @@ django.setup()
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from bench.harness import start_server, wrk_result
 from finance.models import Expense
 from tenancy.models import Property
 from tenancy.services import organization_create
@@ -65,18 +64,7 @@ def start(kind: str) -> subprocess.Popen:
         command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(PORT),
                    "--workers", WORKERS, "--http", "httptools", "--loop", "uvloop", "--log-level", "warning",
                    "--no-access-log"]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(100):
-        try:
-            subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{PORT}/bench/bare-django"],
-                           check=True, timeout=2)  # fmt: skip
-            return process
-        except subprocess.SubprocessError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{kind} did not start on port {PORT}")
+    return start_server(command, env=env, port=PORT, ready_path="/bench/bare-django")
 
 
 def wrk(path: str, token: str | None) -> dict[str, float]:
@@ -85,8 +73,7 @@ def wrk(path: str, token: str | None) -> dict[str, float]:
         command += ["-H", f"Authorization: Token {token}"]
     output = subprocess.run([*command, f"http://127.0.0.1:{PORT}{path}"], capture_output=True, text=True,
                             check=True).stdout  # fmt: skip
-    line = next(line for line in output.splitlines() if line.startswith("RESULT"))
-    return {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", line)}
+    return wrk_result(output)
 
 
 def main() -> None:
