@@ -32,6 +32,9 @@ class RequestRouting:
     failed: set[str] = field(default_factory=set)  # replicas that failed during this request
     served: list[str] = field(default_factory=list)  # aliases that answered reads, in order
     wrote_on: Cluster | None = None  # the cluster whose primary received a write
+    writes: int = 0  # writes routed so far in this request
+    # (writes routed by then, position) once stored before the response (on commit)
+    recorded: tuple[int, int] | None = None
     _positions: dict[str, int | None] = field(default_factory=dict)
 
     def pin(self, reason: str) -> None:

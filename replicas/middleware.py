@@ -119,14 +119,17 @@ def record_write_position() -> None:
     position = _primary_position(state.wrote_on)
     if position is not None:
         position_store.remember(state.wrote_on.name, list(state.client_ids), position)
+        state.recorded = (state.writes, position)
 
 
 def finish(state: RequestRouting, response: HttpResponse) -> None:
     cluster = state.wrote_on
     if cluster is not None:
-        position = _primary_position(cluster)
+        # Already stored on commit, with no write since: reuse it (no second query).
+        already = state.recorded is not None and state.recorded[0] == state.writes
+        position = state.recorded[1] if already and state.recorded else _primary_position(cluster)
         if position is not None:
-            clients = list(state.client_ids)
+            clients = [] if already else list(state.client_ids)
             new_session = response.cookies.get(settings.SESSION_COOKIE_NAME)
             if new_session is not None and new_session.value:  # a login: the next request
                 clients.append(client_id(f"session {new_session.value}"))  # uses this cookie

@@ -158,6 +158,7 @@ class ReplicaRouter:
         if state is not None:
             state.pin("after_write")
             state.wrote_on = cluster
+            state.writes += 1
         routing_stats.write(cluster.primary)
         return cluster.primary
 
