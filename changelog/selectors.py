@@ -1,5 +1,6 @@
 """Reads of the change log."""
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,9 @@ def outbox_changes_between(
             "WHERE org_id = %s AND version > %s AND version < %s ORDER BY version",
             [str(org_id), after, before],
         )
-        return [(v, topic, data, float(at)) for v, topic, data, at in cursor.fetchall()]
+        rows = cursor.fetchall()
+    # Django has psycopg load jsonb as text (JSONField decodes it itself).
+    return [(v, topic, json.loads(data) if isinstance(data, str) else data, float(at)) for v, topic, data, at in rows]
 
 
 def outbox_lowest_pending_version(*, database: str, org_id: uuid.UUID | str) -> int | None:

@@ -9,6 +9,7 @@ to the dead-letter state after CHANGELOG_MAX_ATTEMPTS; `manage.py outbox_status
 --requeue-dead` gives it another round.
 """
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def drain_once(*, database: str = "default", batch_size: int = 100) -> DrainResu
                 topic=topic,
                 entity_id=None if entity_id is None else str(entity_id),
                 user_id=None if user_id is None else str(user_id),
-                data=data,
+                data=json.loads(data) if isinstance(data, str) else data,  # Django loads jsonb as text
                 committed_at=float(created),
                 database=database,
             )
