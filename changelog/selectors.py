@@ -42,7 +42,10 @@ def outbox_changes_between(
         )
         rows = cursor.fetchall()
     # Django has psycopg load jsonb as text (JSONField decodes it itself).
-    return [(v, topic, json.loads(data) if isinstance(data, str) else data, float(at)) for v, topic, data, at in rows]
+    return [
+        (v, topic, json.loads(data) if isinstance(data, str) else data, float(at))
+        for v, topic, data, at in rows
+    ]
 
 
 def outbox_lowest_pending_version(*, database: str, org_id: uuid.UUID | str) -> int | None:
