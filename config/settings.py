@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "replicas",
     "realtime",  # realtime: websockets (CONTRACT §5)
     "changelog",  # the org change log and its outbox (docs/changelog.md)
+    "sync",  # sync for offline clients: pull and push (docs/sync.md)
     "django_prometheus",
 ]
 
