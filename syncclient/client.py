@@ -49,22 +49,38 @@ class SyncClient:
         return entity_id
 
     def update(self, entity: str, entity_id: str, **changes: Any) -> None:
-        self.store.enqueue(
-            f"{entity}.update",
-            {"id": entity_id, "base_version": self._seen_version(entity, entity_id), **changes},
-        )
+        self._enqueue_change(f"{entity}.update", entity, entity_id, changes)
 
     def delete(self, entity: str, entity_id: str) -> None:
-        self.store.enqueue(
-            f"{entity}.delete", {"id": entity_id, "base_version": self._seen_version(entity, entity_id)}
-        )
+        self._enqueue_change(f"{entity}.delete", entity, entity_id, {})
 
-    def _seen_version(self, entity: str, entity_id: str) -> int:
-        """The server version this change is made on: the pulled one (0 for an entry this
-        client created and has not pulled back yet: the server will say conflict, never
-        overwrite)."""
+    def _enqueue_change(self, name: str, entity: str, entity_id: str, changes: dict[str, Any]) -> None:
+        """A change is made on the version the user sees: the pulled one, or, when this
+        client still has a change of the entity queued, the version that one gets (filled
+        in at push time, once the server has said it)."""
+        after = self.store.last_pending_of(entity, entity_id)
+        base_version = None if after is not None else self._pulled_version(entity, entity_id)
+        self.store.enqueue(name, {"id": entity_id, "base_version": base_version, **changes}, after=after)
+
+    def _pulled_version(self, entity: str, entity_id: str) -> int:
         value = self.store.base.get(key_of(entity, entity_id))
         return int(value["version"]) if value else 0
+
+    def _resolved(self, mutation: dict[str, Any]) -> dict[str, Any] | None:
+        """The mutation as sent, or None while its base_version is not known yet."""
+        wire = {"id": mutation["id"], "name": mutation["name"], "args": dict(mutation["args"])}
+        after = mutation.get("after")
+        if after is None or wire["args"].get("base_version") is not None:
+            return wire
+        if str(after) in self.store.applied_versions:
+            wire["args"]["base_version"] = self.store.applied_versions[str(after)]
+        elif all(m["id"] != after for m in self.store.pending):  # confirmed by a pull: in base
+            entity = mutation["name"].partition(".")[0]
+            wire["args"]["base_version"] = self._pulled_version(entity, wire["args"]["id"])
+        else:
+            return None
+        mutation["args"]["base_version"] = wire["args"]["base_version"]  # fixed from now on
+        return wire
 
     # --- the protocol -------------------------------------------------------------------
     def push(self, *, batch_size: int = 100, idempotency_key: str | None = None) -> list[dict[str, Any]]:
