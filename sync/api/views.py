@@ -28,6 +28,9 @@ _ERRORS = {
 
 
 class SyncPullApi(OrgScopedApi):
+    """The org's changes since the cookie (all of them, with reset, for a null, unknown or
+    stale cookie), one page from one snapshot; follow the cookie until has_more is false."""
+
     write_role = Role.VIEWER  # a POST that only reads: any member may pull
 
     @extend_schema(
@@ -64,6 +67,9 @@ class SyncPullApi(OrgScopedApi):
 
 
 class SyncPushApi(OrgScopedApi):
+    """A client's queued mutations, in id order, each applied at most once: applied,
+    already_applied or rejected (processed either way); a gap in the ids stops with 409."""
+
     write_role = Role.MANAGER  # viewers get 403 before any mutation is looked at
 
     @extend_schema(
