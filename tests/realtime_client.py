@@ -56,7 +56,8 @@ async def next_change(socket: ClientConnection, timeout: float = 10.0) -> dict[s
     """The next change event, checking that its `sync.poke` follows it (CONTRACT §10)."""
     event = await next_event(socket, timeout)
     poke = await next_event(socket, timeout)
-    assert poke == {"type": "sync.poke", "org_id": event["org_id"], "version": event["version"]}, (event, poke)
+    expected = {"type": "sync.poke", "org_id": event["org_id"], "version": event["version"]}
+    assert poke == expected, (event, poke)
     return event
 
 
