@@ -342,3 +342,23 @@ def test_idempotency_key_replays_a_push_and_keeps_a_gap_409_with_its_applied_mut
     again = _push(tenant, client_id, [create_mutation(2, tenant)], HTTP_IDEMPOTENCY_KEY="sync-push-2")
     assert again.status_code == 422  # same key, another body (a new uuid)
     assert Expense.objects.filter(org=tenant.org).count() == 2
+
+
+def test_a_user_demoted_while_pushing_gets_forbidden_rejections_that_still_advance_the_id(tenant):
+    """The role is read under the lock of each mutation, not only at the request's start:
+    a manager demoted mid-push has the rest of the batch rejected as forbidden."""
+    from sync.mutations import Mutation
+    from sync.services import sync_push
+    from tenancy.models import Membership
+
+    client_id = uuid.uuid4()
+    manager = tenant.users["manager"]
+    first = create_mutation(1, tenant)
+    outcome = sync_push(org=tenant.org, user=manager, client_id=client_id, mutations=[Mutation(**first)])
+    assert [r.status for r in outcome.results] == ["applied"]
+    Membership.objects.filter(org=tenant.org, user=manager).update(role="viewer")  # demoted
+    second = create_mutation(2, tenant)
+    outcome = sync_push(org=tenant.org, user=manager, client_id=client_id, mutations=[Mutation(**second)])
+    assert outcome.results[0].status == "rejected" and outcome.results[0].error["code"] == "forbidden"
+    assert outcome.last_mutation_id == 2
+    assert Expense.objects.filter(org=tenant.org).count() == 1
