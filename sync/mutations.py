@@ -78,12 +78,28 @@ def _required(args: dict[str, Any], names: tuple[str, ...]) -> None:
         raise invalid(missing)
 
 
-_ID_ELSEWHERE = """
-SELECT 1 FROM finance_expense WHERE id = %(id)s
-UNION ALL SELECT 1 FROM finance_revenue WHERE id = %(id)s
-UNION ALL SELECT 1 FROM changelog_tombstone WHERE org_id = %(org)s AND entity_id = %(id)s
+# Where the id is in use already: (org, table) of a row, or of this org's tombstone.
+_ID_IN_USE = """
+SELECT org_id, 'expense' FROM finance_expense WHERE id = %(id)s
+UNION ALL SELECT org_id, 'revenue' FROM finance_revenue WHERE id = %(id)s
+UNION ALL SELECT org_id, 'tombstone' FROM changelog_tombstone WHERE org_id = %(org)s AND entity_id = %(id)s
 LIMIT 1
 """
+
+
+def _check_id_unused(model: type[FinanceEntry], org: Organization, entry_id: uuid.UUID) -> None:
+    """A create's id is new: the same entry again is a conflict; any other use, invalid."""
+    with connections[router.db_for_write(model)].cursor() as cursor:
+        cursor.execute(_ID_IN_USE, {"id": entry_id, "org": org.id})
+        found = cursor.fetchone()
+    if found is None:
+        return
+    existing = model.objects.filter(org=org, id=entry_id).first() if found[1] == model.kind else None
+    if existing is not None:
+        raise Rejected(
+            {"code": "conflict", "detail": "An entry with this id exists.", "current": entry_output(existing)}
+        )
+    raise invalid({"id": ["This id is already in use; make a new UUID."]})
 
 
 def _locked_entry(model: type[FinanceEntry], org: Organization, entry_id: uuid.UUID) -> FinanceEntry | None:
@@ -113,19 +129,7 @@ def mutation_apply(*, org: Organization, user: User, mutation: Mutation) -> int:
     if action == "create":
         values = _validated(CreateArgs(data=args, context=context))
         entry_id = values.pop("id")
-        existing = model.objects.filter(org=org, id=entry_id).first()
-        if existing is not None:
-            raise Rejected(
-                {
-                    "code": "conflict",
-                    "detail": "An entry with this id exists.",
-                    "current": entry_output(existing),
-                }
-            )
-        with connections[router.db_for_write(model)].cursor() as cursor:
-            cursor.execute(_ID_ELSEWHERE, {"id": entry_id, "org": org.id})
-            if cursor.fetchone() is not None:
-                raise invalid({"id": ["This id is already in use; make a new UUID."]})
+        _check_id_unused(model, org, entry_id)
         entry = entry_create(model=model, org=org, created_by=user, entry_id=entry_id, **values)
         return entry.version
     if action == "update":

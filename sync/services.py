@@ -141,8 +141,9 @@ def _mutation_run(*, org: Organization, user: User, role: str | None, mutation: 
         error = {"code": "forbidden", "detail": "Only owners and managers may change entries."}
         return MutationResult(id=mutation.id, status=REJECTED, error=error)
     try:
-        with transaction.atomic(using=_database()):  # a savepoint: a rejection leaves nothing behind
-            version = mutation_apply(org=org, user=user, mutation=mutation)
+        # Checks come before any write, and each finance service runs in its own savepoint:
+        # a rejected or failed mutation leaves nothing behind.
+        version = mutation_apply(org=org, user=user, mutation=mutation)
     except Rejected as rejected:
         return MutationResult(id=mutation.id, status=REJECTED, error=rejected.error)
     except IntegrityError as error:  # a database rule the checks did not foresee
