@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from changelog.maintenance import outbox_gauges_refresh
-
 from monitoring.metric_reading import take_reading
 from monitoring.pool_gauges import refresh_pool_gauges
 from monitoring.slo_window import reading_store
