@@ -163,7 +163,7 @@ def _cookie_usable(cookie: Cookie | None, head: OrgHead) -> bool:
     )
 
 
-def _page(snapshot: _Snapshot, *, epoch: str, limit: int) -> tuple[list[tuple], Cursor, bool]:
+def _page(snapshot: _Snapshot, *, limit: int) -> tuple[list[tuple], Cursor, bool]:
     rows = snapshot.rows
     if len(rows) <= limit:
         return rows, Cursor(version=snapshot.head.version), False
@@ -209,7 +209,7 @@ def sync_pull(
         snapshot, _ = _read(
             database=database, org_id=org_id, client_id=client_id, cursor=RESET_CURSOR, limit=limit
         )
-    rows, next_cursor, has_more = _page(snapshot, epoch=snapshot.head.epoch, limit=limit)
+    rows, next_cursor, has_more = _page(snapshot, limit=limit)
     return PullPage(
         cookie=Cookie(epoch=snapshot.head.epoch, cursor=next_cursor).encode(),
         reset=reset,
