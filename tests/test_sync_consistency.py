@@ -73,7 +73,8 @@ def test_a_pull_while_a_writer_holds_its_version_returns_no_later_version_and_la
                     "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'",
                 )[0]
                 >= 1
-            )
+            ),
+            timeout=60,
         )  # B is queued on A's lock
         for _ in range(3):
             page = _pull(tenant.viewer, tenant, cookie).json()
