@@ -90,14 +90,7 @@ class SyncClient:
         self._waiting = False
         start = 0
         while start < len(self.store.pending):
-            batch = []
-            self._waiting = False
-            for mutation in self.store.pending[start : start + batch_size]:
-                wire = self._resolved(mutation)
-                if wire is None:
-                    self._waiting = True
-                    break  # waits for the version of the change it builds on
-                batch.append(wire)
+            batch = self.outgoing(start=start, limit=batch_size)
             if not batch:
                 return results
             headers = dict(self.headers)
@@ -121,11 +114,24 @@ class SyncClient:
                 raise SyncError(response)
             body = response.json()
             results += body["results"]
-            self._note_results(batch, body["results"])
+            self.note_results(batch, body["results"])
             start += len(batch)  # a mutation that waited may be resolvable now
         return results
 
-    def _note_results(self, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    def outgoing(self, *, start: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The next batch as sent: pending mutations from index `start`, up to the first
+        one whose base_version is not known yet (it waits for a push result or a pull)."""
+        batch = []
+        self._waiting = False
+        for mutation in self.store.pending[start : start + limit]:
+            wire = self._resolved(mutation)
+            if wire is None:
+                self._waiting = True
+                break
+            batch.append(wire)
+        return batch
+
+    def note_results(self, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
         sent = {m["id"]: m for m in batch}
         for result in results:
             if result["status"] == "applied":

@@ -43,13 +43,7 @@ class Device:
         )
 
     def wire_batch(self) -> list[dict[str, Any]]:
-        batch = []
-        for mutation in self.client.store.pending:
-            wire = self.client._resolved(mutation)
-            if wire is None:
-                break
-            batch.append(wire)
-        return batch
+        return self.client.outgoing(limit=1000)
 
 
 class Model:
@@ -123,7 +117,7 @@ class Model:
             response = self.post_push(device, batch)
             self.record(device, batch, response)
             if response.status_code == 200:
-                device.client._note_results(batch, response.json()["results"])
+                device.client.note_results(batch, response.json()["results"])
 
     def push_concurrent_duplicates(self, device: Device) -> None:
         batch = device.wire_batch()
@@ -133,7 +127,7 @@ class Model:
             responses = list(pool.map(lambda _: self.post_push(device, batch), range(3)))
         for response in responses:
             self.record(device, batch, response)
-        device.client._note_results(batch, [r for resp in responses for r in resp.json()["results"]])
+        device.client.note_results(batch, [r for resp in responses for r in resp.json()["results"]])
 
     def push_reordered(self, device: Device) -> None:
         batch = device.wire_batch()
@@ -145,7 +139,7 @@ class Model:
             assert response.json()["expected"] in {m["id"] for m in batch[:half]}
         else:  # ...unless the first half was processed already (not yet pulled back)
             self.record(device, batch[half:], response)
-            device.client._note_results(batch[half:], response.json()["results"])
+            device.client.note_results(batch[half:], response.json()["results"])
         return self.push(device)
 
     def crash_between_push_and_response(self, device: Device) -> None:
@@ -160,7 +154,7 @@ class Model:
         replay = self.post_push(device, batch, **{"Idempotency-Key": key})
         assert replay.headers.get("Idempotent-Replayed") == "true"
         self.record(device, batch, replay)
-        device.client._note_results(batch, replay.json()["results"])
+        device.client.note_results(batch, replay.json()["results"])
         self.push(device)  # and a plain retry: every id is already_applied now
 
     def pull_during_rest_writes(self, device: Device) -> None:
@@ -230,7 +224,7 @@ class Model:
                 if batch:
                     response = self.post_push(device, batch)
                     self.record(device, batch, response)
-                    device.client._note_results(batch, response.json()["results"])
+                    device.client.note_results(batch, response.json()["results"])
                 device.client.pull()
             if not any(d.client.store.pending for d in self.devices):
                 break
