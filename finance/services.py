@@ -11,10 +11,8 @@ realtime event, notifications) reacts to that record; nothing here knows of it.
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
-
 from accounts.models import User
-from changelog.services import change_record, org_version_take
+from changelog.services import change_record, org_transaction, org_version_take
 from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
 from tenancy.models import Organization, Property
@@ -45,7 +43,7 @@ def entry_create(
     # Parsed values, as a row read back would hold them (the change's data renders them).
     amount = model._meta.get_field("amount").to_python(amount)
     occurred_on = model._meta.get_field("occurred_on").to_python(occurred_on)
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=org.id)
         entry = model.objects.create(
             org=org,
@@ -69,7 +67,7 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=entry.org_id)  # the org's lock first, then the row's
         locked = type(entry).objects.select_for_update().filter(org_id=entry.org_id, id=entry.id).first()
         if locked is None:
@@ -89,7 +87,7 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
 def entry_delete(*, entry: FinanceEntry) -> None:
     """Delete the entry, leaving its tombstone in the change log. Raises EntryGone if it
     was already deleted (nothing is recorded then)."""
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=entry.org_id)
         locked = type(entry).objects.select_for_update().filter(org_id=entry.org_id, id=entry.id).first()
         if locked is None:

@@ -6,7 +6,7 @@ from typing import Any
 from django.db import transaction
 
 from accounts.models import User
-from changelog.services import change_record, org_counter_create, org_version_take
+from changelog.services import change_record, org_counter_create, org_transaction, org_version_take
 from core.ids import uuid7
 from replicas.context import use_org_cluster
 from tenancy.models import Membership, Organization, Property
@@ -31,7 +31,7 @@ def membership_add(*, org: Organization, user: User, role: Role) -> Membership:
 
 
 def property_create(*, org: Organization, name: str, currency: str, timezone: str) -> Property:
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=org.id)
         prop = Property.objects.create(
             org=org, name=name, currency=currency, timezone=timezone, version=version
@@ -44,7 +44,7 @@ def property_update(*, prop: Property, changes: dict[str, Any]) -> Property:
     unknown = set(changes) - PROPERTY_UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=prop.org_id)
         locked = Property.objects.select_for_update().get(org_id=prop.org_id, id=prop.id)
         for name, value in changes.items():
@@ -57,7 +57,7 @@ def property_update(*, prop: Property, changes: dict[str, Any]) -> Property:
 
 def property_delete(*, prop: Property) -> None:
     """Delete a property without entries (finance rows protect theirs: ProtectedError)."""
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=prop.org_id)
         locked = Property.objects.select_for_update().get(org_id=prop.org_id, id=prop.id)
         deleted_id = locked.pk
