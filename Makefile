@@ -59,7 +59,7 @@ bench-metrics: migrate bench-tools
 lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(PY) manage.py makemigrations --check --dry-run
+	@SECRET_KEY=$${SECRET_KEY:-lint-only-not-a-secret} $(PY) manage.py makemigrations --check --dry-run
 
 stop:
 	@bin/stack down

@@ -30,9 +30,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
 
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from accounts.tokens import token_issue
 from bench.process_cpu import tree_cpu_seconds
 from finance.models import Expense
 from tenancy.models import Membership, Organization, Property
@@ -56,7 +56,7 @@ def make_tenant() -> tuple[Organization, Property, str]:
     org = Organization.objects.create(name=f"Bench {suffix}")
     Membership.objects.create(org=org, user=user, role=Role.MANAGER)
     prop = Property.objects.create(org=org, name="Bench", currency="EUR", timezone="UTC")
-    return org, prop, Token.objects.create(user=user).key
+    return org, prop, token_issue(user=user)[1]
 
 
 def stack_pids() -> list[int]:

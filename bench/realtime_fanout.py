@@ -36,10 +36,10 @@ import django
 django.setup()
 
 import httpx
-from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 
 from accounts.models import User
+from accounts.tokens import token_issue
 from realtime import keys
 from realtime.publishing import event_publish
 from realtime.redis_connections import sync_redis
@@ -71,9 +71,7 @@ def make_org() -> tuple[Organization, Property, list[str], str]:
     Membership.objects.bulk_create(
         Membership(org=org, user=user, role="manager" if n == 0 else "viewer") for n, user in enumerate(users)
     )
-    tokens = [
-        t.key for t in Token.objects.bulk_create(Token(user=u, key=Token.generate_key()) for u in users)
-    ]
+    tokens = [token_issue(user=u)[1] for u in users]
     return org, prop, tokens[1:], tokens[0]
 
 

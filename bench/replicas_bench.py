@@ -67,9 +67,8 @@ def seed(database_url: str) -> list[dict[str, str]]:
     import django
 
     django.setup()
-    from rest_framework.authtoken.models import Token
-
     from accounts.models import User
+    from accounts.tokens import token_issue
     from finance.models import Expense
     from tenancy.models import Membership, Organization, Property
 
@@ -89,8 +88,8 @@ def seed(database_url: str) -> list[dict[str, str]]:
         else:
             org = membership.org
             prop = Property.objects.filter(org=org).first()
-        token, _ = Token.objects.get_or_create(user=user)
-        users.append({"org": str(org.id), "property": str(prop.id), "token": token.key})
+        _, token = token_issue(user=user)
+        users.append({"org": str(org.id), "property": str(prop.id), "token": token})
     return users
 
 

@@ -21,9 +21,8 @@ import django
 
 django.setup()
 
-from rest_framework.authtoken.models import Token
-
 from accounts.models import User
+from accounts.tokens import token_issue
 from bench.harness import start_server, wrk_result
 from finance.models import Expense
 from tenancy.models import Property
@@ -51,8 +50,8 @@ def prepare() -> tuple[str, str]:
                 occurred_on="2026-01-01", created_by=user)
         for _ in range(max(missing, 0))
     )  # fmt: skip
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key, str(org.id)
+    _, token = token_issue(user=user)
+    return token, str(org.id)
 
 
 def start(kind: str) -> subprocess.Popen:

@@ -28,3 +28,8 @@ def org_stream_key(org_id: str) -> str:
 
 def org_channel(org_id: str) -> str:
     return f"rt:live:{{{org_id}}}"
+
+
+# Access changes (token revoked, member removed) for every realtime process: one
+# channel, since a process must hear of any user's revocation (realtime/access.py).
+ACCESS_CHANNEL = "rt:access"

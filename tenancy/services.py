@@ -1,7 +1,14 @@
 """Writes for tenancy."""
 
+import uuid
+
 from django.db import transaction
 
+from accounts.access_changes import (
+    TOPIC_MEMBERSHIP_REMOVED,
+    TOPIC_MEMBERSHIP_ROLE_CHANGED,
+    access_change_record,
+)
 from accounts.models import User
 from core.ids import uuid7
 from edgecache.purge import purge_after_commit
@@ -9,6 +16,14 @@ from edgecache.tags import org_section_tag
 from replicas.context import use_org_cluster
 from tenancy.models import Membership, Organization, Property
 from tenancy.roles import Role
+
+
+class MembershipNotFound(Exception):
+    """The user is not a member of the org."""
+
+
+class LastOwner(Exception):
+    """The change would leave the org without an owner."""
 
 
 def organization_create(*, name: str, owner: User) -> Membership:
@@ -21,7 +36,57 @@ def organization_create(*, name: str, owner: User) -> Membership:
 
 
 def membership_add(*, org: Organization, user: User, role: Role) -> Membership:
-    return Membership.objects.create(org=org, user=user, role=role)
+    with use_org_cluster(org.id):
+        return Membership.objects.create(org=org, user=user, role=role)
+
+
+def _locked_membership(*, org: Organization, user_id: uuid.UUID) -> tuple[Membership, int]:
+    """The member's row and the org's owner count, both locked until commit.
+
+    The org's owner rows are locked first, in id order, so two owners demoting or
+    removing each other at once are serialized, and the second sees the first's
+    change: the last owner can never be lost to a race.
+    """
+    owners = list(Membership.objects.select_for_update().filter(org=org, role=Role.OWNER).order_by("id"))
+    target = (
+        Membership.objects.select_for_update().select_related("org").filter(org=org, user_id=user_id).first()
+    )
+    if target is None:
+        raise MembershipNotFound()
+    return target, len(owners)
+
+
+def membership_role_change(*, org: Organization, user_id: uuid.UUID, role: Role) -> Membership:
+    """Change a member's role; LastOwner when it would demote the org's only owner."""
+    with use_org_cluster(org.id) as cluster, transaction.atomic(using=cluster.primary):
+        membership, owners = _locked_membership(org=org, user_id=user_id)
+        if membership.role == role:
+            return membership
+        if membership.role == Role.OWNER and owners <= 1:
+            raise LastOwner()
+        previous = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        access_change_record(
+            org_id=org.id,
+            user_id=user_id,
+            topic=TOPIC_MEMBERSHIP_ROLE_CHANGED,
+            data={"role": str(role), "previous_role": previous},
+        )
+        return membership
+
+
+def membership_remove(*, org: Organization, user_id: uuid.UUID) -> None:
+    """Remove a member; LastOwner when it is the org's only owner. From the commit on,
+    the user's REST calls get 404, the edge forgets its "allowed", its sockets close."""
+    with use_org_cluster(org.id) as cluster, transaction.atomic(using=cluster.primary):
+        membership, owners = _locked_membership(org=org, user_id=user_id)
+        if membership.role == Role.OWNER and owners <= 1:
+            raise LastOwner()
+        membership.delete()
+        access_change_record(
+            org_id=org.id, user_id=user_id, topic=TOPIC_MEMBERSHIP_REMOVED, data={"role": membership.role}
+        )
 
 
 def property_create(*, org: Organization, name: str, currency: str, timezone: str) -> Property:
