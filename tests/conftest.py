@@ -30,6 +30,15 @@ def _static_files_without_collectstatic(settings: Any) -> None:
     }
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counters() -> None:
+    """Login failures and rate-limit counters live in the shared Redis and outlive a
+    test (all tests log in from 127.0.0.1): each test starts with none."""
+    from tests.throttles import clear_throttle_counters
+
+    clear_throttle_counters()
+
+
 @pytest.fixture
 def make_user(db: None) -> Callable[..., User]:
     def make(username: str | None = None, *, is_staff: bool = False, password: str = "pw-123456!") -> User:

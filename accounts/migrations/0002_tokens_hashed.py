@@ -24,9 +24,12 @@ $$;
 """
 
 
+def migration_sql(*, ttl_seconds: int) -> str:
+    return MIGRATE_SQL.replace("%s", str(int(ttl_seconds)))
+
+
 def migrate_tokens(apps, schema_editor):  # type: ignore[no-untyped-def]
-    ttl = int(settings.AUTH_TOKEN_TTL_SECONDS)
-    schema_editor.execute(MIGRATE_SQL.replace("%s", str(ttl)))
+    schema_editor.execute(migration_sql(ttl_seconds=settings.AUTH_TOKEN_TTL_SECONDS))
 
 
 class Migration(migrations.Migration):
