@@ -69,7 +69,7 @@ def test_twenty_failures_from_one_address_lock_it_for_every_username(make_user, 
     for n in range(20):  # 20 different names: no username reaches its own limit
         assert api_login(f"guess-{n}", "wrong", address)[0] == 400
 
-    status, body, headers = api_login("victim", PASSWORD, address)
+    status, _, headers = api_login("victim", PASSWORD, address)
     assert status == 429
     assert 1 <= int(headers["Retry-After"]) <= settings.AUTH_FAILURE_WINDOW_SECONDS
     assert api_login("victim", PASSWORD, "10.2.0.10")[0] == 200  # another address is not affected
