@@ -132,7 +132,9 @@ def _authenticated(request: HttpRequest) -> bool:
 
 def finish(state: RequestRouting, request: HttpRequest, response: HttpResponse) -> None:
     cluster = state.wrote_on
-    if cluster is not None and _authenticated(request):
+    # A refused request (4xx) commits no change even when it opened a transaction (a
+    # keyed write's), so it raises no one's bar either.
+    if cluster is not None and response.status_code < 400 and _authenticated(request):
         # Already stored on commit, with no write since: reuse it (no second query).
         already = state.recorded is not None and state.recorded[0] == state.writes
         position = state.recorded[1] if already and state.recorded else _primary_position(cluster)
