@@ -208,6 +208,7 @@ def _start_django(**env: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
 
 
