@@ -2,8 +2,9 @@
 (django-rest-knox), each expiring AUTH_TOKEN_TTL_SECONDS after issue.
 
 A copy of the database, a replica or a backup holds digests, never a usable token.
-Every revocation is recorded as an access change, so the edge and open sockets drop
-the token at once (accounts/access_changes.py).
+Every revocation is recorded as an access change in the change log, so the edge and
+open sockets drop the token at once (and the outbox worker redoes it if the process
+died right after the commit).
 """
 
 import datetime
@@ -12,8 +13,9 @@ from django.conf import settings
 from django.db import transaction
 from knox.models import AuthToken
 
-from accounts.access_changes import TOPIC_TOKENS_REVOKED, access_change_record
+from accounts.access_topics import TOPIC_TOKENS_REVOKED
 from accounts.models import User
+from changelog.services import access_change_record
 
 
 def token_issue(*, user: User) -> tuple[AuthToken, str]:

@@ -6,7 +6,7 @@ class EdgecacheConfig(AppConfig):
     verbose_name = "Edge cache"
 
     def ready(self) -> None:
-        from accounts.access_changes import register_access_handler
-        from edgecache.access import edge_access_purge
+        from changelog.dispatch import register_handler
+        from edgecache.purge import purge_for_change
 
-        register_access_handler("edge_access_purge", edge_access_purge)
+        register_handler("edge_purge", purge_for_change, inline=True, order=20)

@@ -3,7 +3,7 @@
 Varnish asks this before it serves an org object from its cache, and remembers a yes
 per token and org for `CDN_AUTH_TTL_SECONDS` (never past the token's expiry). A
 revocation does not wait that out: every yes is tagged with its user, and a token
-revoked or a membership removed purges that tag (edgecache/access.py). A no is never
+revoked or a membership removed purges that tag (edgecache.purge.tags_for_change). A no is never
 remembered.
 """
 

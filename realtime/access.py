@@ -6,7 +6,8 @@ matching sockets at once: 4401 when the socket's token was revoked (or all of th
 user's tokens), 4404 when the user was removed from the socket's org. A role change
 closes nothing: every role may read the stream.
 
-Backstops, for an announcement that was lost (Redis down at that moment): each socket
+The announcement is a change-log handler: if Redis refused it, the outbox worker
+retries it. Backstops, for an announcement that comes late or never: each socket
 re-checks its token and membership every REALTIME_ACCESS_RECHECK_SECONDS and right
 after joining the hub (a revocation between the connect check and the subscription
 is not missed), and closes at its token's expiry time.
@@ -19,11 +20,8 @@ from typing import Any
 
 import redis
 
-from accounts.access_changes import (
-    TOPIC_MEMBERSHIP_REMOVED,
-    TOPIC_TOKENS_REVOKED,
-    AccessChange,
-)
+from accounts.access_topics import TOPIC_MEMBERSHIP_REMOVED, TOPIC_TOKENS_REVOKED
+from changelog.dispatch import Change
 from realtime import keys
 from realtime.redis_connections import sync_redis
 
@@ -50,7 +48,7 @@ class Revocation:
         return self.digests is None or token_digest in self.digests
 
 
-def access_change_publish(change: AccessChange) -> None:
+def access_change_publish(change: Change) -> None:
     """Handler of access changes: announce the ones that close sockets."""
     if change.topic not in (TOPIC_TOKENS_REVOKED, TOPIC_MEMBERSHIP_REMOVED):
         return
@@ -60,9 +58,10 @@ def access_change_publish(change: AccessChange) -> None:
     try:
         sync_redis().publish(keys.ACCESS_CHANNEL, message)
     except redis.RedisError as error:
-        logger.error(
-            "realtime: access change not announced (sockets re-check within their interval): %s", error
-        )
+        # Raised, so the outbox worker announces it again once Redis is back; the
+        # sockets' own re-check closes them meanwhile at the latest.
+        logger.error("realtime: access change not announced yet: %s", error)
+        raise
 
 
 def parse_revocation(message: str) -> Revocation | None:

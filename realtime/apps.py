@@ -6,8 +6,10 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime"
 
     def ready(self) -> None:
-        from accounts.access_changes import register_access_handler
+        from changelog.dispatch import register_handler
         from realtime import checks  # noqa: F401 (registers the settings checks)
         from realtime.access import access_change_publish
+        from realtime.publishing import publish_change
 
-        register_access_handler("realtime_access_publish", access_change_publish)
+        register_handler("realtime_event", publish_change, inline=True, order=30)
+        register_handler("realtime_access", access_change_publish, inline=True, order=31)

@@ -123,6 +123,12 @@ def record_write_position() -> None:
         state.recorded = (state.writes, position)
 
 
+def record_position_for_change(change: object) -> None:
+    """The change-log handler: on the request thread that wrote, store its position. A
+    change delivered by the outbox worker has no request, hence no reader to tell."""
+    record_write_position()
+
+
 def _authenticated(request: HttpRequest) -> bool:
     """DRF sets the authenticated user on the Django request; the admin's session
     user is there too. Anonymous callers never get a position recorded for them."""

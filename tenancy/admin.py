@@ -2,6 +2,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 
 from core.admin_filters import OrgIdFilter
@@ -9,11 +10,15 @@ from core.admin_paginator import EstimatedCountPaginator
 from tenancy.models import Membership, Organization, Property
 from tenancy.roles import Role
 from tenancy.services import (
+    PROPERTY_UPDATABLE_FIELDS,
     LastOwner,
     MembershipNotFound,
     membership_add,
     membership_remove,
     membership_role_change,
+    property_create,
+    property_delete,
+    property_update,
 )
 
 
@@ -87,7 +92,8 @@ class MembershipAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
 
-    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+    # Admin writes are writes: through tenancy.services, with every revocation effect.
+    def save_model(self, request: HttpRequest, obj: Membership, form: ModelForm, change: bool) -> None:
         if change and "org" in form.changed_data:
             _membership_delete(request, Membership.objects.select_related("org").get(pk=obj.pk))
             change = False
@@ -97,8 +103,8 @@ class MembershipAdmin(admin.ModelAdmin):
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
         _membership_delete(request, obj)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
-        for membership in queryset.select_related("org"):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for membership in queryset.select_related("org").order_by("id"):
             _membership_delete(request, membership)
 
 
@@ -109,6 +115,29 @@ class PropertyAdmin(admin.ModelAdmin):
     list_select_related = ("org",)
     search_fields = ("name", "=id", "org__name", "=org__id")
     raw_id_fields = ("org",)
-    readonly_fields = ("id", "created_at")
+    readonly_fields = ("id", "created_at", "version")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    # Admin writes are writes: through tenancy.services, with a change version and
+    # every effect of an API write.
+    def get_readonly_fields(self, request: HttpRequest, obj: Property | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "org") if obj is not None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: Property, form: ModelForm, change: bool) -> None:
+        if change:
+            changes = {
+                name: getattr(obj, name) for name in form.changed_data if name in PROPERTY_UPDATABLE_FIELDS
+            }
+            if changes:
+                obj.version = property_update(prop=obj, changes=changes).version
+            return
+        created = property_create(org=obj.org, name=obj.name, currency=obj.currency, timezone=obj.timezone)
+        obj.pk, obj.version, obj.created_at = created.pk, created.version, created.created_at
+
+    def delete_model(self, request: HttpRequest, obj: Property) -> None:
+        property_delete(prop=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for prop in queryset.order_by("id"):
+            property_delete(prop=prop)

@@ -1,21 +1,21 @@
-"""Writes for tenancy."""
+"""Writes for tenancy. Property changes take the org's next change version and are
+recorded in its change log, like finance writes (see finance/services.py)."""
 
 import uuid
+from typing import Any
 
 from django.db import transaction
 
-from accounts.access_changes import (
-    TOPIC_MEMBERSHIP_REMOVED,
-    TOPIC_MEMBERSHIP_ROLE_CHANGED,
-    access_change_record,
-)
+from accounts.access_topics import TOPIC_MEMBERSHIP_REMOVED, TOPIC_MEMBERSHIP_ROLE_CHANGED
 from accounts.models import User
+from changelog.services import access_change_record, change_record, org_counter_create, org_version_take
 from core.ids import uuid7
-from edgecache.purge import purge_after_commit
-from edgecache.tags import org_section_tag
 from replicas.context import use_org_cluster
 from tenancy.models import Membership, Organization, Property
+from tenancy.representation import property_output
 from tenancy.roles import Role
+
+PROPERTY_UPDATABLE_FIELDS = frozenset({"name", "currency", "timezone"})
 
 
 class MembershipNotFound(Exception):
@@ -32,6 +32,7 @@ def organization_create(*, name: str, owner: User) -> Membership:
     org_id = uuid7()
     with use_org_cluster(org_id) as cluster, transaction.atomic(using=cluster.primary):
         org = Organization.objects.create(id=org_id, name=name)
+        org_counter_create(org_id=org.id)
         return Membership.objects.create(org=org, user=owner, role=Role.OWNER)
 
 
@@ -90,6 +91,46 @@ def membership_remove(*, org: Organization, user_id: uuid.UUID) -> None:
 
 
 def property_create(*, org: Organization, name: str, currency: str, timezone: str) -> Property:
-    prop = Property.objects.create(org=org, name=name, currency=currency, timezone=timezone)
-    purge_after_commit([org_section_tag(org.id, "properties")])
+    with transaction.atomic():
+        version = org_version_take(org_id=org.id)
+        prop = Property.objects.create(
+            org=org, name=name, currency=currency, timezone=timezone, version=version
+        )
+        _record(prop, "created")
     return prop
+
+
+def property_update(*, prop: Property, changes: dict[str, Any]) -> Property:
+    unknown = set(changes) - PROPERTY_UPDATABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    with transaction.atomic():
+        version = org_version_take(org_id=prop.org_id)
+        locked = Property.objects.select_for_update().get(org_id=prop.org_id, id=prop.id)
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        locked.version = version
+        locked.save(update_fields=[*changes, "version"])
+        _record(locked, "updated")
+    return locked
+
+
+def property_delete(*, prop: Property) -> None:
+    """Delete a property without entries (finance rows protect theirs: ProtectedError)."""
+    with transaction.atomic():
+        version = org_version_take(org_id=prop.org_id)
+        locked = Property.objects.select_for_update().get(org_id=prop.org_id, id=prop.id)
+        deleted_id = locked.pk
+        locked.delete()
+        locked.pk, locked.version = deleted_id, version  # delete() cleared the pk
+        _record(locked, "deleted")
+
+
+def _record(prop: Property, action: str) -> None:
+    change_record(
+        org_id=prop.org_id,
+        version=prop.version,
+        topic=f"property.{action}",
+        entity_id=prop.id,
+        data=property_output(prop),
+    )
