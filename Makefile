@@ -18,7 +18,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
-	@echo "    bench-realtime | bench-edge | bench-metrics"
+	@echo "    bench-realtime | bench-edge | bench-metrics | bench-access"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -68,7 +68,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-edge bench-replicas bench-realtime bench-metrics
+.PHONY: bench-tools bench-serving bench-idempotency bench-edge bench-replicas bench-realtime bench-metrics bench-access
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -81,6 +81,10 @@ bench-idempotency: migrate bench-tools
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools
 	@$(PY) bench/edge.py
+
+# Token + membership checks on the primary vs position-aware on a replica (docs/benchmarks.md "Access checks").
+bench-access: migrate
+	@$(PY) bench/access_checks.py
 
 # Read replicas: mixed load with replicas on and off (docs/benchmarks.md "Read replicas").
 bench-replicas: migrate

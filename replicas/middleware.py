@@ -85,16 +85,6 @@ def routing_for(request: HttpRequest) -> RequestRouting:
     return state
 
 
-def share_position_with(credentials: str) -> None:
-    """Also store this request's write position for `credentials` (e.g. a token just
-    issued), so the first request made with them already reads its own writes."""
-    from replicas.context import current_routing
-
-    state = current_routing()
-    if state is not None:
-        state.client_ids.append(client_id(credentials))
-
-
 def _primary_position(cluster: Cluster) -> int | None:
     try:
         with connections[cluster.primary].cursor() as cursor:

@@ -224,3 +224,59 @@ def test_with_the_replicas_paused_removal_and_demotion_hold_at_once(replicas_liv
             )[0]
             == 1
         )
+
+
+def _admin_client(make_user: Any) -> Any:
+    from django.test import Client
+
+    admin = make_user(is_staff=True)
+    admin.is_superuser = True
+    admin.save()
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+def test_admin_deletes_and_bulk_deletes_of_memberships_close_the_sockets_4404(ws, make_tenant, make_user):
+    from tenancy.models import Membership
+
+    first, second = make_tenant(), make_tenant()
+    viewers = [first.users["viewer"], second.users["viewer"], first.users["manager"]]
+    tokens = [token_for(user) for user in viewers]
+    orgs = [first.org.id, second.org.id, first.org.id]
+    admin = _admin_client(make_user)
+    one = Membership.objects.get(org=first.org, user=viewers[0]).pk
+    bulk = [
+        Membership.objects.get(org=o, user=u).pk
+        for o, u in ((second.org, viewers[1]), (first.org, viewers[2]))
+    ]
+
+    async def scenario() -> list[int]:
+        sockets = [(await open_socket(ws, org, token))[0] for org, token in zip(orgs, tokens, strict=True)]
+
+        def delete_one() -> None:
+            response = admin.post(f"/admin/tenancy/membership/{one}/delete/", {"post": "yes"})
+            assert response.status_code == 302
+
+        def delete_bulk() -> None:
+            body = {"action": "delete_selected", "_selected_action": [str(pk) for pk in bulk], "post": "yes"}
+            assert admin.post("/admin/tenancy/membership/", body).status_code == 302
+
+        codes = [(await close_code_after(sockets[0], delete_one))[0]]
+        await asyncio.to_thread(delete_bulk)
+        for socket in sockets[1:]:
+            codes.append((await close_code_after(socket, lambda: None))[0])
+        return codes
+
+    assert asyncio.run(scenario()) == [4404, 4404, 4404]
+    assert not Membership.objects.filter(pk__in=[one, *bulk]).exists()
+
+
+def test_an_admin_cannot_remove_an_orgs_last_owner(tenant, make_user):
+    from tenancy.models import Membership
+
+    admin = _admin_client(make_user)
+    owner = Membership.objects.get(org=tenant.org, user=tenant.users["owner"])
+    response = admin.post(f"/admin/tenancy/membership/{owner.pk}/delete/", {"post": "yes"}, follow=True)
+    assert response.status_code == 200
+    assert Membership.objects.filter(pk=owner.pk).exists()
