@@ -26,6 +26,9 @@ import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+# One token drives the whole load here: keep the per-token rate limit (and its Redis
+# counter, a real cost) without ever reaching it.
+os.environ.setdefault("API_RATE_LIMIT_PER_MINUTE", "1000000000")
 sys.path.insert(0, str(ROOT))
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))
