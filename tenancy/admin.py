@@ -69,6 +69,8 @@ class OrganizationAdmin(admin.ModelAdmin):
         if formset.model is not Membership:
             super().save_formset(request, form, formset, change)
             return
+        # What admin's change message reads (formset.save() would set them).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for inline_form in formset.forms:
             membership = inline_form.instance
             if inline_form in formset.deleted_forms:
@@ -76,10 +78,15 @@ class OrganizationAdmin(admin.ModelAdmin):
                     _membership_delete(
                         request, Membership.objects.select_related("org").get(pk=membership.pk)
                     )
+                    formset.deleted_objects.append(membership)
             elif inline_form.has_changed():
                 previous = inline_form.initial.get("user") if membership.pk is not None else None
                 membership.org = form.instance
                 _membership_save(request, membership, previous_user_id=previous)
+                if previous is None:
+                    formset.new_objects.append(membership)
+                else:
+                    formset.changed_objects.append((membership, inline_form.changed_data))
 
 
 @admin.register(Membership)

@@ -187,6 +187,13 @@ def test_a_hung_replica_and_a_reader_ahead_of_it_never_hold_the_request_past_the
     assert viewer.get(tenant.url("/expenses")).status_code == 200
     ahead = replicas_live.sql("default", "SELECT pg_current_wal_insert_lsn() + 1000000")[0]
 
+    with replicas_live.replay_paused("replica1"), replicas_live.replay_paused("replica2"):
+        started = time.monotonic()
+        paused = viewer.get(tenant.url("/expenses"), HTTP_X_DB_POSITION=str(ahead))
+        assert paused.status_code == 200
+        assert paused["X-DB-Read-From"] == "default"  # neither paused replica has the position
+        assert time.monotonic() - started < 12
+
     with replicas_live.replica_hung("replica1"), replicas_live.replica_hung("replica2"):
         started = time.monotonic()
         response = viewer.get(tenant.url("/expenses"), HTTP_X_DB_POSITION=str(ahead))
