@@ -277,6 +277,8 @@ def test_an_admin_cannot_remove_an_orgs_last_owner(tenant, make_user):
 
     admin = _admin_client(make_user)
     owner = Membership.objects.get(org=tenant.org, user=tenant.users["owner"])
-    response = admin.post(f"/admin/tenancy/membership/{owner.pk}/delete/", {"post": "yes"}, follow=True)
-    assert response.status_code == 200
+    response = admin.post(f"/admin/tenancy/membership/{owner.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
     assert Membership.objects.filter(pk=owner.pk).exists()
+    messages = [str(m) for m in response.wsgi_request._messages]
+    assert any("no owner left" in m for m in messages), messages
