@@ -90,18 +90,40 @@ DB_MAX_CONNECTIONS = env.int("DB_MAX_CONNECTIONS", default=100)
 DB_POOL_TIMEOUT_SECONDS = env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0)
 DB_CONNECT_TIMEOUT_SECONDS = env.int("DB_CONNECT_TIMEOUT_SECONDS", default=3)
 DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
+# Primary faults (replicas/primary, docs/replicas.md "Primary restarts and hangs"):
+# a pooled connection is checked before use within DB_CHECK_TIMEOUT_SECONDS; a hung
+# server fails a statement after statement_timeout plus the margin (client side); dead
+# peers are noticed by TCP keepalives and tcp_user_timeout; after
+# DB_PRIMARY_BREAKER_FAILURES connection failures in a row, new connections are
+# refused (503) for DB_PRIMARY_BREAKER_COOLDOWN_SECONDS, then probed.
+DB_CHECK_TIMEOUT_SECONDS = env.float("DB_CHECK_TIMEOUT_SECONDS", default=1.0)
+DB_STATEMENT_DEADLINE_MARGIN_SECONDS = env.float("DB_STATEMENT_DEADLINE_MARGIN_SECONDS", default=2.0)
+DB_KEEPALIVES_IDLE_SECONDS = env.int("DB_KEEPALIVES_IDLE_SECONDS", default=10)
+DB_TCP_USER_TIMEOUT_MS = env.int("DB_TCP_USER_TIMEOUT_MS", default=10000)
+DB_PRIMARY_BREAKER_FAILURES = env.int("DB_PRIMARY_BREAKER_FAILURES", default=2)
+DB_PRIMARY_BREAKER_COOLDOWN_SECONDS = env.float("DB_PRIMARY_BREAKER_COOLDOWN_SECONDS", default=1.0)
+# GET /v1/system/health answers 503 when the primary has not answered within this.
+HEALTH_DEADLINE_SECONDS = env.float("HEALTH_DEADLINE_SECONDS", default=1.5)
+# Retry-After of a 503 while the primary is unreachable.
+DB_UNAVAILABLE_RETRY_AFTER_SECONDS = env.int("DB_UNAVAILABLE_RETRY_AFTER_SECONDS", default=1)
 
 
 def database_config(url: str) -> dict:
     config = env.db_url_config(url)
-    # django-prometheus' engine (psycopg 3 + pool aware) counts queries per alias.
-    config["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    # django-prometheus' engine (counts queries per alias), with checked pooled
+    # connections, statement deadlines and the primary's breaker (replicas/primary).
+    config["ENGINE"] = "replicas.primary"
     config["CONN_MAX_AGE"] = 0
     config.setdefault("OPTIONS", {})
     config["OPTIONS"].update(
         {
             "connect_timeout": DB_CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}",
+            "keepalives": 1,
+            "keepalives_idle": DB_KEEPALIVES_IDLE_SECONDS,
+            "keepalives_interval": max(1, DB_KEEPALIVES_IDLE_SECONDS // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": DB_TCP_USER_TIMEOUT_MS,
             "pool": {
                 "min_size": DB_MIN_CONNECTIONS,
                 "max_size": max(DB_MAX_CONNECTIONS, DB_MIN_CONNECTIONS),

@@ -29,7 +29,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from idempotency.circuit_breaker import CircuitBreaker
+from core.circuit_breaker import CircuitBreaker
 from idempotency.identity import IdempotencyScope
 from idempotency.stored_response import StoredResponse
 

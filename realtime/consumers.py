@@ -22,6 +22,7 @@ import redis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
 from monitoring.metrics import realtime_connections, realtime_rejections, realtime_slow_consumer_disconnects
 from realtime.connection_limits import (
@@ -62,13 +63,8 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         org_id: uuid.UUID = self.scope["url_route"]["kwargs"]["org_id"]
         params = query_params(self.scope)
-        token = token_from_scope(self.scope)
-        user = await user_for_token(token) if token else None
+        user = await self._member_or_refuse(org_id)
         if user is None:
-            await self._refuse(4401, "Missing or invalid token", rejection="auth")
-            return
-        if not await _is_member(org_id=org_id, user=user):
-            await self._refuse(4404, "Not found", rejection="not_member")
             return
         last_event_id = params.get("last_event_id")
         if last_event_id is not None:
@@ -105,6 +101,25 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
             return
         loop = asyncio.get_running_loop()
         self.tasks = (loop.create_task(self._pump(last_event_id)), loop.create_task(self._supervise()))
+
+    async def _member_or_refuse(self, org_id: uuid.UUID) -> Any | None:
+        """The user, if the token is valid and its user a member; else None, the socket
+        refused (4401, 4404; 1013 when the database is unreachable: no hang, no 1011)."""
+        token = token_from_scope(self.scope)
+        try:
+            user = await user_for_token(token) if token else None
+            is_member = user is not None and await _is_member(org_id=org_id, user=user)
+        except DatabaseError as error:
+            logger.error("realtime connection refused, database unavailable: %s", error)
+            await self._refuse(*UNAVAILABLE)
+            return None
+        if user is None:
+            await self._refuse(4401, "Missing or invalid token", rejection="auth")
+            return None
+        if not is_member:
+            await self._refuse(4404, "Not found", rejection="not_member")
+            return None
+        return user
 
     async def _refuse(self, code: int, reason: str, *, rejection: str | None = None) -> None:
         if rejection is not None:

@@ -195,7 +195,7 @@ def test_a_hung_replica_delays_only_a_few_requests(replicas_live, tenant):
     token = tenant.viewer._credentials["HTTP_AUTHORIZATION"].split()[1]
     with _server() as url, Readers(url, tenant.url("/expenses"), token) as readers:
         _wait_serving(readers, "replica2")
-        with replicas_live.replica_hung("replica2"):
+        with replicas_live.server_hung("replica2"):
             hung_at = time.monotonic()
             time.sleep(2.5)
             assert _health(url)["replica2"]["in_rotation"] is False
