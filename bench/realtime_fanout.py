@@ -40,9 +40,9 @@ from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 
 from accounts.models import User
+from core.redis_clients import sync_redis
 from realtime import keys
 from realtime.publishing import event_publish
-from realtime.redis_connections import sync_redis
 from realtime.stats import latency_buckets, latency_summary
 from tenancy.models import Membership, Organization, Property
 

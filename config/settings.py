@@ -189,6 +189,10 @@ DATABASE_CLUSTERS = {
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
 REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.25)
+# One circuit breaker per process for every Redis path (core/redis_clients.py): open
+# after this many failures in a row, try Redis again after the cooldown.
+REDIS_BREAKER_FAILURES = env.int("REDIS_BREAKER_FAILURES", default=3)
+REDIS_BREAKER_COOLDOWN_SECONDS = env.float("REDIS_BREAKER_COOLDOWN_SECONDS", default=5.0)
 
 # --- Idempotency (CONTRACT §3, docs/idempotency.md) -----------------------------------
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86400)
@@ -197,12 +201,6 @@ IDEMPOTENCY_REQUIRED = env.bool("IDEMPOTENCY_REQUIRED", default=False)
 # duplicate then gets 409 meanwhile). Safe to keep short: Postgres still decides.
 IDEMPOTENCY_LOCK_TTL_MS = env.int("IDEMPOTENCY_LOCK_TTL_MS", default=10000)
 IDEMPOTENCY_RETRY_AFTER_SECONDS = env.int("IDEMPOTENCY_RETRY_AFTER_SECONDS", default=1)
-# Circuit breaker for the Redis fast path: open after this many failures in a row,
-# try Redis again after the cooldown.
-IDEMPOTENCY_REDIS_BREAKER_FAILURES = env.int("IDEMPOTENCY_REDIS_BREAKER_FAILURES", default=3)
-IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS = env.float(
-    "IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS", default=5.0
-)
 
 # --- Auth -----------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

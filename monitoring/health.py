@@ -13,6 +13,8 @@ import redis
 from django.conf import settings
 from django.db import connections
 
+from core.redis_clients import redis_call, sync_redis
+
 logger = logging.getLogger("monitoring.health")
 
 # The primary check runs here, so the answer comes within HEALTH_DEADLINE_SECONDS even
@@ -42,18 +44,13 @@ def check_primary() -> bool:
 
 
 def check_redis() -> bool:
-    client = redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
-    )
+    """PING through the shared client and breaker (an open breaker: failing, at once)."""
+    client = sync_redis()
     try:
-        return bool(client.ping())
+        return bool(redis_call(client.ping))
     except redis.RedisError:
         logger.warning("health: redis check failed", exc_info=True)
         return False
-    finally:
-        client.close()
 
 
 def health_report() -> tuple[int, dict[str, Any]]:

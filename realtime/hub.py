@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import redis
 
+from core.redis_clients import async_pubsub_redis
 from realtime import keys
-from realtime.redis_connections import async_pubsub_redis
 from realtime.stats import DeliveryCounter
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,8 @@ The stream id is the event id. Doing XADD and PUBLISH atomically makes the live 
 equal to the stream order, so a resuming client's replay (XRANGE) and live events
 meet without gap or duplicate (see realtime/consumers.py).
 
-Redis being down never fails the write: the event is lost for live sockets, logged and
+Redis being down never fails the write (short timeouts, and the project's Redis
+breaker, core/redis_clients.py, skips Redis while it is open): the event is lost for live sockets, logged and
 counted (`realtime_events_lost_total`); clients see the change on their next REST read
 or reconnect (docs/realtime.md, "Redis down at commit").
 """
@@ -21,9 +22,9 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
+from core.redis_clients import redis_call, sync_redis
 from monitoring.metrics import realtime_events_lost
 from realtime import keys
-from realtime.redis_connections import sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +53,20 @@ def event_publish(*, org_id: str, event_type: str, data: dict[str, Any]) -> str 
     """Publish now (call only after commit). Returns the event id, None if lost."""
     committed_at = time.time()
     body = event_body(event_type=event_type, org_id=org_id, committed_at=committed_at, data=data)
+    client = sync_redis()
     try:
-        return sync_redis().eval(
-            _APPEND_AND_ANNOUNCE,
-            3,
-            keys.org_stream_key(org_id),
-            keys.org_channel(org_id),
-            keys.STATS_KEY,
-            body,
-            settings.REALTIME_STREAM_MAXLEN,
-            settings.REALTIME_STREAM_TTL_SECONDS,
-            f"{committed_at:.6f}",
+        return redis_call(
+            lambda: client.eval(
+                _APPEND_AND_ANNOUNCE,
+                3,
+                keys.org_stream_key(org_id),
+                keys.org_channel(org_id),
+                keys.STATS_KEY,
+                body,
+                settings.REALTIME_STREAM_MAXLEN,
+                settings.REALTIME_STREAM_TTL_SECONDS,
+                f"{committed_at:.6f}",
+            )
         )
     except redis.RedisError as error:
         realtime_events_lost.inc()

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from django.db import connection, transaction
 
+from core.redis_clients import sync_redis
 from finance.models import Expense
 from finance.services import entry_create
 from monitoring.metrics import realtime_events_lost
-from realtime.redis_connections import sync_redis
 from tests.live_server import free_port
 from tests.realtime_client import assert_silent, next_event, open_socket, token_of
 
@@ -123,16 +123,12 @@ def test_a_rolled_back_transaction_publishes_nothing(realtime_servers, live_wsgi
 
 def test_redis_down_at_commit_the_write_succeeds_and_the_lost_event_is_counted(settings, tenant):
     """Redis is a real closed port here; the write must not notice beyond a log line."""
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    sync_redis.cache_clear()
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # clients are per URL
     lost_before = realtime_events_lost._value.get()
-    try:
-        entry = entry_create(
-            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
-            amount=Decimal("7.00"), currency="EUR", category="redis-down", occurred_on="2026-11-02",
-        )  # fmt: skip
-    finally:
-        sync_redis.cache_clear()
+    entry = entry_create(
+        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+        amount=Decimal("7.00"), currency="EUR", category="redis-down", occurred_on="2026-11-02",
+    )  # fmt: skip
     assert Expense.objects.filter(org=tenant.org, id=entry.id).exists()
     assert realtime_events_lost._value.get() == lost_before + 1
 

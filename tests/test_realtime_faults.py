@@ -13,8 +13,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from core.redis_clients import sync_redis
 from realtime.publishing import event_publish
-from realtime.redis_connections import sync_redis
 from tests import conftest
 from tests.live_server import ROOT, free_port, server_process
 from tests.realtime_client import next_event, open_socket, org_url, token_of
