@@ -63,7 +63,7 @@ def server_process(
     env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", "REPLICA_URLS": "", **extra_env}
     if kind == "wsgi":
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
-        env |= {"PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}
+        env |= {"REST_PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}
     else:
         command = ["bin/serve", "realtime"]
         env |= {"REALTIME_PORT": str(port), "REALTIME_WORKERS": "1", "PYTHON": sys.executable}

@@ -72,7 +72,8 @@ def test_a_lost_pubsub_connection_closes_sockets_with_1012_and_resume_misses_not
 def test_bin_serve_runs_both_servers_and_term_stops_both(django_db_blocker):
     port, realtime_port = free_port(), free_port()
     env = os.environ | {
-        "DATABASE_URL": conftest.test_database_url(), "PORT": str(port), "REALTIME_PORT": str(realtime_port),
+        "DATABASE_URL": conftest.test_database_url(), "REST_PORT": str(port), "REALTIME_PORT": str(realtime_port),
+        "PORT": str(free_port()),
         "WEB_CONCURRENCY": "1", "REALTIME_WORKERS": "1", "ACCESS_LOG": "", "PYTHON": sys.executable,
     }  # fmt: skip
     with django_db_blocker.unblock():
