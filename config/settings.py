@@ -37,6 +37,9 @@ INSTALLED_APPS = [
     "edgecache",
     "replicas",
     "realtime",  # realtime: websockets (CONTRACT §5)
+    # The org change log and its outbox (docs/changelog.md). After every app that
+    # registers a change handler in its ready().
+    "changelog",
     "django_prometheus",
 ]
 
@@ -314,6 +317,19 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --- Org change log (changelog/, docs/changelog.md) ------------------------------------
+# The worker leaves a fresh change this long to the request thread that made it.
+CHANGELOG_WORKER_GRACE_SECONDS = env.float("CHANGELOG_WORKER_GRACE_SECONDS", default=1.0)
+CHANGELOG_WORKER_POLL_SECONDS = env.float("CHANGELOG_WORKER_POLL_SECONDS", default=0.2)
+CHANGELOG_RETRY_MAX_SECONDS = env.float("CHANGELOG_RETRY_MAX_SECONDS", default=2.0)
+CHANGELOG_MAX_ATTEMPTS = env.int("CHANGELOG_MAX_ATTEMPTS", default=100)
+CHANGELOG_MAINTENANCE_SECONDS = env.float("CHANGELOG_MAINTENANCE_SECONDS", default=5.0)
+CHANGELOG_ALERT_AGE_SECONDS = env.float("CHANGELOG_ALERT_AGE_SECONDS", default=30.0)
+# Test-only: a server process SIGKILLs itself right after a write's commit, before its
+# handlers run (the crash the outbox exists for). Never set it in production.
+CHANGELOG_CRASH_AFTER_COMMIT = env.bool("CHANGELOG_CRASH_AFTER_COMMIT", default=False)
+SYNC_TOMBSTONE_DAYS = env.int("SYNC_TOMBSTONE_DAYS", default=90)
 
 # --- Realtime (CONTRACT §5, docs/realtime.md) ---------------------------------------------
 # Caps hold across all server processes (leases in Redis). A crashed process's slots

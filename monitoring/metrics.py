@@ -126,10 +126,6 @@ realtime_delivery_latency = Histogram(
 realtime_slow_consumer_disconnects = Counter(
     "realtime_slow_consumer_disconnects_total", "Sockets closed because the client did not read."
 )
-realtime_events_lost = Counter(
-    "realtime_events_lost_total",
-    "Committed changes whose realtime event could not be published (Redis unavailable).",
-)
 
 # --- Edge cache ---------------------------------------------------------------------------
 # Hits never reach the origin: `edge_cache_requests_total{result="hit"|"miss"}` is read
@@ -156,6 +152,11 @@ DECLARED_LABELS: dict[MetricWrapperBase, dict[str, tuple[str, ...] | None]] = {
     realtime_rejections: {"reason": REALTIME_REJECTION_REASONS},
     cdn_purges: {"provider": CDN_PROVIDERS, "outcome": CDN_PURGE_OUTCOMES},
 }
+
+
+def declare_labels(metric: MetricWrapperBase, **labels: tuple[str, ...] | None) -> None:
+    """Declare the label values of a metric defined outside this module (e.g. changelog's)."""
+    DECLARED_LABELS[metric] = labels
 
 
 def undeclared_label_values(
