@@ -29,8 +29,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from changelog.dispatch import Change
 from changelog.selectors import outbox_changes_between, outbox_lowest_pending_version
-from realtime import keys
 from core.redis_clients import redis_call, sync_redis
+from realtime import keys
 
 logger = logging.getLogger(__name__)
 
@@ -87,21 +87,23 @@ def _publish(
     client = sync_redis()
     # Behind the project's one Redis breaker (core/redis_clients.py): while Redis is down
     # this raises at once, and the change waits in the outbox for the worker's retry.
-    outcome, detail = redis_call(lambda: client.eval(
-        _PUBLISH_IN_ORDER,
-        4,
-        keys.org_stream_key(org_id),
-        keys.org_channel(org_id),
-        keys.org_version_key(org_id),
-        keys.STATS_KEY,
-        body,
-        settings.REALTIME_STREAM_MAXLEN,
-        settings.REALTIME_STREAM_TTL_SECONDS,
-        f"{committed_at:.6f}",
-        version,
-        floor,
-        "1" if force else "",
-    ))
+    outcome, detail = redis_call(
+        lambda: client.eval(
+            _PUBLISH_IN_ORDER,
+            4,
+            keys.org_stream_key(org_id),
+            keys.org_channel(org_id),
+            keys.org_version_key(org_id),
+            keys.STATS_KEY,
+            body,
+            settings.REALTIME_STREAM_MAXLEN,
+            settings.REALTIME_STREAM_TTL_SECONDS,
+            f"{committed_at:.6f}",
+            version,
+            floor,
+            "1" if force else "",
+        )
+    )
     return outcome, detail
 
 
