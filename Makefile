@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 ORIGIN := $(shell bin/stack origin)
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools loadtest
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools loadtest client-deps
 
 help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on $(ORIGIN)"
@@ -50,7 +50,16 @@ run: demo serve
 tools:
 	@bin/ensure-tools promtool
 
-test: venv stack tools
+# The generated TypeScript client's tools (tests/test_typescript_client.py), pinned in
+# client/package-lock.json; needs node and npm (Debian: apt-get install nodejs npm).
+client/node_modules/.installed: client/package.json client/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@npm ci --prefix client --no-audit --no-fund --loglevel=error
+	@touch $@
+
+client-deps: client/node_modules/.installed
+
+test: venv stack tools client-deps
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Metrics overhead: a bare endpoint with and without the metrics middleware.
