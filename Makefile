@@ -5,14 +5,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PORT ?= 8000
-REALTIME_PORT ?= 8001
+# The one public origin (the edge: REST, admin, websockets), from the environment or
+# what `bin/stack up` saved; gunicorn and uvicorn listen on internal ports behind it.
+ORIGIN := $(shell bin/stack origin)
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools loadtest
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools loadtest client-deps
 
 help:
-	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
+	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on $(ORIGIN)"
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
@@ -36,12 +37,12 @@ migrate: venv stack
 	@$(PY) manage.py migrate --noinput
 
 demo: migrate
-	@$(PY) manage.py bootstrap_demo --base-url http://127.0.0.1:$(PORT)
+	@$(PY) manage.py bootstrap_demo --base-url $(ORIGIN)
 
-serve: venv
+serve: venv stack
 	@$(PY) manage.py collectstatic --noinput -v0
-	@echo "==> serving on http://127.0.0.1:$(PORT), realtime on :$(REALTIME_PORT) (Ctrl-C to stop; 'make stop' stops the stack)"
-	@PORT=$(PORT) REALTIME_PORT=$(REALTIME_PORT) bin/serve
+	@echo "==> serving on $(ORIGIN): REST, admin and websockets (Ctrl-C to stop; 'make stop' stops the stack)"
+	@bin/serve
 
 run: demo serve
 
@@ -49,7 +50,16 @@ run: demo serve
 tools:
 	@bin/ensure-tools promtool
 
-test: venv stack tools
+# The generated TypeScript client's tools (tests/test_typescript_client.py), pinned in
+# client/package-lock.json; needs node and npm (Debian: apt-get install nodejs npm).
+client/node_modules/.installed: client/package.json client/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@npm ci --prefix client --no-audit --no-fund --loglevel=error
+	@touch $@
+
+client-deps: client/node_modules/.installed
+
+test: venv stack tools client-deps
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Metrics overhead: a bare endpoint with and without the metrics middleware.

@@ -45,7 +45,7 @@ def main() -> None:
     for name, module in VARIANTS.items():
         port = free_port()
         env = os.environ | {
-            "DATABASE_URL": database_url, "ACCESS_LOG": "", "PORT": str(port), "WEB_CONCURRENCY": "2",
+            "DATABASE_URL": database_url, "ACCESS_LOG": "", "REST_PORT": str(port), "WEB_CONCURRENCY": "2",
             "DJANGO_SETTINGS_MODULE": module,
         }  # fmt: skip
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]

@@ -74,7 +74,7 @@ def start_server(database_url: str) -> tuple[subprocess.Popen, str]:
     env = os.environ | {
         "DATABASE_URL": database_url,
         "ACCESS_LOG": "",
-        "PORT": str(port),
+        "REST_PORT": str(port),
         "WEB_CONCURRENCY": "2",
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]

@@ -43,9 +43,9 @@ from websockets.asyncio.client import connect
 
 from accounts.models import User
 from accounts.tokens import token_issue
+from core.redis_clients import sync_redis
 from realtime import keys
 from realtime.publishing import event_publish
-from realtime.redis_connections import sync_redis
 from realtime.stats import latency_buckets, latency_summary
 from tenancy.models import Membership, Organization, Property
 
@@ -138,7 +138,7 @@ async def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 (one scenario, 
     org, prop, viewer_tokens, writer_token = await asyncio.to_thread(make_org)
     rest_port, ws_port = free_port(), free_port()
     env = os.environ | {
-        "PORT": str(rest_port), "REALTIME_PORT": str(ws_port), "ACCESS_LOG": "",
+        "REST_PORT": str(rest_port), "REALTIME_PORT": str(ws_port), "ACCESS_LOG": "",
         "WEB_CONCURRENCY": "2", "REALTIME_WORKERS": "2", "PYTHON": sys.executable,
         "METRICS_TOKEN": METRICS_TOKEN,
     }  # fmt: skip

@@ -58,7 +58,7 @@ def prepare() -> tuple[str, str]:
 
 
 def start(kind: str) -> subprocess.Popen:
-    env = os.environ | {"DJANGO_SETTINGS_MODULE": "bench.settings", "PORT": str(PORT), "ACCESS_LOG": ""}
+    env = os.environ | {"DJANGO_SETTINGS_MODULE": "bench.settings", "REST_PORT": str(PORT), "ACCESS_LOG": ""}
     if kind == "gunicorn":
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "--workers", WORKERS,
                    "config.wsgi"]  # fmt: skip

@@ -103,18 +103,40 @@ DB_MAX_CONNECTIONS = env.int("DB_MAX_CONNECTIONS", default=100)
 DB_POOL_TIMEOUT_SECONDS = env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0)
 DB_CONNECT_TIMEOUT_SECONDS = env.int("DB_CONNECT_TIMEOUT_SECONDS", default=3)
 DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
+# Primary faults (replicas/primary, docs/replicas.md "Primary restarts and hangs"):
+# a pooled connection is checked before use within DB_CHECK_TIMEOUT_SECONDS; a hung
+# server fails a statement after statement_timeout plus the margin (client side); dead
+# peers are noticed by TCP keepalives and tcp_user_timeout; after
+# DB_PRIMARY_BREAKER_FAILURES connection failures in a row, new connections are
+# refused (503) for DB_PRIMARY_BREAKER_COOLDOWN_SECONDS, then probed.
+DB_CHECK_TIMEOUT_SECONDS = env.float("DB_CHECK_TIMEOUT_SECONDS", default=1.0)
+DB_STATEMENT_DEADLINE_MARGIN_SECONDS = env.float("DB_STATEMENT_DEADLINE_MARGIN_SECONDS", default=2.0)
+DB_KEEPALIVES_IDLE_SECONDS = env.int("DB_KEEPALIVES_IDLE_SECONDS", default=10)
+DB_TCP_USER_TIMEOUT_MS = env.int("DB_TCP_USER_TIMEOUT_MS", default=10000)
+DB_PRIMARY_BREAKER_FAILURES = env.int("DB_PRIMARY_BREAKER_FAILURES", default=2)
+DB_PRIMARY_BREAKER_COOLDOWN_SECONDS = env.float("DB_PRIMARY_BREAKER_COOLDOWN_SECONDS", default=1.0)
+# GET /v1/system/health answers 503 when the primary has not answered within this.
+HEALTH_DEADLINE_SECONDS = env.float("HEALTH_DEADLINE_SECONDS", default=1.5)
+# Retry-After of a 503 while the primary is unreachable.
+DB_UNAVAILABLE_RETRY_AFTER_SECONDS = env.int("DB_UNAVAILABLE_RETRY_AFTER_SECONDS", default=1)
 
 
 def database_config(url: str) -> dict:
     config = env.db_url_config(url)
-    # django-prometheus' engine (psycopg 3 + pool aware) counts queries per alias.
-    config["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    # django-prometheus' engine (counts queries per alias), with checked pooled
+    # connections, statement deadlines and the primary's breaker (replicas/primary).
+    config["ENGINE"] = "replicas.primary"
     config["CONN_MAX_AGE"] = 0
     config.setdefault("OPTIONS", {})
     config["OPTIONS"].update(
         {
             "connect_timeout": DB_CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}",
+            "keepalives": 1,
+            "keepalives_idle": DB_KEEPALIVES_IDLE_SECONDS,
+            "keepalives_interval": max(1, DB_KEEPALIVES_IDLE_SECONDS // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": DB_TCP_USER_TIMEOUT_MS,
             "pool": {
                 "min_size": DB_MIN_CONNECTIONS,
                 "max_size": max(DB_MAX_CONNECTIONS, DB_MIN_CONNECTIONS),
@@ -180,19 +202,10 @@ DATABASE_CLUSTERS = {
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
 REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.25)
-# Django's cache is Redis (django-redis): counters shared by every server process
-# (login throttles, API rate limits). Callers degrade open when it is unreachable.
-CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "cache",
-        "OPTIONS": {
-            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT_SECONDS,
-            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT_SECONDS,
-        },
-    }
-}
+# One circuit breaker per process for every Redis path (core/redis_clients.py): open
+# after this many failures in a row, try Redis again after the cooldown.
+REDIS_BREAKER_FAILURES = env.int("REDIS_BREAKER_FAILURES", default=3)
+REDIS_BREAKER_COOLDOWN_SECONDS = env.float("REDIS_BREAKER_COOLDOWN_SECONDS", default=5.0)
 
 # --- Idempotency (CONTRACT §3, docs/idempotency.md) -----------------------------------
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86400)
@@ -201,12 +214,6 @@ IDEMPOTENCY_REQUIRED = env.bool("IDEMPOTENCY_REQUIRED", default=False)
 # duplicate then gets 409 meanwhile). Safe to keep short: Postgres still decides.
 IDEMPOTENCY_LOCK_TTL_MS = env.int("IDEMPOTENCY_LOCK_TTL_MS", default=10000)
 IDEMPOTENCY_RETRY_AFTER_SECONDS = env.int("IDEMPOTENCY_RETRY_AFTER_SECONDS", default=1)
-# Circuit breaker for the Redis fast path: open after this many failures in a row,
-# try Redis again after the cooldown.
-IDEMPOTENCY_REDIS_BREAKER_FAILURES = env.int("IDEMPOTENCY_REDIS_BREAKER_FAILURES", default=3)
-IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS = env.float(
-    "IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS", default=5.0
-)
 
 # --- Auth -----------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -263,7 +270,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.DecimalJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.ApiSchema",  # how views document themselves
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
@@ -276,6 +283,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"CheckStateEnum": ["ok", "failing"]},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.openapi.postprocess",
+    ],
 }
 
 # --- Edge cache (edgecache/, docs/edge-cache.md) ----------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 from django.db.models import Q, QuerySet
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.utils.urls import replace_query_param
@@ -35,6 +36,23 @@ def _kind(value: Any) -> str:
     if isinstance(value, uuid.UUID):
         return "uuid"
     return "str"
+
+
+# The query parameters of every paginated list, for its schema (core/openapi.py).
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, description="The `next` link's cursor."
+    ),
+    OpenApiParameter(
+        "page_size",
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": settings.PAGE_SIZE_MAX,
+            "default": settings.PAGE_SIZE_DEFAULT,
+        },
+    ),
+]
 
 
 @dataclass

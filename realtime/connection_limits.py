@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from core.redis_clients import aredis_call, async_redis
 from realtime import keys
-from realtime.redis_connections import async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ def _script_args(slot: ConnectionSlot) -> list[object]:
 
 async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
     """Take (or renew, if already held) the slot's lease; raises redis errors."""
-    result = await async_redis().eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+    client = async_redis()
+    result = await aredis_call(
+        lambda: client.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+    )
     return SlotOutcome(int(result))
 
 
@@ -108,10 +111,14 @@ class LeaseRenewer:
             return
         client = async_redis()
         script = client.register_script(_PRUNE_CHECK_ADD)
-        async with client.pipeline(transaction=False) as pipe:
-            for slot, _ in held:
-                await script(keys=slot.redis_keys, args=_script_args(slot), client=pipe)
-            results = await pipe.execute()
+
+        async def renew() -> list:
+            async with client.pipeline(transaction=False) as pipe:
+                for slot, _ in held:
+                    await script(keys=slot.redis_keys, args=_script_args(slot), client=pipe)
+                return await pipe.execute()
+
+        results = await aredis_call(renew)
         for (slot, on_lost), result in zip(held, results, strict=True):
             outcome = SlotOutcome(int(result))
             if outcome is not SlotOutcome.GRANTED and slot.connection_id in self._held:
@@ -133,17 +140,22 @@ def lease_renewer() -> LeaseRenewer:
 
 async def slot_release(*, slot: ConnectionSlot) -> None:
     client = async_redis()
-    async with client.pipeline(transaction=False) as pipe:
-        for key in slot.redis_keys:
-            pipe.zrem(key, slot.connection_id)
-        await pipe.execute()
+
+    async def release() -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in slot.redis_keys:
+                pipe.zrem(key, slot.connection_id)
+            await pipe.execute()
+
+    await aredis_call(release)
 
 
 def live_connections_count() -> int:
     """Open sockets across all server processes (sync: for the metrics view)."""
-    from realtime.redis_connections import sync_redis
+    from core.redis_clients import redis_call, sync_redis
 
-    return int(sync_redis().eval(_COUNT_LIVE, 1, keys.all_connections_key()))
+    client = sync_redis()
+    return int(redis_call(lambda: client.eval(_COUNT_LIVE, 1, keys.all_connections_key())))
 
 
 def limit_reason(outcome: SlotOutcome) -> tuple[int, str, str]:

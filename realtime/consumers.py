@@ -22,6 +22,7 @@ import redis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
 from accounts.selectors import token_find
 from monitoring.metrics import realtime_connections, realtime_rejections, realtime_slow_consumer_disconnects
@@ -76,14 +77,10 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
         org_id: uuid.UUID = self.scope["url_route"]["kwargs"]["org_id"]
         params = query_params(self.scope)
         token = token_from_scope(self.scope)
-        token_row = await token_for(token) if token else None
+        token_row = await self._member_token_or_refuse(token, org_id)
         if token is None or token_row is None:
-            await self._refuse(4401, "Missing or invalid token", rejection="auth")
             return
         user = token_row.user
-        if not await _is_member(org_id=org_id, user=user):
-            await self._refuse(4404, "Not found", rejection="not_member")
-            return
         last_event_id = params.get("last_event_id")
         if last_event_id is not None:
             try:
@@ -126,6 +123,24 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
             loop.create_task(self._supervise()),
             loop.create_task(self._watch_access(token=token, org_id=org_id, expires_at=token_row.expiry)),
         )
+
+    async def _member_token_or_refuse(self, token: str | None, org_id: uuid.UUID) -> Any | None:
+        """The token's row, if it is valid and its user a member; else None, the socket
+        refused (4401, 4404; 1013 when the database is unreachable: no hang, no 1011)."""
+        try:
+            token_row = await token_for(token) if token else None
+            is_member = token_row is not None and await _is_member(org_id=org_id, user=token_row.user)
+        except DatabaseError as error:
+            logger.error("realtime connection refused, database unavailable: %s", error)
+            await self._refuse(*UNAVAILABLE)
+            return None
+        if token_row is None:
+            await self._refuse(4401, "Missing or invalid token", rejection="auth")
+            return None
+        if not is_member:
+            await self._refuse(4404, "Not found", rejection="not_member")
+            return None
+        return token_row
 
     async def _refuse(self, code: int, reason: str, *, rejection: str | None = None) -> None:
         if rejection is not None:

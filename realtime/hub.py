@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from core.redis_clients import async_pubsub_redis
 from realtime import keys
 from realtime.access import parse_revocation
-from realtime.redis_connections import async_pubsub_redis
 from realtime.stats import DeliveryCounter
 
 logger = logging.getLogger(__name__)

@@ -74,6 +74,7 @@ _routing: ContextVar[RequestRouting | None] = ContextVar("replicas_routing", def
 _primary_reads: ContextVar[bool] = ContextVar("replicas_primary_reads", default=False)
 PRIMARY_READS_REASON = "access_check"
 _cluster: ContextVar[Cluster | None] = ContextVar("replicas_cluster", default=None)
+_org: ContextVar[str | None] = ContextVar("replicas_org", default=None)  # for routing logs
 
 
 def current_routing() -> RequestRouting | None:
@@ -104,14 +105,20 @@ def current_cluster() -> Cluster:
     return _cluster.get() or topology().home
 
 
+def current_org_id() -> str | None:
+    """The org whose cluster this scope is bound to, if any."""
+    return _org.get()
+
+
 @contextmanager
 def request_routing(state: RequestRouting | None = None) -> Iterator[RequestRouting]:
     state = state or RequestRouting()
     routing_token = _routing.set(state)
-    cluster_token = _cluster.set(None)
+    cluster_token, org_token = _cluster.set(None), _org.set(None)
     try:
         yield state
     finally:
+        _org.reset(org_token)
         _cluster.reset(cluster_token)
         _routing.reset(routing_token)
 
@@ -119,10 +126,11 @@ def request_routing(state: RequestRouting | None = None) -> Iterator[RequestRout
 @contextmanager
 def use_org_cluster(org_id: uuid.UUID | str) -> Iterator[Cluster]:
     """Route every query in the block to the org's cluster (OrgNotRouted if none)."""
-    token = _cluster.set(topology().cluster_for_org(org_id))
+    token, org_token = _cluster.set(topology().cluster_for_org(org_id)), _org.set(str(org_id))
     try:
         yield _cluster.get()
     finally:
+        _org.reset(org_token)
         _cluster.reset(token)
 
 
@@ -130,4 +138,5 @@ def bind_org_cluster(org_id: uuid.UUID | str) -> Cluster:
     """For the rest of the current request scope, route to the org's cluster."""
     cluster = topology().cluster_for_org(org_id)
     _cluster.set(cluster)
+    _org.set(str(org_id))
     return cluster

@@ -25,6 +25,7 @@ import psycopg
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Model
 
+from monitoring.routing_log import log_routing_decision
 from replicas.checker import checker
 from replicas.conf import replica_settings
 from replicas.context import (
@@ -32,6 +33,7 @@ from replicas.context import (
     UNKNOWN_POSITION,
     RequestRouting,
     current_cluster,
+    current_org_id,
     current_routing,
     primary_reads_active,
 )
@@ -148,12 +150,18 @@ def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) 
         state.pin(f"replica_{reason}")  # the primary is ahead of everything already read
         state.note_served(alias)
     routing_stats.read(alias, replica=alias != cluster.primary, reason=f"retry_after_{reason}")
+    log_routing_decision(alias=alias, reason=f"retry_after_{reason}")
     return alias
 
 
 # Global (not per-org) tables. With several clusters they must exist in each one, like
 # Citus reference tables; keeping them in sync is not built yet (docs/replicas.md).
 REFERENCE_APPS = frozenset({"accounts", "auth", "knox", "contenttypes", "sessions", "admin"})
+
+
+def _org_of(hints: dict[str, Any]) -> object | None:
+    """The org the query is for: the instance's, else the one the request is bound to."""
+    return getattr(hints.get("instance"), "org_id", None) or current_org_id()
 
 
 class ReplicaRouter:
@@ -172,6 +180,7 @@ class ReplicaRouter:
                 state.pin(reason)
             state.note_served(alias)  # replicas are noted when a statement really ran there
         routing_stats.read(alias, replica=is_replica, reason=reason)
+        log_routing_decision(alias=alias, reason=reason, model=model._meta.label, org_id=_org_of(hints))
         return alias
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str:
@@ -186,6 +195,9 @@ class ReplicaRouter:
             else:
                 state.note_commit(cluster)  # autocommit: the statement commits by itself
         routing_stats.write(cluster.primary)
+        log_routing_decision(
+            alias=cluster.primary, reason="write", model=model._meta.label, org_id=_org_of(hints), write=True
+        )
         return cluster.primary
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:

@@ -39,6 +39,17 @@ def _fresh_throttle_counters() -> None:
     clear_throttle_counters()
 
 
+@pytest.fixture(autouse=True)
+def _metric_labels_stay_declared() -> Any:
+    """Fail any test after which a metric of this process holds a label value outside
+    its declared set (monitoring/metrics.py DECLARED_LABELS): code must not invent one."""
+    yield
+    from monitoring.metrics import undeclared_label_values
+
+    undeclared = undeclared_label_values()
+    assert not undeclared, f"metrics emitted undeclared label values: {undeclared}"
+
+
 @pytest.fixture
 def make_user(db: None) -> Callable[..., User]:
     def make(username: str | None = None, *, is_staff: bool = False, password: str = "pw-123456!") -> User:

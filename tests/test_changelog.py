@@ -21,9 +21,9 @@ from changelog.dispatch import Change, handlers, register_handler
 from changelog.models import OrgChangeCounter, OutboxEntry, Tombstone
 from changelog.services import org_version_take
 from changelog.worker import drain_once
+from core.redis_clients import sync_redis
 from finance.models import Expense, Revenue
 from finance.services import entry_create
-from realtime.redis_connections import sync_redis
 from tenancy.models import Property
 from tests import conftest
 from tests.live_server import free_port, outbox_worker, running_server
@@ -268,8 +268,7 @@ def test_redis_down_at_commit_the_write_succeeds_and_the_worker_publishes_later(
     """Redis is a real closed port at commit: the write succeeds, its change waits in the
     outbox with the realtime failure; with Redis back, the worker publishes it."""
     good_url = settings.REDIS_URL
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    sync_redis.cache_clear()
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # clients and breakers are per URL
     try:
         entry = entry_create(
             model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
@@ -277,7 +276,6 @@ def test_redis_down_at_commit_the_write_succeeds_and_the_worker_publishes_later(
         )  # fmt: skip
     finally:
         settings.REDIS_URL = good_url
-        sync_redis.cache_clear()
     row = OutboxEntry.objects.get(org_id=tenant.org.id)
     assert row.version == entry.version and "realtime_event" in row.last_error and row.attempts == 1
     OutboxEntry.objects.filter(id=row.id).update(available_at=row.created_at)  # skip the backoff

@@ -262,9 +262,9 @@ def test_with_redis_down_reads_fall_back_to_the_primary_or_the_header(replicas_l
         assert created.json()["id"] in [e["id"] for e in with_header.json()["results"]]
         assert routing_stats.snapshot()["fallbacks_to_primary"]["position_unknown"] >= 1
     finally:
-        from replicas.positions import position_store
+        from core.redis_clients import redis_breaker
 
-        position_store._open_until = 0.0  # the breaker tripped on the dead Redis
+        redis_breaker().record_success()  # the breaker tripped on the dead Redis
 
 
 @pytest.mark.parametrize("header", ["garbage", "1/2/3", "0/ZZ", "x" * 5000, "main:", ",,,", "0/1 OR 1=1"])

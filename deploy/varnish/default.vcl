@@ -168,9 +168,13 @@ sub vcl_backend_response {
     }
     # A purge for this org arrived while this copy was on its way: it may predate the
     # write, so hand it to the waiting clients but do not store it.
+    # The purge times are stored as text, which VCL writes with 3 decimals: a purge at
+    # 100.0007 reads back as 100.001 or 100.000, and a fill that started at 100.0003,
+    # before the purge, would pass a plain comparison. So a purge counts as late as the
+    # end of its millisecond (refusing one harmless extra fill now and then).
     set bereq.http.X-Edge-Bucket = regsub(bereq.url, "^/v1/orgs/[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1");
-    if (std.real(var.global_get("purged-" + bereq.http.X-Edge-Bucket), 0.0) >= std.time2real(bereq.time, 0.0)
-        || std.real(var.global_get("purged-any"), 0.0) >= std.time2real(bereq.time, 0.0)) {
+    if (std.real(var.global_get("purged-" + bereq.http.X-Edge-Bucket), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)
+        || std.real(var.global_get("purged-any"), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)) {
         set beresp.uncacheable = true;
         set beresp.ttl = 1s;
         set beresp.http.X-Edge-Fill = "raced-purge";

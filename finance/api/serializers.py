@@ -2,10 +2,11 @@ import datetime
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.serializers import StrictSerializer
-from finance.currencies import is_currency
+from finance.currencies import ISO_4217, is_currency
 from finance.models import FinanceEntry
 from finance.selectors import EntryFilters
 from tenancy.models import Organization
@@ -13,6 +14,14 @@ from tenancy.selectors import property_get
 
 MAX_DIGITS = 14  # 12 before the point, 2 after
 DECIMAL_PLACES = 2
+
+
+@extend_schema_field({"type": "string", "enum": sorted(ISO_4217), "description": "ISO 4217 code"})
+class CurrencyField(serializers.CharField):
+    """An ISO 4217 code; lower case is read as upper case (documented: the codes)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=3, **kwargs)
 
 
 class EntryInput(StrictSerializer):
@@ -25,7 +34,7 @@ class EntryInput(StrictSerializer):
     amount = serializers.DecimalField(
         max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, min_value=Decimal("0.01")
     )
-    currency = serializers.CharField(max_length=3)
+    currency = CurrencyField()
     category = serializers.CharField(max_length=64)
     occurred_on = serializers.DateField()
     description = serializers.CharField(max_length=2000, allow_blank=True, required=False)

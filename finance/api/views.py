@@ -9,7 +9,8 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.pagination import paginate_desc
+from core.openapi import paginated
+from core.pagination import PAGE_PARAMETERS, paginate_desc
 from edgecache.cacheable import EdgeCachedApi
 from edgecache.tags import org_section_tag
 from finance.api.serializers import EntryFilterInput, EntryInput, EntryOutput, SummaryOutput, entry_output
@@ -21,12 +22,11 @@ from tenancy.access import OrgScopedApi
 LIST_ORDER = ("occurred_on", "id")  # newest first; id (UUIDv7) breaks ties by creation
 
 _FILTER_PARAMS = [
-    OpenApiParameter("property_id", str),
-    OpenApiParameter("from", str, description="YYYY-MM-DD, inclusive"),
-    OpenApiParameter("to", str, description="YYYY-MM-DD, inclusive"),
-    OpenApiParameter("category", str),
-    OpenApiParameter("cursor", str),
-    OpenApiParameter("page_size", int),
+    OpenApiParameter("property_id", {"type": "string", "format": "uuid"}),
+    OpenApiParameter("from", {"type": "string", "format": "date"}, description="YYYY-MM-DD, inclusive"),
+    OpenApiParameter("to", {"type": "string", "format": "date"}, description="YYYY-MM-DD, inclusive"),
+    OpenApiParameter("category", {"type": "string", "maxLength": 64}),
+    *PAGE_PARAMETERS,
 ]
 
 
@@ -42,7 +42,7 @@ class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, f"{self.model.kind}s")]
 
-    @extend_schema(parameters=_FILTER_PARAMS, responses=EntryOutput(many=True))
+    @extend_schema(parameters=_FILTER_PARAMS, responses=paginated(EntryOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         queryset = entries_list(model=self.model, org=self.org, filters=_filters(request).filters())
         page = paginate_desc(queryset, request, LIST_ORDER)

@@ -10,7 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from core.pagination import paginate_desc
+from core.openapi import paginated
+from core.pagination import PAGE_PARAMETERS, paginate_desc
 from edgecache.cacheable import EdgeCachedApi
 from edgecache.tags import org_section_tag, property_tag
 from idempotency.api import IdempotentWritesMixin
@@ -50,7 +51,7 @@ class LastOwnerConflict(APIException):
 class OrganizationListCreateApi(IdempotentWritesMixin, APIView):
     """POST /v1/orgs has no org yet: its Idempotency-Key is scoped to the user alone."""
 
-    @extend_schema(responses=OrganizationOutput(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(OrganizationOutput))
     def get(self, request: Request) -> Response:
         page = paginate_desc(memberships_of_user(user=request.user), request, ("org_id",))
         return Response(page.as_dict(OrganizationOutput(page.items, many=True).data))
@@ -72,7 +73,7 @@ class OrganizationDetailApi(OrgScopedApi):
 class MemberListCreateApi(OrgScopedApi):
     write_role = Role.OWNER
 
-    @extend_schema(responses=MemberOutput(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(MemberOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         page = paginate_desc(memberships_of_org(org=self.org), request, ("id",))
         return Response(page.as_dict(MemberOutput(page.items, many=True).data))
@@ -132,7 +133,7 @@ class PropertyListCreateApi(EdgeCachedApi, OrgScopedApi):
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, "properties")]
 
-    @extend_schema(responses=PropertyOutput(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(PropertyOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         page = paginate_desc(properties_of_org(org=self.org), request, ("id",))
         return Response(page.as_dict(PropertyOutput(page.items, many=True).data))
