@@ -12,6 +12,7 @@ handler500 = "core.errors.server_error"
 urlpatterns = [
     path("v1/auth/token", TokenObtainApi.as_view(), name="auth-token"),
     path("v1/", include("tenancy.api.urls")),
+    path("v1/", include("push.urls")),
     path("v1/orgs/<uuid:org_id>/", include("finance.api.urls")),
     path("v1/system/database/", include("replicas.urls")),
     path("v1/system/", include("monitoring.urls")),
