@@ -6,6 +6,7 @@ cannot exist.
 """
 
 import functools
+import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -24,6 +25,11 @@ class CredentialsMissing(Exception):
     """The settings for this kind are empty or do not load."""
 
 
+# The sender threads share one loaded credential each (one cached OAuth token, one
+# key); the lock keeps two threads from both loading it on a cache miss.
+_loading = threading.Lock()
+
+
 @functools.cache
 def _vapid(private_key: str) -> Vapid02:
     try:
@@ -35,7 +41,8 @@ def _vapid(private_key: str) -> Vapid02:
 def vapid() -> Vapid02:
     if not settings.PUSH_VAPID_PRIVATE_KEY:
         raise CredentialsMissing("PUSH_VAPID_PRIVATE_KEY is not set")
-    return _vapid(settings.PUSH_VAPID_PRIVATE_KEY)
+    with _loading:
+        return _vapid(settings.PUSH_VAPID_PRIVATE_KEY)
 
 
 def vapid_public_key() -> str:
@@ -65,7 +72,8 @@ def fcm_credentials() -> service_account.Credentials:
         mtime = Path(path).stat().st_mtime
     except OSError:
         raise CredentialsMissing("PUSH_FCM_CREDENTIALS_FILE cannot be read") from None
-    return _fcm_credentials(path, mtime)
+    with _loading:
+        return _fcm_credentials(path, mtime)
 
 
 @functools.cache
@@ -90,7 +98,8 @@ def apns_key() -> ec.EllipticCurvePrivateKey:
         mtime = Path(path).stat().st_mtime
     except OSError:
         raise CredentialsMissing("PUSH_APNS_KEY_FILE cannot be read") from None
-    return _apns_key(path, mtime)
+    with _loading:
+        return _apns_key(path, mtime)
 
 
 _CHECKS = {DeviceKind.WEBPUSH: vapid, DeviceKind.FCM: fcm_credentials, DeviceKind.APNS: apns_key}

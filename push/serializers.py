@@ -30,6 +30,15 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string only: DRF's CharField would turn 123 into "123"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def _b64url_decode(value: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_\-]+={0,2}", value):
         raise serializers.ValidationError("Must be URL-safe base64.")
@@ -44,12 +53,10 @@ def _b64url(raw: bytes) -> str:
 
 
 class WebPushKeysInput(StrictSerializer):
-    p256dh = serializers.CharField(
+    p256dh = StrictCharField(
         max_length=100, help_text="The browser's P-256 public key (65 bytes, URL-safe base64)."
     )
-    auth = serializers.CharField(
-        max_length=50, help_text="The 16-byte authentication secret (URL-safe base64)."
-    )
+    auth = StrictCharField(max_length=50, help_text="The 16-byte authentication secret (URL-safe base64).")
 
     def validate_p256dh(self, value: str) -> str:
         raw = _b64url_decode(value)
@@ -71,7 +78,7 @@ class WebPushKeysInput(StrictSerializer):
 class WebPushSubscriptionInput(StrictSerializer):
     """A browser's PushSubscription.toJSON()."""
 
-    endpoint = serializers.CharField(max_length=2048)
+    endpoint = StrictCharField(max_length=2048)
     expirationTime = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     keys = WebPushKeysInput()
 
@@ -85,7 +92,7 @@ class WebPushSubscriptionInput(StrictSerializer):
 class DeviceInput(StrictSerializer):
     kind = serializers.ChoiceField(choices=DeviceKind.choices)
     subscription = WebPushSubscriptionInput(required=False, help_text="kind webpush only")
-    token = serializers.CharField(required=False, max_length=4096, help_text="kind fcm or apns only")
+    token = StrictCharField(required=False, max_length=4096, help_text="kind fcm or apns only")
 
     def validate_kind(self, value: str) -> str:
         if not kind_configured(value):
