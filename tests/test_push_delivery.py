@@ -15,7 +15,6 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from push.fanout import push_fanout
 from push.models import Delivery, DeliveryStatus, Device, NotificationPreference
@@ -143,7 +142,7 @@ def test_webpush_end_to_end_encrypted_and_vapid_signed(stack: PushStack, tenant:
     with stack.worker():
         small = book_expense(tenant, "999.99")
         large = book_expense(tenant, "1000.00")
-        received = wait_until(lambda: stack.webpush.received(), timeout=30)
+        received = wait_until(stack.webpush.received, timeout=30)
 
     assert [r.path for r in received] == [
         "/push/manager"
@@ -355,7 +354,7 @@ def test_a_worker_killed_mid_send_does_not_send_twice(stack: PushStack, tenant: 
     try:
         with stack.worker() as first_worker:
             book_expense(tenant, "5.00")
-            wait_until(lambda: stack.webpush.received(), 30)  # the request is on the wire
+            wait_until(stack.webpush.received, 30)  # the request is on the wire
             first_worker.send_signal(signal.SIGKILL)
             first_worker.wait(10)
     finally:
@@ -431,7 +430,7 @@ def test_an_open_socket_suppresses_the_members_sync_poke(
         __import__("uuid").UUID(viewer_device)
     ]
     with stack.worker():
-        wait_until(lambda: stack.apns.received(), 30)
+        wait_until(stack.apns.received, 30)
     assert stack.fcm.received(lambda r: r.path.endswith("messages:send")) == []
     assert Device.objects.filter(id=manager_device).exists()
 
@@ -446,7 +445,7 @@ def test_sync_pokes_collapse_per_org_and_keep_the_interval(
     register(tenant, "manager", {"kind": "apns", "token": "0a" * 32})  # sync off: never poked
     with stack.worker():
         book_expense(tenant, "1.00")
-        wait_until(lambda: stack.apns.received(), 30)
+        wait_until(stack.apns.received, 30)
         book_expense(tenant, "2.00")  # within the interval: waits...
         book_expense(tenant, "3.00")  # ...and is collapsed with this one
         wait_until(lambda: len(stack.apns.received()) >= 2, 30)
