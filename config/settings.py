@@ -346,3 +346,5 @@ PUSH_WORKER_CONCURRENCY = env.int("PUSH_WORKER_CONCURRENCY", default=32)
 PUSH_WORKER_POLL_SECONDS = env.float("PUSH_WORKER_POLL_SECONDS", default=1.0)
 PUSH_DELIVERY_RETENTION_DAYS = env.float("PUSH_DELIVERY_RETENTION_DAYS", default=7.0)
 PUSH_TTL_SECONDS = env.int("PUSH_TTL_SECONDS", default=86400)
+# The worker's own /metrics (Prometheus scrapes it as a second target); 0: none.
+PUSH_WORKER_METRICS_PORT = env.int("PUSH_WORKER_METRICS_PORT", default=0)

@@ -137,7 +137,20 @@ class PushWorker:
         logger.info("push worker stopped")
 
 
+def serve_metrics() -> None:
+    """The worker is not behind gunicorn's scrape: it answers its own, on loopback."""
+    port = settings.PUSH_WORKER_METRICS_PORT
+    if port:
+        from prometheus_client import start_http_server
+
+        from monitoring.exposition import metrics_source
+
+        start_http_server(port, addr="127.0.0.1", registry=metrics_source())  # type: ignore[arg-type]
+        logger.info("push worker metrics on http://127.0.0.1:%s/metrics", port)
+
+
 def run_worker() -> None:
+    serve_metrics()
     worker = PushWorker()
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
