@@ -460,15 +460,53 @@ def test_sync_pokes_collapse_per_org_and_keep_the_interval(
     assert NotificationPreference.objects.get(user=tenant.users["manager"]).sync is False
 
 
-def test_commit_to_send_is_measured(stack: PushStack, tenant: Any) -> None:
+def test_commit_to_send_and_queue_depth_are_measured_and_scraped(stack: PushStack, tenant: Any) -> None:
+    import httpx
+
+    from tests.live_server import free_port
+
     register(tenant, "manager", {"kind": "webpush", "subscription": stack.browser("m").subscription})
     alerts_on(tenant, "manager", {"EUR": "1.00"})
-    with stack.worker():
+    port = free_port()
+    with stack.worker(PUSH_WORKER_METRICS_PORT=str(port)):
         book_expense(tenant, "5.00")
         wait_until(lambda: deliveries(status=DeliveryStatus.SENT), 30)
-    count = metric_value(
-        stack.metrics_dir, "push_commit_to_send_seconds_count", notification_type="expense.large"
-    )
-    assert count == 1
+
+        def scraped() -> str:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.TransportError:
+                return ""
+            return text if 'push_sends_total{kind="webpush",outcome="sent"} 1.0' in text else ""
+
+        text = wait_until(scraped, 30)
+    assert 'push_commit_to_send_seconds_count{notification_type="expense.large"} 1.0' in text
+    assert "push_queue_depth" in text
+    for outcome in ("gone", "retry", "dead", "rejected", "skipped", "lost"):  # every series from the start
+        assert f'push_sends_total{{kind="apns",outcome="{outcome}"}} 0.0' in text
+    assert str(tenant.org.id) not in text
+    assert str(tenant.users["manager"].id) not in text
     [delivery] = deliveries()
     assert delivery.finished_at - delivery.committed_at < datetime.timedelta(seconds=30)
+
+
+def test_two_workers_split_the_queue_and_send_each_notification_once(
+    stack: PushStack, make_tenant: Any
+) -> None:
+    tenants = [make_tenant() for _ in range(5)]
+    for n, tenant in enumerate(tenants):
+        for d in range(2):
+            register(
+                tenant, "manager", {"kind": "webpush", "subscription": stack.browser(f"{n}-{d}").subscription}
+            )
+        alerts_on(tenant, "manager", {"EUR": "1.00"})
+    for tenant in tenants:
+        for amount in ("2.00", "3.00", "4.00", "5.00"):
+            book_expense(tenant, amount)
+    assert len(deliveries()) == 40
+    with stack.worker(PUSH_WORKER_CONCURRENCY="4"), stack.worker(PUSH_WORKER_CONCURRENCY="4"):
+        wait_until(lambda: len(deliveries(status=DeliveryStatus.SENT)) == 40, 60)
+        time.sleep(1.0)
+    received = stack.webpush.received()
+    assert len(received) == 40
+    assert len({(r.path, r.body) for r in received}) == 40
