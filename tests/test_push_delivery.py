@@ -510,3 +510,57 @@ def test_two_workers_split_the_queue_and_send_each_notification_once(
     received = stack.webpush.received()
     assert len(received) == 40
     assert len({(r.path, r.body) for r in received}) == 40
+
+
+# --- faults: the push service hangs or refuses connections, Redis is down ------------------------
+def test_a_send_whose_fate_is_unknown_is_not_repeated(stack: PushStack, tenant: Any) -> None:
+    import threading
+
+    register(tenant, "manager", {"kind": "webpush", "subscription": stack.browser("m").subscription})
+    alerts_on(tenant, "manager", {"EUR": "1.00"})
+    release = threading.Event()
+    stack.webpush.script(to_path("/push/m"), [Reply(201, hold=release)])
+    try:
+        with stack.worker(PUSH_SEND_TIMEOUT_SECONDS="1"):
+            book_expense(tenant, "5.00")
+            wait_until(lambda: deliveries(status=DeliveryStatus.REJECTED), 30)
+            time.sleep(1.0)
+    finally:
+        release.set()
+    assert len(stack.webpush.received()) == 1  # the service may have it: at most once wins
+    [delivery] = deliveries()
+    assert "outcome unknown" in delivery.last_error
+
+
+def test_a_refused_connection_is_retried_then_dead_lettered(stack: PushStack, tenant: Any) -> None:
+    from tests.live_server import free_port
+
+    closed = Browser(f"http://127.0.0.1:{free_port()}/push/nobody-listens")
+    device_id = register(tenant, "manager", {"kind": "webpush", "subscription": closed.subscription})
+    alerts_on(tenant, "manager", {"EUR": "1.00"})
+    with stack.worker(PUSH_MAX_ATTEMPTS="3"):
+        book_expense(tenant, "5.00")
+        wait_until(lambda: deliveries(status=DeliveryStatus.DEAD), 30)
+    [delivery] = deliveries()
+    assert delivery.attempts == 3 and "not sent" in delivery.last_error
+    assert Device.objects.get(id=device_id).active  # a network failure says nothing about the device
+
+
+def test_sync_pokes_still_go_out_when_redis_cannot_say_who_is_connected(
+    stack: PushStack, tenant: Any, settings: Any
+) -> None:
+    from realtime.redis_connections import sync_redis
+    from tests.live_server import free_port
+
+    register(tenant, "viewer", {"kind": "apns", "token": "9f" * 32})
+    real_url = settings.REDIS_URL
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    sync_redis.cache_clear()
+    try:
+        book_expense(tenant, "5.00")
+    finally:
+        settings.REDIS_URL = real_url
+        sync_redis.cache_clear()
+    assert [d.notification_type for d in deliveries()] == ["sync.poke"]
+    with stack.worker():
+        wait_until(stack.apns.received, 30)
