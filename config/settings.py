@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "edgecache",
     "replicas",
     "realtime",  # realtime: websockets (CONTRACT §5)
+    "changelog",  # the org change log and its outbox (docs/changelog.md)
     "push",  # push notifications: Web Push, FCM, APNs (CONTRACT §11, docs/push.md)
     "django_prometheus",
 ]
@@ -291,6 +292,19 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --- Org change log (changelog/, docs/changelog.md) ------------------------------------
+# The worker leaves a fresh change this long to the request thread that made it.
+CHANGELOG_WORKER_GRACE_SECONDS = env.float("CHANGELOG_WORKER_GRACE_SECONDS", default=1.0)
+CHANGELOG_WORKER_POLL_SECONDS = env.float("CHANGELOG_WORKER_POLL_SECONDS", default=0.2)
+CHANGELOG_RETRY_MAX_SECONDS = env.float("CHANGELOG_RETRY_MAX_SECONDS", default=2.0)
+CHANGELOG_MAX_ATTEMPTS = env.int("CHANGELOG_MAX_ATTEMPTS", default=100)
+CHANGELOG_MAINTENANCE_SECONDS = env.float("CHANGELOG_MAINTENANCE_SECONDS", default=5.0)
+CHANGELOG_ALERT_AGE_SECONDS = env.float("CHANGELOG_ALERT_AGE_SECONDS", default=30.0)
+# Test-only: a server process SIGKILLs itself right after a write's commit, before its
+# handlers run (the crash the outbox exists for). Never set it in production.
+CHANGELOG_CRASH_AFTER_COMMIT = env.bool("CHANGELOG_CRASH_AFTER_COMMIT", default=False)
+SYNC_TOMBSTONE_DAYS = env.int("SYNC_TOMBSTONE_DAYS", default=90)
 
 # --- Realtime (CONTRACT §5, docs/realtime.md) ---------------------------------------------
 # Caps hold across all server processes (leases in Redis). A crashed process's slots

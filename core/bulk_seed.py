@@ -101,6 +101,7 @@ def _seed_batch(
 ) -> None:
     now = timezone.now().isoformat()
     orgs = _CopyBuffer("tenancy_organization", ("id", "name", "created_at"))
+    counters = _CopyBuffer("org_changes", ("org_id", "version", "epoch", "pruned_through"))
     users = _CopyBuffer(
         "accounts_user",
         ("id", "password", "is_superuser", "username", "first_name", "last_name", "email", "is_staff",
@@ -120,6 +121,7 @@ def _seed_batch(
     for n in batch:
         org_id = uuid7()
         orgs.add(org_id, f"{plan.prefix} hotel group {n}", now)
+        counters.add(org_id, 0, "1", 0)  # seeded rows are version 0: the org's first state
         user_ids = []
         for u in range(plan.users_per_org):
             user_id = uuid7()
@@ -140,7 +142,7 @@ def _seed_batch(
 
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor  # the psycopg cursor under Django's wrapper, for COPY
-        for buffer in (orgs, users, tokens, members, properties, expenses, revenues):
+        for buffer in (orgs, counters, users, tokens, members, properties, expenses, revenues):
             buffer.flush(raw)
 
 

@@ -1,10 +1,9 @@
-"""Purge after commit, before the response: the one call services make.
+"""Purge after commit, before the response: the edge's change-log handler.
 
-    purge_after_commit(tags)   # in a service, next to the write
-
-When the transaction commits, the tags are purged at once, on the request's own
-thread, so the write's response leaves only after the edge dropped the old copies
-(CONTRACT §6). If the CDN cannot take the purge, the write still succeeds: the tags go
+Every recorded change of an org (changelog) is handed to `purge_for_change` right after
+commit on the request's own thread, so the write's response leaves only after the edge
+dropped the old copies (CONTRACT §6); if the process died first, the outbox worker
+calls it within seconds. If the CDN cannot take the purge, the write still succeeds: the tags go
 to the durable queue (edgecache.queue), retried by `manage.py cdn_purge_retry`, and
 `s-maxage` bounds how stale the edge can be meanwhile.
 
@@ -15,23 +14,36 @@ not on every write.
 
 import logging
 import time
-from collections.abc import Iterable
 
 from django.conf import settings
-from django.db import transaction
 
+from changelog.dispatch import Change
 from edgecache.backends import PurgeFailed, purge_backend
 from edgecache.queue import purge_enqueue
+from edgecache.tags import finance_write_tags, org_section_tag, property_tag
 
 logger = logging.getLogger(__name__)
 
 _breaker_open_until = 0.0  # per process; a monotonic deadline, not request state
 
 
-def purge_after_commit(tags: Iterable[str], *, soft: bool = False, using: str | None = None) -> None:
-    """Purge `tags` once the current transaction commits (at once in autocommit)."""
-    tag_list = list(dict.fromkeys(tags))
-    transaction.on_commit(lambda: purge_now(tag_list, soft=soft), using=using)
+def tags_for_change(change: Change) -> list[str]:
+    """What a change makes stale at the edge."""
+    if change.org_id is None:
+        return []
+    if change.entity in ("expense", "revenue"):
+        return finance_write_tags(org_id=change.org_id, kind=change.entity)
+    if change.entity == "property" and change.entity_id is not None:
+        return [org_section_tag(change.org_id, "properties"), property_tag(change.entity_id)]
+    return []
+
+
+def purge_for_change(change: Change) -> None:
+    """The change-log handler. Never raises for the CDN: what it cannot purge goes to
+    the durable purge queue (`cdn_purge_retry`)."""
+    tags = tags_for_change(change)
+    if tags:
+        purge_now(list(dict.fromkeys(tags)))
 
 
 def purge_now(tags: list[str], *, soft: bool = False) -> bool:

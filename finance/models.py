@@ -27,6 +27,8 @@ class FinanceEntry(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The org's change number of this row's last change (changelog): sync pulls by it.
+    version = models.BigIntegerField(default=0, db_default=0)
 
     # Realtime event names and cache tags use this ("expense", "revenue").
     kind: str
@@ -48,6 +50,7 @@ class Expense(FinanceEntry):
             models.Index(fields=["org", "property", "-occurred_on", "-id"], name="finance_expense_org_prop"),
             # Not led by org_id on purpose: admin and support look rows up by bare id.
             models.Index(fields=["id"], name="finance_expense_id"),
+            models.Index(fields=["org", "version"], name="finance_expense_org_version"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="finance_expense_amount_positive"),
@@ -64,6 +67,7 @@ class Revenue(FinanceEntry):
             models.Index(fields=["org", "property", "-occurred_on", "-id"], name="finance_revenue_org_prop"),
             # Not led by org_id on purpose: admin and support look rows up by bare id.
             models.Index(fields=["id"], name="finance_revenue_id"),
+            models.Index(fields=["org", "version"], name="finance_revenue_org_version"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="finance_revenue_amount_positive"),

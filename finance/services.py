@@ -1,4 +1,12 @@
-"""Writes for finance. Every expense and revenue change goes through here."""
+"""Writes for finance. Every expense and revenue change goes through here (the REST API,
+sync push and Django admin alike).
+
+Each write is one transaction that first takes the org's next change version (the
+org's counter row stays locked until commit: one org's writes commit in version order
+and lock in the same order), stamps the row with it, and records the change in the
+org's change log. Whatever must follow a write (read-your-writes position, edge purge,
+realtime event, notifications) reacts to that record; nothing here knows of it.
+"""
 
 from decimal import Decimal
 from typing import Any
@@ -6,12 +14,16 @@ from typing import Any
 from django.db import transaction
 
 from accounts.models import User
-from edgecache.purge import purge_after_commit
-from edgecache.tags import finance_write_tags
-from finance.events import entry_event_on_commit
+from changelog.services import change_record, org_version_take
+from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
-from replicas.middleware import record_write_position
 from tenancy.models import Organization, Property
+
+UPDATABLE_FIELDS = frozenset({"property", "amount", "currency", "category", "occurred_on", "description"})
+
+
+class EntryGone(LookupError):
+    """The entry was deleted (or never existed) by the time its change was to be made."""
 
 
 def entry_create(
@@ -25,48 +37,74 @@ def entry_create(
     category: str,
     occurred_on: Any,
     description: str = "",
+    entry_id: Any = None,
 ) -> FinanceEntry:
     if property.org_id != org.id:
         raise ValueError("property belongs to another organization")
-    entry = model.objects.create(
-        org=org,
-        property=property,
-        amount=amount,
-        currency=currency,
-        category=category,
-        occurred_on=occurred_on,
-        description=description,
-        created_by=created_by,
-    )
-    _announce_after_commit(entry, "created")
+    fields: dict[str, Any] = {"id": entry_id} if entry_id is not None else {}
+    # Parsed values, as a row read back would hold them (the change's data renders them).
+    amount = model._meta.get_field("amount").to_python(amount)
+    occurred_on = model._meta.get_field("occurred_on").to_python(occurred_on)
+    with transaction.atomic():
+        version = org_version_take(org_id=org.id)
+        entry = model.objects.create(
+            org=org,
+            property=property,
+            amount=amount,
+            currency=currency,
+            category=category,
+            occurred_on=occurred_on,
+            description=description,
+            created_by=created_by,
+            version=version,
+            **fields,
+        )
+        _record(entry, "created")
     return entry
 
 
-@transaction.atomic
 def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntry:
-    """Apply `changes` under a row lock, so two concurrent PATCHes never interleave."""
-    locked = type(entry).objects.select_for_update().get(org_id=entry.org_id, id=entry.id)
-    new_property = changes.get("property")
-    if new_property is not None and new_property.org_id != locked.org_id:
-        raise ValueError("property belongs to another organization")
-    for name, value in changes.items():
-        setattr(locked, name, value)
-    locked.save(update_fields=[*changes, "updated_at"])
-    _announce_after_commit(locked, "updated")
+    """Apply `changes` under a row lock, so two concurrent PATCHes never interleave.
+    Raises EntryGone if the entry was deleted meanwhile."""
+    unknown = set(changes) - UPDATABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    with transaction.atomic():
+        version = org_version_take(org_id=entry.org_id)  # the org's lock first, then the row's
+        locked = type(entry).objects.select_for_update().filter(org_id=entry.org_id, id=entry.id).first()
+        if locked is None:
+            raise EntryGone(str(entry.id))
+        new_property = changes.get("property")
+        if new_property is not None and new_property.org_id != locked.org_id:
+            raise ValueError("property belongs to another organization")
+        for name, value in changes.items():
+            field = locked._meta.get_field(name)
+            setattr(locked, name, value if name == "property" else field.to_python(value))
+        locked.version = version
+        locked.save(update_fields=[*changes, "updated_at", "version"])
+        _record(locked, "updated")
     return locked
 
 
-@transaction.atomic
 def entry_delete(*, entry: FinanceEntry) -> None:
-    deleted, _ = type(entry).objects.filter(org_id=entry.org_id, id=entry.id).delete()
-    if deleted:
-        _announce_after_commit(entry, "deleted")
+    """Delete the entry, leaving its tombstone in the change log. Raises EntryGone if it
+    was already deleted (nothing is recorded then)."""
+    with transaction.atomic():
+        version = org_version_take(org_id=entry.org_id)
+        locked = type(entry).objects.select_for_update().filter(org_id=entry.org_id, id=entry.id).first()
+        if locked is None:
+            raise EntryGone(str(entry.id))
+        deleted_id = locked.pk
+        locked.delete()
+        locked.pk, locked.version = deleted_id, version  # delete() cleared the pk
+        _record(locked, "deleted")
 
 
-def _announce_after_commit(entry: FinanceEntry, action: str) -> None:
-    """After commit, in this order: publish the write's WAL position for the org's
-    readers (so no replica without the write serves them, the edge's refill included),
-    purge the edge cache, push the realtime event. A rolled-back write does none."""
-    transaction.on_commit(record_write_position)
-    purge_after_commit(finance_write_tags(org_id=entry.org_id, kind=entry.kind))
-    entry_event_on_commit(entry=entry, action=action)
+def _record(entry: FinanceEntry, action: str) -> None:
+    change_record(
+        org_id=entry.org_id,
+        version=entry.version,
+        topic=f"{entry.kind}.{action}",
+        entity_id=entry.id,
+        data=entry_output(entry),
+    )

@@ -109,10 +109,6 @@ realtime_delivery_latency = Histogram(
 realtime_slow_consumer_disconnects = Counter(
     "realtime_slow_consumer_disconnects_total", "Sockets closed because the client did not read."
 )
-realtime_events_lost = Counter(
-    "realtime_events_lost_total",
-    "Committed changes whose realtime event could not be published (Redis unavailable).",
-)
 
 # --- Edge cache ---------------------------------------------------------------------------
 # Hits never reach the origin, so the CDN integration (e.g. a varnishstat poller or the

@@ -12,13 +12,14 @@ import json
 import logging
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from changelog.dispatch import Change
 from core.ids import uuid7
 from push import metrics
 from push.models import DeviceKind, NotificationType
@@ -30,15 +31,7 @@ NOTIFY_CHANNEL = "push_delivery"
 SYNC_KINDS = (DeviceKind.FCM.value, DeviceKind.APNS.value)  # silent pokes are for apps
 
 
-class ChangeLike(Protocol):
-    org_id: str | None
-    version: int | None
-    topic: str
-    entity_id: str | None
-    data: dict[str, Any]
-
-
-def push_fanout(change: ChangeLike) -> None:
+def push_fanout(change: Change) -> None:
     """The change handler: queue large-expense alerts and sync pokes for the change."""
     if change.org_id is None:
         return
@@ -48,11 +41,10 @@ def push_fanout(change: ChangeLike) -> None:
         sync_pokes_queue(change=change)
 
 
-def _committed_at(change: ChangeLike) -> datetime.datetime:
-    """When the write committed, as near as the change tells (for commit-to-send)."""
-    when = getattr(change, "committed_at", None) or getattr(change, "created_at", None)
-    if isinstance(when, datetime.datetime):
-        return when
+def _committed_at(change: Change) -> datetime.datetime:
+    """When the change was recorded (in its transaction, just before the commit)."""
+    if change.committed_at:
+        return datetime.datetime.fromtimestamp(change.committed_at, tz=datetime.UTC)
     return timezone.now()
 
 
@@ -79,7 +71,7 @@ def threshold_reached(threshold: str | None, amount: Decimal) -> bool:
         return False
 
 
-def large_expense_queue(*, change: ChangeLike) -> int:
+def large_expense_queue(*, change: Change) -> int:
     data = change.data
     try:
         amount = Decimal(str(data["amount"]))
@@ -173,7 +165,7 @@ def _users_with_open_socket(org_id: str, user_ids: list[str]) -> set[str]:
         return set()
 
 
-def sync_pokes_queue(*, change: ChangeLike) -> int:
+def sync_pokes_queue(*, change: Change) -> int:
     """A silent poke for the fcm/apns devices of members with sync on and no open socket
     for the org. Collapsed per org: a poke still waiting takes the newer version; a new
     one waits until PUSH_SYNC_MIN_INTERVAL_SECONDS after the device's previous poke."""

@@ -6,4 +6,8 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime"
 
     def ready(self) -> None:
+        from changelog.dispatch import register_handler
         from realtime import checks  # noqa: F401 (registers the settings checks)
+        from realtime.publishing import publish_change
+
+        register_handler("realtime_event", publish_change, inline=True, order=30)

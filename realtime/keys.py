@@ -28,3 +28,8 @@ def org_stream_key(org_id: str) -> str:
 
 def org_channel(org_id: str) -> str:
     return f"rt:live:{{{org_id}}}"
+
+
+def org_version_key(org_id: str) -> str:
+    """The org's last published change version (same hash tag as its stream)."""
+    return f"rt:version:{{{org_id}}}"

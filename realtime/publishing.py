@@ -1,77 +1,167 @@
-"""Publish an org's event after commit: append to the org's Redis Stream and announce
-it on the org's Pub/Sub channel, in one Lua script.
+"""Publish an org's changes to its sockets, in version order, once each.
 
-The stream id is the event id. Doing XADD and PUBLISH atomically makes the live order
-equal to the stream order, so a resuming client's replay (XRANGE) and live events
-meet without gap or duplicate (see realtime/consumers.py).
+A change handler (registered in realtime/apps.py) appends the event to the org's Redis
+Stream and announces it on the org's Pub/Sub channel, in one Lua script that also
+keeps the org's last published version:
 
-Redis being down never fails the write: the event is lost for live sockets, logged and
-counted (`realtime_events_lost_total`); clients see the change on their next REST read
-or reconnect (docs/realtime.md, "Redis down at commit").
+- the version right after the last one: published;
+- a version at or below it: a duplicate (a retry, or the worker re-delivering a change
+  the request thread already published): skipped;
+- a version further ahead: some earlier change is not published yet (its process died
+  after commit, or Redis refused it). The publisher first publishes the missing ones
+  from the outbox (they are committed: the counter lock orders commits), then its own.
+
+So the stream, the live feed and the replay are in version order without gaps or
+duplicates, whoever publishes. The stream id is the event id (`last_event_id` replay).
+Redis failing raises: the change stays in the outbox and is published again once Redis
+takes writes (docs/changelog.md). If Redis lost the org's last version (a restart
+without persistence), the lowest undelivered version in the outbox is the floor.
 """
 
 import json
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
 
-from monitoring.metrics import realtime_events_lost
+from changelog.dispatch import Change
+from changelog.selectors import outbox_changes_between, outbox_lowest_pending_version
 from realtime import keys
 from realtime.redis_connections import sync_redis
 
 logger = logging.getLogger(__name__)
 
-# ARGV: body (JSON without event_id), maxlen, ttl seconds, committed-at epoch seconds.
-_APPEND_AND_ANNOUNCE = """
+PUBLISHED_ENTITIES = frozenset({"expense", "revenue", "property"})
+
+# KEYS: stream, channel, last-version key, stats.
+# ARGV: body (JSON without event_id), maxlen, ttl seconds, committed-at epoch seconds,
+#       version, floor ('' = none: report 'unknown' when Redis has no last version),
+#       force ('1': accept a version past a gap that no longer exists anywhere).
+_PUBLISH_IN_ORDER = """
+local last = redis.call('GET', KEYS[3])
+if not last then
+  if ARGV[6] == '' then return {'unknown', ''} end
+  last = ARGV[6]
+end
+local version = tonumber(ARGV[5])
+local previous = tonumber(last)
+if version <= previous then return {'duplicate', last} end
+if version > previous + 1 and ARGV[7] ~= '1' then return {'gap', last} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'b', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[4] .. ' {"event_id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
-redis.call('HINCRBY', KEYS[3], 'events_published', 1)
-return id
+redis.call('HINCRBY', KEYS[4], 'events_published', 1)
+return {'published', id}
 """
 
 
-def event_body(*, event_type: str, org_id: str, committed_at: float, data: dict[str, Any]) -> str:
+def event_body(
+    *, event_type: str, org_id: str, version: int, committed_at: float, data: dict[str, Any]
+) -> str:
     """The event as JSON, without its event_id (Redis assigns that on XADD)."""
     event = {
         "type": event_type,
         "org_id": org_id,
+        "version": version,
         "ts": datetime.fromtimestamp(committed_at, tz=UTC).isoformat(),
         "data": data,
     }
     return json.dumps(event, cls=DjangoJSONEncoder, separators=(",", ":"))
 
 
-def event_publish(*, org_id: str, event_type: str, data: dict[str, Any]) -> str | None:
-    """Publish now (call only after commit). Returns the event id, None if lost."""
-    committed_at = time.time()
-    body = event_body(event_type=event_type, org_id=org_id, committed_at=committed_at, data=data)
-    try:
-        return sync_redis().eval(
-            _APPEND_AND_ANNOUNCE,
-            3,
-            keys.org_stream_key(org_id),
-            keys.org_channel(org_id),
-            keys.STATS_KEY,
-            body,
-            settings.REALTIME_STREAM_MAXLEN,
-            settings.REALTIME_STREAM_TTL_SECONDS,
-            f"{committed_at:.6f}",
-        )
-    except redis.RedisError as error:
-        realtime_events_lost.inc()
-        logger.error(
-            "realtime event lost (Redis unavailable): type=%s org=%s error=%s", event_type, org_id, error
-        )
-        return None
+def _publish(
+    *,
+    org_id: str,
+    version: int,
+    topic: str,
+    data: dict[str, Any],
+    committed_at: float,
+    floor: str,
+    force: bool,
+) -> tuple[str, str]:
+    body = event_body(event_type=topic, org_id=org_id, version=version, committed_at=committed_at, data=data)
+    outcome, detail = sync_redis().eval(
+        _PUBLISH_IN_ORDER,
+        4,
+        keys.org_stream_key(org_id),
+        keys.org_channel(org_id),
+        keys.org_version_key(org_id),
+        keys.STATS_KEY,
+        body,
+        settings.REALTIME_STREAM_MAXLEN,
+        settings.REALTIME_STREAM_TTL_SECONDS,
+        f"{committed_at:.6f}",
+        version,
+        floor,
+        "1" if force else "",
+    )
+    return outcome, detail
 
 
-def event_publish_on_commit(*, org_id: str, event_type: str, data: dict[str, Any]) -> None:
-    """Publish when the surrounding transaction commits; never for a rollback."""
-    transaction.on_commit(lambda: event_publish(org_id=org_id, event_type=event_type, data=data))
+def publish_change(change: Change) -> None:
+    """The realtime handler: publish `change` after every earlier version of its org."""
+    if change.version is None or change.org_id is None or change.entity not in PUBLISHED_ENTITIES:
+        return
+    org_id, version = change.org_id, change.version
+    outcome, detail = _publish(
+        org_id=org_id,
+        version=version,
+        topic=change.topic,
+        data=change.data,
+        committed_at=change.committed_at,
+        floor="",
+        force=False,
+    )
+    if outcome == "unknown":
+        lowest = outbox_lowest_pending_version(database=change.database, org_id=org_id)
+        floor = min(version, lowest if lowest is not None else version) - 1
+        outcome, detail = _publish(
+            org_id=org_id,
+            version=version,
+            topic=change.topic,
+            data=change.data,
+            committed_at=change.committed_at,
+            floor=str(floor),
+            force=False,
+        )
+    if outcome != "gap":
+        return
+    last = int(detail)
+    for missing_version, topic, data, committed_at in outbox_changes_between(
+        database=change.database, org_id=org_id, after=last, before=version
+    ):
+        if topic.partition(".")[0] not in PUBLISHED_ENTITIES:
+            continue
+        _publish(
+            org_id=org_id,
+            version=missing_version,
+            topic=topic,
+            data=data,
+            committed_at=committed_at,
+            floor="",
+            force=missing_version != last + 1,
+        )
+        last = missing_version
+    outcome, _ = _publish(
+        org_id=org_id,
+        version=version,
+        topic=change.topic,
+        data=change.data,
+        committed_at=change.committed_at,
+        floor="",
+        force=False,
+    )
+    if outcome == "gap":  # versions that are nowhere any more (dead-lettered and pruned by hand)
+        logger.warning("realtime: org %s skips unrecoverable versions %s..%s", org_id, last + 1, version - 1)
+        _publish(
+            org_id=org_id,
+            version=version,
+            topic=change.topic,
+            data=change.data,
+            committed_at=change.committed_at,
+            floor="",
+            force=True,
+        )

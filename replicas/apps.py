@@ -8,6 +8,11 @@ class ReplicasConfig(AppConfig):
     def ready(self) -> None:
         from django.core.signals import setting_changed
 
+        from changelog.dispatch import register_handler
         from replicas import topology
+        from replicas.middleware import record_position_for_change
 
         setting_changed.connect(topology.reset_on_setting_change)
+        # First: the org's readers must know the write's position before the purge
+        # makes the edge refill (from a replica that may not have the write yet).
+        register_handler("replica_position", record_position_for_change, inline=True, order=10)

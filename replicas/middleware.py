@@ -122,6 +122,12 @@ def record_write_position() -> None:
         state.recorded = (state.writes, position)
 
 
+def record_position_for_change(change: object) -> None:
+    """The change-log handler: on the request thread that wrote, store its position. A
+    change delivered by the outbox worker has no request, hence no reader to tell."""
+    record_write_position()
+
+
 def finish(state: RequestRouting, response: HttpResponse) -> None:
     cluster = state.wrote_on
     if cluster is not None:

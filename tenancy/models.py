@@ -67,6 +67,8 @@ class Property(models.Model):
     currency = models.CharField(max_length=3)
     timezone = models.CharField(max_length=64, validators=[validate_timezone])
     created_at = models.DateTimeField(auto_now_add=True)
+    # The org's change number of this row's last change (changelog): sync pulls by it.
+    version = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         db_table = "tenancy_property"
@@ -76,7 +78,10 @@ class Property(models.Model):
             # which makes "a property of the same org" a database rule, not only a check.
             models.UniqueConstraint(fields=["org", "id"], name="tenancy_property_org_id_uniq"),
         ]
-        indexes = [models.Index(fields=["org", "name"], name="tenancy_property_org_name")]
+        indexes = [
+            models.Index(fields=["org", "name"], name="tenancy_property_org_name"),
+            models.Index(fields=["org", "version"], name="tenancy_property_org_version"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -95,3 +95,23 @@ def running_servers(
     """Several server processes of one kind, each on its own port, sharing Redis."""
     with ExitStack() as stack:
         yield [stack.enter_context(server_process(database_url, kind, **extra_env)) for _ in range(count)]
+
+
+@contextmanager
+def outbox_worker(database_url: str, **extra_env: str) -> Iterator[subprocess.Popen]:
+    """`manage.py outbox_worker` on the test database (as `bin/serve worker` runs it)."""
+    env = os.environ | {"DATABASE_URL": database_url, "REPLICA_URLS": "", **extra_env}
+    command = [sys.executable, "manage.py", "outbox_worker", "--poll", "0.05"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()  # printed once the worker is draining
+        assert "outbox worker" in first_line, f"worker did not start: {first_line!r}"
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

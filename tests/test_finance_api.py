@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 KINDS = [("expenses", Expense), ("revenues", Revenue)]
 RESOURCE_FIELDS = {
     "id", "org_id", "property_id", "amount", "currency", "category", "description",
-    "occurred_on", "created_by", "created_at", "updated_at",
+    "occurred_on", "created_by", "created_at", "updated_at", "version",
 }  # fmt: skip
 
 

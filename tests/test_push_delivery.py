@@ -3,23 +3,25 @@ process (manage.py push_worker), and push services on loopback that record what 
 got and answer like the real ones (errors included)."""
 
 import datetime
-import itertools
 import json
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jwt
 import pytest
 
+from changelog.dispatch import Change
+from changelog.models import OutboxEntry
 from push.fanout import push_fanout
 from push.models import Delivery, DeliveryStatus, Device, NotificationPreference
 from tenancy.models import Membership
 from tests import conftest
+from tests.live_server import outbox_worker
 from tests.push_servers import Http1PushServer, Http2PushServer, Recorded, Reply, oauth_token_responder
 from tests.push_support import (
     APNS_KEY_ID,
@@ -38,8 +40,6 @@ from tests.replica_support import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-_versions = itertools.count(1)
-
 
 @dataclass
 class PushStack:
@@ -50,7 +50,7 @@ class PushStack:
     fcm_key: Any
     apns_key: Any
     env: dict[str, str]
-    workers: list[Any] = field(default_factory=list)
+    processes: ExitStack = field(default_factory=ExitStack)
 
     @property
     def metrics_dir(self) -> Path:
@@ -62,6 +62,12 @@ class PushStack:
     def browser(self, name: str) -> Browser:
         return Browser(f"{self.webpush.url}/push/{name}")
 
+    def outbox_restart(self, **extra: str) -> None:
+        """(Re)start the change log's outbox worker, which runs the push fan-out."""
+        self.processes.close()
+        self.processes = ExitStack()
+        self.processes.enter_context(outbox_worker(conftest.test_database_url(), **(self.env | extra)))
+
 
 @pytest.fixture
 def stack(tmp_path: Path, settings: Any) -> Iterator[PushStack]:
@@ -71,9 +77,18 @@ def stack(tmp_path: Path, settings: Any) -> Iterator[PushStack]:
         fcm_file, fcm_key = fcm_service_account(tmp_path, f"{fcm.url}/token")
         apns_file, apns_key = apns_signing_key(tmp_path)
         env = provider_env(fcm_file=fcm_file, fcm_url=fcm.url, apns_file=apns_file, apns_url=apns.url)
-        env |= {"PUSH_RETRY_BASE_SECONDS": "0.2", "PUSH_SEND_TIMEOUT_SECONDS": "20"}
+        env |= {
+            "PUSH_RETRY_BASE_SECONDS": "0.2",
+            "PUSH_SEND_TIMEOUT_SECONDS": "20",
+            "PUSH_SYNC_MIN_INTERVAL_SECONDS": "3",  # short, so the throttle is testable
+        }
         apply_env_to_settings(settings, env)
-        yield PushStack(tmp_path, webpush, fcm, apns, fcm_key, apns_key, env)
+        stack = PushStack(tmp_path, webpush, fcm, apns, fcm_key, apns_key, env)
+        stack.outbox_restart()
+        try:
+            yield stack
+        finally:
+            stack.processes.close()
 
 
 def alerts_on(tenant: Any, role: str, thresholds: dict[str, str], *, sync: bool = True) -> None:
@@ -89,21 +104,14 @@ def register(tenant: Any, role: str, body: dict[str, Any]) -> str:
 
 
 def book_expense(tenant: Any, amount: str, currency: str = "EUR") -> dict[str, Any]:
-    """A REST write (by the owner), then the change it records handed to the push fan-out."""
+    """A REST write (by the owner); returns once the outbox worker has run the push
+    fan-out for it (its outbox row is gone)."""
     response = tenant.owner.post(
         tenant.url("/expenses"), tenant.entry_payload(amount=amount, currency=currency), format="json"
     )
     assert response.status_code == 201, response.content
-    expense = response.json()
-    change = SimpleNamespace(
-        org_id=str(tenant.org.id),
-        version=next(_versions),
-        topic="expense.created",
-        entity_id=expense["id"],
-        data=expense,
-    )
-    push_fanout(change)
-    return expense
+    wait_until(lambda: not OutboxEntry.objects.filter(org_id=tenant.org.id).exists(), 30)
+    return response.json()
 
 
 def deliveries(**filters: Any) -> list[Delivery]:
@@ -179,11 +187,19 @@ def test_other_currencies_and_disabled_alerts_send_nothing(stack: PushStack, ten
 def test_fan_out_twice_queues_once(stack: PushStack, tenant: Any) -> None:
     register(tenant, "manager", {"kind": "webpush", "subscription": stack.browser("m").subscription})
     alerts_on(tenant, "manager", {"EUR": "100.00"})
-    expense = book_expense(tenant, "150.00")
-    change = SimpleNamespace(
-        org_id=str(tenant.org.id), version=1, topic="expense.created", entity_id=expense["id"], data=expense
+    expense = book_expense(tenant, "150.00")  # the outbox worker ran the fan-out once
+    assert len(deliveries(notification_type="expense.large")) == 1
+    change = Change(
+        outbox_id=0,
+        org_id=str(tenant.org.id),
+        version=expense["version"],
+        topic="expense.created",
+        entity_id=expense["id"],
+        user_id=None,
+        data=expense,
+        committed_at=time.time(),
     )
-    push_fanout(change)  # the outbox re-runs a handler after a crash
+    push_fanout(change)  # the outbox re-runs a handler after a crash: twice more
     push_fanout(change)
     assert len(deliveries(notification_type="expense.large")) == 1
 
@@ -435,10 +451,8 @@ def test_an_open_socket_suppresses_the_members_sync_poke(
     assert Device.objects.filter(id=manager_device).exists()
 
 
-def test_sync_pokes_collapse_per_org_and_keep_the_interval(
-    stack: PushStack, tenant: Any, settings: Any
-) -> None:
-    settings.PUSH_SYNC_MIN_INTERVAL_SECONDS = 3
+def test_sync_pokes_collapse_per_org_and_keep_the_interval(stack: PushStack, tenant: Any) -> None:
+    # PUSH_SYNC_MIN_INTERVAL_SECONDS is 3 in the outbox worker (the stack fixture)
     register(tenant, "viewer", {"kind": "apns", "token": "ef" * 32})
     body = {"large_expense": {"enabled": False, "thresholds": {}}, "sync": False}
     assert tenant.manager.put(tenant.url("/notification-preferences"), body, format="json").status_code == 200
@@ -547,20 +561,13 @@ def test_a_refused_connection_is_retried_then_dead_lettered(stack: PushStack, te
 
 
 def test_sync_pokes_still_go_out_when_redis_cannot_say_who_is_connected(
-    stack: PushStack, tenant: Any, settings: Any
+    stack: PushStack, tenant: Any
 ) -> None:
-    from realtime.redis_connections import sync_redis
     from tests.live_server import free_port
 
     register(tenant, "viewer", {"kind": "apns", "token": "9f" * 32})
-    real_url = settings.REDIS_URL
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    sync_redis.cache_clear()
-    try:
-        book_expense(tenant, "5.00")
-    finally:
-        settings.REDIS_URL = real_url
-        sync_redis.cache_clear()
+    stack.outbox_restart(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    book_expense(tenant, "5.00")
     assert [d.notification_type for d in deliveries()] == ["sync.poke"]
     with stack.worker():
         wait_until(stack.apns.received, 30)

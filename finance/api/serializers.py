@@ -71,6 +71,7 @@ class EntryOutput(serializers.Serializer):
     created_by = serializers.UUIDField(source="created_by_id")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+    version = serializers.IntegerField(help_text="The org's change number of this entry's last change.")
 
 
 def entry_output(entry: FinanceEntry) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def entry_output(entry: FinanceEntry) -> dict[str, Any]:
         "created_by": str(entry.created_by_id),
         "created_at": _drf_datetime(entry.created_at),
         "updated_at": _drf_datetime(entry.updated_at),
+        "version": entry.version,
     }
 
 

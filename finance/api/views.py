@@ -15,7 +15,7 @@ from edgecache.tags import org_section_tag
 from finance.api.serializers import EntryFilterInput, EntryInput, EntryOutput, SummaryOutput, entry_output
 from finance.models import FinanceEntry
 from finance.selectors import entries_list, entry_get, finance_summary
-from finance.services import entry_create, entry_delete, entry_update
+from finance.services import EntryGone, entry_create, entry_delete, entry_update
 from tenancy.access import OrgScopedApi
 
 LIST_ORDER = ("occurred_on", "id")  # newest first; id (UUIDv7) breaks ties by creation
@@ -77,12 +77,18 @@ class EntryDetailApi(EdgeCachedApi, OrgScopedApi):
         entry = self._entry(entry_id)
         data = EntryInput(data=request.data, partial=True, context={"org": self.org})
         data.is_valid(raise_exception=True)
-        updated = entry_update(entry=entry, changes=data.validated_data)
+        try:
+            updated = entry_update(entry=entry, changes=data.validated_data)
+        except EntryGone:
+            raise NotFound() from None
         return Response(entry_output(updated))
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, org_id: uuid.UUID, entry_id: uuid.UUID) -> Response:
-        entry_delete(entry=self._entry(entry_id))
+        try:
+            entry_delete(entry=self._entry(entry_id))
+        except EntryGone:
+            raise NotFound() from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

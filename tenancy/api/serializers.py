@@ -57,3 +57,4 @@ class PropertyOutput(serializers.Serializer):
     currency = serializers.CharField()
     timezone = serializers.CharField()
     created_at = serializers.DateTimeField()
+    version = serializers.IntegerField(help_text="The org's change number of this property's last change.")

@@ -1,0 +1,105 @@
+"""The one after-write path: handlers that infrastructure registers, run for each change.
+
+Domain services record changes (changelog.services); they never call infrastructure.
+Infrastructure apps register handlers in their AppConfig.ready():
+
+    register_handler("edge_purge", purge_for_change, inline=True, order=20)
+
+- inline handlers run on the request's own thread right after commit, by `order`
+  (replica position 10, edge purge 20, realtime 30), before the response leaves (the edge purge must precede the response); the
+  outbox worker re-runs them for a change whose process died first.
+- deferred handlers (`inline=False`) run only in the outbox worker, never on the
+  request path (push notifications).
+
+Every handler must be idempotent: a change may be delivered twice (a worker that died
+after its handlers ran, a request thread racing the worker). A handler raises to have
+the change retried with backoff; it ignores topics it has no business with.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from changelog.metrics import HANDLER_OUTCOMES, changelog_handler_runs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change, as handlers see it."""
+
+    outbox_id: int
+    org_id: str | None  # None for a user-wide access change (tokens revoked)
+    version: int | None  # the org's change number; None for access changes
+    topic: str  # "expense.created", "property.updated", "membership.removed", ...
+    entity_id: str | None
+    user_id: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+    committed_at: float = 0.0  # epoch seconds, when the change was recorded
+    database: str = "default"  # alias of the org's primary (where the outbox row lives)
+
+    @property
+    def entity(self) -> str:
+        return self.topic.partition(".")[0]
+
+    @property
+    def action(self) -> str:
+        return self.topic.partition(".")[2]
+
+
+Handler = Callable[[Change], None]
+
+
+@dataclass(frozen=True)
+class RegisteredHandler:
+    name: str
+    handler: Handler
+    inline: bool
+    order: int
+
+
+_handlers: list[RegisteredHandler] = []
+
+
+def register_handler(name: str, handler: Handler, *, inline: bool = True, order: int = 100) -> None:
+    """Add a handler (once per name; a second registration replaces the first)."""
+    global _handlers  # noqa: PLW0603
+    entry = RegisteredHandler(name=name, handler=handler, inline=inline, order=order)
+    others = [h for h in _handlers if h.name != name]
+    _handlers = sorted([*others, entry], key=lambda h: (h.order, h.name))
+
+
+def handlers(*, inline: bool | None = None) -> list[RegisteredHandler]:
+    return [h for h in _handlers if inline is None or h.inline is inline]
+
+
+class HandlerFailed(Exception):
+    def __init__(self, name: str, error: BaseException) -> None:
+        super().__init__(f"{name}: {type(error).__name__}: {error}")
+        self.name = name
+
+
+def run_handlers(change: Change, selected: list[RegisteredHandler]) -> None:
+    """Run `selected` in order; the first failure stops the rest and is raised."""
+    for registered in selected:
+        started = time.perf_counter()
+        try:
+            registered.handler(change)
+        except Exception as error:
+            changelog_handler_runs.labels(handler=registered.name, outcome=HANDLER_OUTCOMES.failed).inc()
+            logger.warning(
+                "change handler %s failed for %s v%s of org %s: %s",
+                registered.name,
+                change.topic,
+                change.version,
+                change.org_id,
+                error,
+            )
+            raise HandlerFailed(registered.name, error) from error
+        changelog_handler_runs.labels(handler=registered.name, outcome=HANDLER_OUTCOMES.ok).inc()
+        logger.debug(
+            "change handler %s took %.2f ms", registered.name, (time.perf_counter() - started) * 1000
+        )

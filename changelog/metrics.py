@@ -1,0 +1,38 @@
+"""Change-log metrics, declared next to the code that emits them (label values fixed)."""
+
+from types import SimpleNamespace
+
+from prometheus_client import Counter, Gauge
+
+HANDLER_OUTCOMES = SimpleNamespace(ok="ok", failed="failed")
+DELIVERY_PATHS = SimpleNamespace(inline="inline", worker="worker")
+
+changelog_handler_runs = Counter(
+    "changelog_handler_runs_total",
+    "Change handler runs, by handler and outcome (ok, failed).",
+    ["handler", "outcome"],
+)
+changelog_deliveries = Counter(
+    "changelog_deliveries_total",
+    "Changes fully delivered, by path (inline: the request thread; worker: the outbox worker).",
+    ["path"],
+)
+changelog_dead_letters = Counter(
+    "changelog_dead_letters_total",
+    "Changes moved to the dead-letter state after CHANGELOG_MAX_ATTEMPTS failures.",
+)
+changelog_outbox_depth = Gauge(
+    "changelog_outbox_depth",
+    "Outbox rows not yet delivered (pending), as last seen by the outbox worker.",
+    multiprocess_mode="max",
+)
+changelog_outbox_dead = Gauge(
+    "changelog_outbox_dead",
+    "Outbox rows in the dead-letter state, as last seen by the outbox worker.",
+    multiprocess_mode="max",
+)
+changelog_outbox_oldest_age = Gauge(
+    "changelog_outbox_oldest_age_seconds",
+    "Age of the oldest pending outbox row (0 when none), as last seen by the outbox worker.",
+    multiprocess_mode="max",
+)

@@ -1,0 +1,164 @@
+"""What domain services call to record a change, inside the write's transaction.
+
+    version = org_version_take(org_id=org.id)   # first statement of the write: lock order
+    entry = Expense.objects.create(..., version=version)
+    change_record(org_id=org.id, version=version, topic="expense.created",
+                  entity_id=entry.id, data=entry_output(entry))
+
+`org_version_take` bumps the org's counter row and keeps it locked until commit, so two
+writers of one org commit in version order: a reader of the log never finds version
+n+1 committed while n is still to come. `change_record` appends the outbox row in the
+same transaction and, once the transaction commits, delivers it on this thread
+(changelog.delivery). A rollback leaves no version, no row and no effect.
+
+Access changes (a membership removed or demoted, tokens revoked) are not part of the
+org's data and take no version; `access_change_record` sends them through the same
+outbox, so revocation survives a crash too.
+"""
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections, router, transaction
+
+from changelog.delivery import deliver_after_commit
+from changelog.dispatch import Change
+from changelog.models import OrgChangeCounter, OutboxEntry
+
+_TAKE_VERSION = """
+INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 1, '1', 0)
+ON CONFLICT (org_id) DO UPDATE SET version = org_changes.version + 1
+RETURNING version
+"""
+
+# The outbox row and, for a deletion, its tombstone, in one round trip.
+_RECORD = """
+WITH tombstone AS (
+    INSERT INTO changelog_tombstone (org_id, entity, entity_id, version, deleted_at)
+    SELECT %(org_id)s, %(entity)s, %(entity_id)s, %(version)s, %(created_at)s WHERE %(tombstone)s
+    ON CONFLICT (org_id, entity_id) DO UPDATE SET version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at
+)
+INSERT INTO changelog_outbox
+    (org_id, version, topic, entity_id, user_id, data, created_at, available_at, inline_done, attempts, state,
+     last_error)
+VALUES (%(org_id)s, %(version)s, %(topic)s, %(entity_id)s, %(user_id)s, %(data)s, %(created_at)s,
+        %(created_at)s + make_interval(secs => %(grace)s), false, 0, 'pending', '')
+RETURNING id
+"""
+
+
+def _database() -> str:
+    """The org's primary: the router knows the current org's cluster."""
+    return router.db_for_write(OutboxEntry)
+
+
+def org_version_take(*, org_id: uuid.UUID | str) -> int:
+    """The org's next version, its counter row locked until this transaction ends.
+
+    Call it first in the write's transaction, before locking any of the org's rows:
+    every writer takes the org's locks in the same order, so none deadlocks.
+    """
+    database = _database()
+    connection = connections[database]
+    if not connection.in_atomic_block:
+        raise RuntimeError("org_version_take must run inside the write's transaction (transaction.atomic)")
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE_VERSION, [str(org_id)])
+        return int(cursor.fetchone()[0])
+
+
+def org_counter_create(*, org_id: uuid.UUID | str) -> None:
+    """The new org's counter row, at version 0 (in the org's creation transaction)."""
+    OrgChangeCounter.objects.using(_database()).get_or_create(org_id=org_id)
+
+
+def change_record(
+    *,
+    org_id: uuid.UUID | str,
+    version: int,
+    topic: str,
+    entity_id: uuid.UUID | str,
+    data: dict[str, Any],
+) -> None:
+    """Record a versioned change of one of the org's entities (`<entity>.<action>`).
+
+    A `*.deleted` topic also leaves the entity's tombstone for offline clients.
+    """
+    _record(
+        org_id=str(org_id),
+        version=version,
+        topic=topic,
+        entity_id=str(entity_id),
+        user_id=None,
+        data=data,
+        tombstone=topic.endswith(".deleted"),
+    )
+
+
+def access_change_record(
+    *,
+    org_id: uuid.UUID | str | None,
+    user_id: uuid.UUID | str,
+    topic: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Record a change of who may see what (`membership.removed`, `tokens.revoked`, ...)."""
+    _record(
+        org_id=None if org_id is None else str(org_id),
+        version=None,
+        topic=topic,
+        entity_id=None,
+        user_id=str(user_id),
+        data=data or {},
+        tombstone=False,
+    )
+
+
+def _record(
+    *,
+    org_id: str | None,
+    version: int | None,
+    topic: str,
+    entity_id: str | None,
+    user_id: str | None,
+    data: dict[str, Any],
+    tombstone: bool,
+) -> None:
+    from django.conf import settings
+
+    database = _database()
+    connection = connections[database]
+    if not connection.in_atomic_block:
+        raise RuntimeError("change_record must run inside the write's transaction (transaction.atomic)")
+    committed_at = time.time()
+    params = {
+        "org_id": org_id,
+        "version": version,
+        "topic": topic,
+        "entity": topic.partition(".")[0],
+        "entity_id": entity_id,
+        "user_id": user_id,
+        "data": json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":")),
+        "created_at": datetime.fromtimestamp(committed_at, tz=UTC),
+        "grace": settings.CHANGELOG_WORKER_GRACE_SECONDS,
+        "tombstone": tombstone,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD, params)
+        outbox_id = int(cursor.fetchone()[0])
+    change = Change(
+        outbox_id=outbox_id,
+        org_id=org_id,
+        version=version,
+        topic=topic,
+        entity_id=entity_id,
+        user_id=user_id,
+        data=data,
+        committed_at=committed_at,
+        database=database,
+    )
+    transaction.on_commit(lambda: deliver_after_commit(change), using=database)

@@ -1,0 +1,147 @@
+"""The outbox worker: delivers what the request threads could not.
+
+A row is due when its grace period (CHANGELOG_WORKER_GRACE_SECONDS after the change,
+time for the request thread to deliver it itself) or its backoff has passed. Rows are
+claimed with `FOR UPDATE SKIP LOCKED`, so any number of workers share the outbox, and
+handled in id order, which within an org is version order (the counter lock makes an
+org's outbox rows commit in version order). A row whose handlers keep failing is moved
+to the dead-letter state after CHANGELOG_MAX_ATTEMPTS; `manage.py outbox_status
+--requeue-dead` gives it another round.
+"""
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connections, transaction
+
+from changelog.delivery import retry_delay
+from changelog.dispatch import Change, HandlerFailed, handlers, run_handlers
+from changelog.maintenance import outbox_gauges_refresh, tombstones_prune
+from changelog.metrics import (
+    DELIVERY_PATHS,
+    changelog_dead_letters,
+    changelog_deliveries,
+)
+
+logger = logging.getLogger(__name__)
+
+_CLAIM = """
+SELECT id, org_id, version, topic, entity_id, user_id, data, extract(epoch FROM created_at), inline_done, attempts
+FROM changelog_outbox
+WHERE state = 'pending' AND available_at <= clock_timestamp()
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+@dataclass
+class DrainResult:
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+
+    @property
+    def claimed(self) -> int:
+        return self.delivered + self.failed + self.dead
+
+
+def drain_once(*, database: str = "default", batch_size: int = 100) -> DrainResult:
+    """Claim up to `batch_size` due rows of one database and deliver them."""
+    result = DrainResult()
+    failed_orgs: set[str] = set()
+    with transaction.atomic(using=database), connections[database].cursor() as cursor:
+        cursor.execute(_CLAIM, [batch_size])
+        rows = cursor.fetchall()
+        for (
+            outbox_id,
+            org_id,
+            version,
+            topic,
+            entity_id,
+            user_id,
+            data,
+            created,
+            inline_done,
+            attempts,
+        ) in rows:
+            change = Change(
+                outbox_id=outbox_id,
+                org_id=None if org_id is None else str(org_id),
+                version=version,
+                topic=topic,
+                entity_id=None if entity_id is None else str(entity_id),
+                user_id=None if user_id is None else str(user_id),
+                data=json.loads(data) if isinstance(data, str) else data,  # Django loads jsonb as text
+                committed_at=float(created),
+                database=database,
+            )
+            if change.org_id is not None and change.org_id in failed_orgs and version is not None:
+                # An earlier change of this org failed: keep the org's order, retry both later.
+                cursor.execute(
+                    "UPDATE changelog_outbox SET available_at = clock_timestamp() + make_interval(secs => %s) "
+                    "WHERE id = %s",
+                    [retry_delay(1), outbox_id],
+                )
+                result.failed += 1
+                continue
+            selected = ([] if inline_done else handlers(inline=True)) + handlers(inline=False)
+            try:
+                run_handlers(change, selected)
+            except HandlerFailed as failure:
+                if change.org_id is not None:
+                    failed_orgs.add(change.org_id)
+                if attempts + 1 >= settings.CHANGELOG_MAX_ATTEMPTS:
+                    cursor.execute(
+                        "UPDATE changelog_outbox SET state = 'dead', attempts = attempts + 1, last_error = %s "
+                        "WHERE id = %s",
+                        [str(failure)[:2000], outbox_id],
+                    )
+                    changelog_dead_letters.inc()
+                    logger.error("change %s v%s of org %s dead-lettered: %s", topic, version, org_id, failure)
+                    result.dead += 1
+                else:
+                    cursor.execute(
+                        "UPDATE changelog_outbox SET attempts = attempts + 1, last_error = %s, "
+                        "available_at = clock_timestamp() + make_interval(secs => %s) WHERE id = %s",
+                        [str(failure)[:2000], retry_delay(attempts + 1), outbox_id],
+                    )
+                    result.failed += 1
+                continue
+            cursor.execute("DELETE FROM changelog_outbox WHERE id = %s", [outbox_id])
+            changelog_deliveries.labels(path=DELIVERY_PATHS.worker).inc()
+            result.delivered += 1
+    return result
+
+
+def run_worker(
+    *, databases: list[str], poll_seconds: float, batch_size: int = 100, stop_after: float | None = None
+) -> None:
+    """Drain every database until stopped; between empty rounds, sleep `poll_seconds`."""
+    started = time.monotonic()
+    next_maintenance = 0.0
+    from changelog.shutdown import stop_requested
+
+    while not stop_requested() and (stop_after is None or time.monotonic() - started < stop_after):
+        busy = False
+        for database in databases:
+            try:
+                result = drain_once(database=database, batch_size=batch_size)
+            except Exception:  # a database away must not end the worker: retry next round
+                logger.exception("outbox worker: draining %s failed", database)
+                connections[database].close()
+                continue
+            busy = busy or result.claimed == batch_size
+        if time.monotonic() >= next_maintenance:
+            for database in databases:
+                try:
+                    outbox_gauges_refresh(database=database)
+                    tombstones_prune(database=database)
+                except Exception:
+                    logger.exception("outbox worker: maintenance of %s failed", database)
+            next_maintenance = time.monotonic() + settings.CHANGELOG_MAINTENANCE_SECONDS
+        if not busy:
+            time.sleep(poll_seconds)
