@@ -32,13 +32,17 @@ SYNC_KINDS = (DeviceKind.FCM.value, DeviceKind.APNS.value)  # silent pokes are f
 
 
 def push_fanout(change: Change) -> None:
-    """The change handler: queue large-expense alerts and sync pokes for the change."""
+    """The change handler: queue large-expense alerts and sync pokes for the change.
+
+    A savepoint around it: if it fails, the outbox worker's transaction (which holds
+    other changes of the batch) stays usable, and the change is retried."""
     if change.org_id is None:
         return
-    if change.topic == "expense.created":
-        large_expense_queue(change=change)
-    if change.version is not None:
-        sync_pokes_queue(change=change)
+    with transaction.atomic():
+        if change.topic == "expense.created":
+            large_expense_queue(change=change)
+        if change.version is not None:
+            sync_pokes_queue(change=change)
 
 
 def _committed_at(change: Change) -> datetime.datetime:
