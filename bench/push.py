@@ -43,6 +43,7 @@ from django.conf import settings
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from bench.process_cpu import tree_cpu_seconds
 from changelog.models import OutboxEntry
 from push.models import Delivery, Device, NotificationPreference
 from tenancy.models import Membership, Organization, Property
@@ -175,6 +176,7 @@ class Figures:
     commit_to_receipt: list[float] = field(default_factory=list)
     burst_rates: list[float] = field(default_factory=list)
     drain_rates: list[float] = field(default_factory=list)
+    cpu_ms_per_send: list[float] = field(default_factory=list)
 
 
 def round_off_then_on(
@@ -209,8 +211,11 @@ def round_drain(
     burst(base_url, tenants)
     wait_for(lambda: Delivery.objects.count() >= queued_before + expected)
     before = len(server.requests)
-    with running(PUSH_WORKER, env):
+    with running(PUSH_WORKER, env) as worker:
+        wait_for(lambda: len(server.requests) >= before + 1)
+        cpu_at_first = tree_cpu_seconds(worker.pid)  # start-up excluded
         wait_for(lambda: len(server.requests) >= before + expected)
+        figures.cpu_ms_per_send.append((tree_cpu_seconds(worker.pid) - cpu_at_first) * 1000 / (expected - 1))
     arrivals = [r.received_at for r in server.requests[before:]]
     # from the first send to the last: the worker's start-up is not part of it
     figures.drain_rates.append((len(arrivals) - 1) / max(max(arrivals) - min(arrivals), 1e-9))
@@ -236,6 +241,8 @@ def report(figures: Figures) -> None:
     print(line("commit -> receipt (push on)", figures.commit_to_receipt))
     print(f"{'sends/s during the burst':<34} {statistics.median(figures.burst_rates):.0f} (median of rounds)")
     print(f"{'sends/s draining a full queue':<34} {statistics.median(figures.drain_rates):.0f} (one worker)")
+    cpu = statistics.median(figures.cpu_ms_per_send)
+    print(f"{'push worker CPU per send':<34} {cpu:.2f} ms (so {1000 / cpu:.0f} sends/s per free core)")
 
 
 def main() -> None:

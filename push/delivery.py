@@ -16,7 +16,6 @@ from decimal import Decimal, InvalidOperation
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min
 from django.utils import timezone
 
 from push import metrics
@@ -229,9 +228,9 @@ def deliveries_prune(*, batch: int = 1000) -> int:
         return cursor.rowcount
 
 
-def queue_state() -> tuple[int, datetime.datetime | None, datetime.datetime | None]:
-    """(pending rows, the earliest next_attempt_at, the earliest due one's due time)."""
-    pending = Delivery.objects.filter(status=DeliveryStatus.PENDING)
-    count = pending.count()
-    earliest = pending.aggregate(at=Min("next_attempt_at"))["at"]
-    return count, earliest, earliest if earliest and earliest <= timezone.now() else None
+def queue_state() -> tuple[int, datetime.datetime | None]:
+    """(pending rows, the earliest next_attempt_at), in one query on the queue index."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*), min(next_attempt_at) FROM push_delivery WHERE status = 'pending'")
+        count, earliest = cursor.fetchone()
+    return int(count), earliest
