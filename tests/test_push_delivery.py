@@ -103,15 +103,31 @@ def register(tenant: Any, role: str, body: dict[str, Any]) -> str:
     return response.json()["id"]
 
 
-def book_expense(tenant: Any, amount: str, currency: str = "EUR") -> dict[str, Any]:
-    """A REST write (by the owner); returns once the outbox worker has run the push
-    fan-out for it (its outbox row is gone)."""
-    response = tenant.owner.post(
-        tenant.url("/expenses"), tenant.entry_payload(amount=amount, currency=currency), format="json"
-    )
-    assert response.status_code == 201, response.content
+def book_expense(
+    tenant: Any, amount: str, currency: str = "EUR", *, server: str | None = None
+) -> dict[str, Any]:
+    """A REST write by the owner (in-process, or over HTTP to a live gunicorn at
+    `server`); returns once the outbox worker has run the push fan-out for it (the
+    change's outbox row is gone)."""
+    payload = tenant.entry_payload(amount=amount, currency=currency)
+    if server is None:
+        response = tenant.owner.post(tenant.url("/expenses"), payload, format="json")
+        status, expense = response.status_code, response.json()
+    else:
+        import httpx
+        from rest_framework.authtoken.models import Token
+
+        token = Token.objects.get(user=tenant.users["owner"]).key
+        response = httpx.post(
+            server + tenant.url("/expenses"),
+            json=payload,
+            headers={"Authorization": f"Token {token}"},
+            timeout=30,
+        )
+        status, expense = response.status_code, response.json()
+    assert status == 201, expense
     wait_until(lambda: not OutboxEntry.objects.filter(org_id=tenant.org.id).exists(), 30)
-    return response.json()
+    return expense
 
 
 def deliveries(**filters: Any) -> list[Delivery]:
@@ -140,7 +156,8 @@ def verify_vapid(request: Recorded, public_key: str, audience: str) -> dict[str,
 
 
 # --- Web Push ---------------------------------------------------------------------------------
-def test_webpush_end_to_end_encrypted_and_vapid_signed(stack: PushStack, tenant: Any) -> None:
+def test_webpush_end_to_end_encrypted_and_vapid_signed(stack: PushStack, tenant: Any, live_wsgi: str) -> None:
+    """gunicorn takes the write, the outbox worker fans out, the push worker sends."""
     manager, viewer = stack.browser("manager"), stack.browser("viewer")
     register(tenant, "manager", {"kind": "webpush", "subscription": manager.subscription})
     register(tenant, "viewer", {"kind": "webpush", "subscription": viewer.subscription})  # alert left off
@@ -148,8 +165,8 @@ def test_webpush_end_to_end_encrypted_and_vapid_signed(stack: PushStack, tenant:
     public_key = tenant.viewer.get("/v1/push/vapid-public-key").json()["public_key"]
 
     with stack.worker():
-        small = book_expense(tenant, "999.99")
-        large = book_expense(tenant, "1000.00")
+        small = book_expense(tenant, "999.99", server=live_wsgi)
+        large = book_expense(tenant, "1000.00", server=live_wsgi)
         received = wait_until(stack.webpush.received, timeout=30)
 
     assert [r.path for r in received] == [
