@@ -29,7 +29,15 @@ class DeviceAdmin(admin.ModelAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("id", "notification_type", "status", "attempts", "last_status_code", "device", "created_at")
+    list_display = (
+        "id",
+        "notification_type",
+        "status",
+        "attempts",
+        "last_status_code",
+        "device",
+        "created_at",
+    )
     list_filter = ("status", "notification_type", OrgIdFilter)
     list_select_related = ("device",)
     search_fields = ("=id", "event_key")
