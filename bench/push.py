@@ -177,10 +177,17 @@ class Figures:
     burst_rates: list[float] = field(default_factory=list)
     drain_rates: list[float] = field(default_factory=list)
     cpu_ms_per_send: list[float] = field(default_factory=list)
+    fanout_cpu_ms: list[float] = field(default_factory=list)
 
 
 def round_off_then_on(
-    base_url: str, env: dict, server: Http1PushServer, tenants: list[Tenant], figures: Figures
+    base_url: str,
+    env: dict,
+    server: Http1PushServer,
+    tenants: list[Tenant],
+    figures: Figures,
+    *,
+    outbox: subprocess.Popen,
 ) -> None:
     expected = EXPENSES * DEVICES_PER_MEMBER
     with running(PUSH_WORKER, env):
@@ -192,9 +199,11 @@ def round_off_then_on(
         for tenant in tenants:
             tenant.alerts(True)
         before = len(server.requests)
+        outbox_cpu = tree_cpu_seconds(outbox.pid)
         results = burst(base_url, tenants)
         figures.write_on += [latency for latency, _ in results]
         wait_for(lambda: len(server.requests) >= before + expected)
+        figures.fanout_cpu_ms.append((tree_cpu_seconds(outbox.pid) - outbox_cpu) * 1000 / EXPENSES)
     created = {e["id"]: datetime.fromisoformat(e["created_at"]).timestamp() for _, e in results}
     arrived = receipts(server, tenants, before)
     figures.commit_to_receipt += [at - created[expense_id] for at, expense_id in arrived]
@@ -243,6 +252,10 @@ def report(figures: Figures) -> None:
     print(f"{'sends/s draining a full queue':<34} {statistics.median(figures.drain_rates):.0f} (one worker)")
     cpu = statistics.median(figures.cpu_ms_per_send)
     print(f"{'push worker CPU per send':<34} {cpu:.2f} ms (so {1000 / cpu:.0f} sends/s per free core)")
+    fanout = statistics.median(figures.fanout_cpu_ms)
+    print(
+        f"{'outbox worker CPU per change':<34} {fanout:.2f} ms (fan-out + delete; {1000 / fanout:.0f} changes/s per core)"
+    )
 
 
 def main() -> None:
@@ -265,9 +278,9 @@ def main() -> None:
         )
         base_url = f"http://127.0.0.1:{port}"
         wait_until_up(base_url, gunicorn)
-        stack.enter_context(running(OUTBOX_WORKER, env))
+        outbox = stack.enter_context(running(OUTBOX_WORKER, env))
         for round_number in range(ROUNDS):
-            round_off_then_on(base_url, env, server, tenants, figures)
+            round_off_then_on(base_url, env, server, tenants, figures, outbox=outbox)
             round_drain(base_url, env, server, tenants, figures)
             print(f"round {round_number + 1}/{ROUNDS} done", flush=True)
     report(figures)

@@ -23,7 +23,7 @@ from push.delivery import (
     deliveries_claim,
     deliveries_mark_lost,
     deliveries_prune,
-    delivery_record,
+    deliveries_record,
     queue_state,
 )
 from push.fanout import NOTIFY_CHANNEL
@@ -86,9 +86,11 @@ class PushWorker:
         self.wake.set()
 
     def _record_finished(self) -> None:
-        for future in [f for f in self.in_flight if f.done()]:
-            delivery_record(claimed=self.in_flight[future], result=future.result())
-            del self.in_flight[future]
+        finished = [f for f in self.in_flight if f.done()]
+        if finished:
+            deliveries_record(outcomes=[(self.in_flight[f], f.result()) for f in finished])
+            for future in finished:
+                del self.in_flight[future]
 
     def _claim_and_send(self) -> None:
         free = self.concurrency - len(self.in_flight)
@@ -157,6 +159,8 @@ def serve_metrics() -> None:
 
 
 def run_worker() -> None:
+    # One INFO line per HTTP request would cost more CPU than the send's own bookkeeping.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     serve_metrics()
     worker = PushWorker()
     signal.signal(signal.SIGTERM, worker.stop)

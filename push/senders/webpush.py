@@ -3,6 +3,7 @@ http_ece) and VAPID authentication (RFC 8292: py-vapid). pywebpush encrypts; the
 goes through our own client so the SSRF rules, timeouts and connection reuse hold."""
 
 import json
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -17,14 +18,28 @@ from push.webpush_endpoints import EndpointRefused, webpush_endpoint_check
 VAPID_TOKEN_SECONDS = 12 * 3600  # RFC 8292: at most 24 h
 
 
+VAPID_TOKEN_REUSE_SECONDS = 600  # one signature per push service per 10 minutes
+_tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+_tokens_lock = threading.Lock()
+
+
 def vapid_authorization(endpoint: str) -> str:
+    """The VAPID header for the endpoint's push service. A token names only the
+    service's origin, so it is reused (10 minutes of its 12 h) for every subscription
+    there: one ES256 signature per service, not per send."""
     parts = urlsplit(endpoint)
-    claims = {
-        "aud": f"{parts.scheme}://{parts.netloc}",
-        "exp": int(time.time()) + VAPID_TOKEN_SECONDS,
-        "sub": settings.PUSH_VAPID_SUBJECT,
-    }
-    return vapid().sign(claims)["Authorization"]
+    audience = f"{parts.scheme}://{parts.netloc}"
+    key = (audience, settings.PUSH_VAPID_SUBJECT, settings.PUSH_VAPID_PRIVATE_KEY)
+    now = time.time()
+    with _tokens_lock:
+        cached = _tokens.get(key)
+        if cached is not None and now - cached[1] < VAPID_TOKEN_REUSE_SECONDS:
+            return cached[0]
+    claims = {"aud": audience, "exp": int(now) + VAPID_TOKEN_SECONDS, "sub": settings.PUSH_VAPID_SUBJECT}
+    header = vapid().sign(claims)["Authorization"]
+    with _tokens_lock:
+        _tokens[key] = (header, now)
+    return header
 
 
 def webpush_send(outgoing: Outgoing) -> SendResult:
