@@ -52,13 +52,15 @@ def _committed_at(change: Change) -> datetime.datetime:
     return timezone.now()
 
 
-def _member_thresholds(org_id: str, currency: str) -> list[tuple[str, str | None]]:
+def _alerted_devices(org_id: str, currency: str) -> list[tuple[uuid.UUID, uuid.UUID, str | None]]:
+    """(device, user, threshold for the currency) of members with the alert on, one query."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT m.user_id, p.large_expense_thresholds ->> %s
+            SELECT d.id, d.user_id, p.large_expense_thresholds ->> %s
             FROM tenancy_membership m
             JOIN push_notification_preference p ON p.org_id = m.org_id AND p.user_id = m.user_id
+            JOIN push_device d ON d.user_id = m.user_id AND d.active
             WHERE m.org_id = %s AND p.large_expense_enabled
             """,
             [currency, org_id],
@@ -84,12 +86,12 @@ def large_expense_queue(*, change: Change) -> int:
     except (KeyError, InvalidOperation):
         logger.error("expense.created change without amount or currency (org %s)", change.org_id)
         return 0
-    users = [
-        str(user_id)
-        for user_id, threshold in _member_thresholds(str(change.org_id), currency)
+    devices = [
+        (device_id, user_id)
+        for device_id, user_id, threshold in _alerted_devices(str(change.org_id), currency)
         if threshold_reached(threshold, amount)
     ]
-    if not users:
+    if not devices:
         return 0
     payload = {
         "type": NotificationType.EXPENSE_LARGE.value,
@@ -99,11 +101,6 @@ def large_expense_queue(*, change: Change) -> int:
         "amount": f"{amount:.2f}",
         "currency": currency,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, user_id FROM push_device WHERE user_id = ANY(%s::uuid[]) AND active", [users]
-        )
-        devices = cursor.fetchall()
     return _deliveries_insert(
         org_id=str(change.org_id),
         event_key=f"expense.large:{expense_id}",
