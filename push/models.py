@@ -107,6 +107,9 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["event_key", "device"], name="push_delivery_event_device_uniq"),
         ]
+        # The queue's own indexes (due, in flight, age) are global, like the change log's
+        # outbox: a worker takes what is due across all orgs. The org's lookups lead
+        # with org_id.
         indexes = [
             # the queue: what is due, oldest first
             models.Index(
@@ -118,9 +121,9 @@ class Delivery(models.Model):
             models.Index(
                 fields=["claimed_at"], name="push_delivery_sending", condition=models.Q(status="sending")
             ),
-            # sync throttling: a device's latest pokes for an org
+            # sync throttling: an org's latest pokes per device
             models.Index(
-                fields=["device", "org", "created_at"],
+                fields=["org", "device", "created_at"],
                 name="push_delivery_sync",
                 condition=models.Q(notification_type="sync.poke"),
             ),

@@ -92,7 +92,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='delivery',
-            index=models.Index(condition=models.Q(('notification_type', 'sync.poke')), fields=['device', 'org', 'created_at'], name='push_delivery_sync'),
+            index=models.Index(condition=models.Q(('notification_type', 'sync.poke')), fields=['org', 'device', 'created_at'], name='push_delivery_sync'),
         ),
         migrations.AddIndex(
             model_name='delivery',
