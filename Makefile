@@ -19,7 +19,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
-	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access"
+	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -78,7 +78,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -108,6 +108,11 @@ bench-replicas: migrate
 bench-realtime: migrate
 	@$(PY) bench/realtime_fanout.py $(BENCH_ARGS)
 	@$(PY) bench/realtime_fanout_layers.py
+
+# Push: a burst of large expenses -> outbox worker -> push worker -> a local push server
+# (docs/benchmarks.md "Push notifications"). BENCH_MEMBERS, BENCH_EXPENSES, BENCH_ROUNDS.
+bench-push: migrate
+	@$(PY) bench/push.py
 
 # --- load test (docs/benchmarks.md "Load test"): LOADTEST_DURATION, LOADTEST_USERS, ---
 # LOADTEST_SPAWN_RATE, LOADTEST_WS_USERS, LOADTEST_ORGS; report in reports/loadtest-*/

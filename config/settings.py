@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "edgecache",
     "replicas",
     "realtime",  # realtime: websockets (CONTRACT §5)
+    "push",  # push notifications: Web Push, FCM, APNs (CONTRACT §11, docs/push.md)
     # The org change log and its outbox (docs/changelog.md). After every app that
     # registers a change handler in its ready().
     "changelog",
@@ -377,3 +378,41 @@ SLO_WINDOW_SECONDS = env.float("SLO_WINDOW_SECONDS", default=300.0)
 METRICS_SAMPLE_INTERVAL_SECONDS = env.float("METRICS_SAMPLE_INTERVAL_SECONDS", default=5.0)
 # django-prometheus: export the migrations gauges only when asked (they query the db).
 PROMETHEUS_EXPORT_MIGRATIONS = env.bool("PROMETHEUS_EXPORT_MIGRATIONS", default=False)
+
+# --- Push notifications (CONTRACT §11, docs/push.md) --------------------------------------
+# Credentials: a kind whose credentials are empty cannot be registered (400). The local
+# stack generates a VAPID key into .env and allows loopback push endpoints.
+PUSH_VAPID_PRIVATE_KEY = env.str("PUSH_VAPID_PRIVATE_KEY", default="")
+PUSH_VAPID_SUBJECT = env.str("PUSH_VAPID_SUBJECT", default="mailto:push@localhost")
+# SSRF guard: a Web Push endpoint's host must equal one of these (a "*.domain" entry
+# matches its subdomains); https only, except loopback hosts listed here (local stack).
+PUSH_WEBPUSH_ALLOWED_HOSTS = env.list(
+    "PUSH_WEBPUSH_ALLOWED_HOSTS",
+    default=[
+        "fcm.googleapis.com",
+        "updates.push.services.mozilla.com",
+        "web.push.apple.com",
+        "*.notify.windows.com",
+    ],
+)
+PUSH_FCM_PROJECT_ID = env.str("PUSH_FCM_PROJECT_ID", default="")
+PUSH_FCM_CREDENTIALS_FILE = env.str("PUSH_FCM_CREDENTIALS_FILE", default="")
+PUSH_FCM_ENDPOINT = env.str("PUSH_FCM_ENDPOINT", default="https://fcm.googleapis.com")
+PUSH_APNS_KEY_FILE = env.str("PUSH_APNS_KEY_FILE", default="")
+PUSH_APNS_KEY_ID = env.str("PUSH_APNS_KEY_ID", default="")
+PUSH_APNS_TEAM_ID = env.str("PUSH_APNS_TEAM_ID", default="")
+PUSH_APNS_TOPIC = env.str("PUSH_APNS_TOPIC", default="")
+PUSH_APNS_ENDPOINT = env.str("PUSH_APNS_ENDPOINT", default="https://api.push.apple.com")
+# Delivery (push_worker): retries, throttles, concurrency, bookkeeping.
+PUSH_SYNC_MIN_INTERVAL_SECONDS = env.float("PUSH_SYNC_MIN_INTERVAL_SECONDS", default=30.0)
+PUSH_MAX_ATTEMPTS = env.int("PUSH_MAX_ATTEMPTS", default=5)
+PUSH_RETRY_BASE_SECONDS = env.float("PUSH_RETRY_BASE_SECONDS", default=2.0)
+PUSH_RETRY_MAX_SECONDS = env.float("PUSH_RETRY_MAX_SECONDS", default=600.0)
+PUSH_SEND_TIMEOUT_SECONDS = env.float("PUSH_SEND_TIMEOUT_SECONDS", default=10.0)
+PUSH_LOST_AFTER_SECONDS = env.float("PUSH_LOST_AFTER_SECONDS", default=300.0)
+PUSH_WORKER_CONCURRENCY = env.int("PUSH_WORKER_CONCURRENCY", default=32)
+PUSH_WORKER_POLL_SECONDS = env.float("PUSH_WORKER_POLL_SECONDS", default=1.0)
+PUSH_DELIVERY_RETENTION_DAYS = env.float("PUSH_DELIVERY_RETENTION_DAYS", default=7.0)
+PUSH_TTL_SECONDS = env.int("PUSH_TTL_SECONDS", default=86400)
+# The worker's own /metrics (Prometheus scrapes it as a second target); 0: none.
+PUSH_WORKER_METRICS_PORT = env.int("PUSH_WORKER_METRICS_PORT", default=0)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("v1/auth/token", TokenApi.as_view(), name="auth-token"),
     path("v1/auth/tokens", TokensApi.as_view(), name="auth-tokens"),
     path("v1/", include("tenancy.api.urls")),
+    path("v1/", include("push.urls")),
     path("v1/orgs/<uuid:org_id>/", include("finance.api.urls")),
     path("v1/system/database/", include("replicas.urls")),
     path("v1/system/", include("monitoring.urls")),

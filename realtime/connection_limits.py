@@ -46,6 +46,26 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
 """
 
 
+# ARGV: the org's key, then user ids; returns the user ids holding a live lease on a
+# socket of that org (a user holds at most MAX_CONNECTIONS_PER_USER leases: cheap).
+_USERS_WITH_SOCKET = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local found = {}
+for i = 1, #KEYS - 1 do
+  local live = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. now_ms, '+inf')
+  for _, connection in ipairs(live) do
+    local expiry = redis.call('ZSCORE', KEYS[#KEYS], connection)
+    if expiry and tonumber(expiry) > now_ms then
+      table.insert(found, ARGV[i])
+      break
+    end
+  end
+end
+return found
+"""
+
+
 class SlotOutcome(enum.Enum):
     GRANTED = 0
     USER_LIMIT = 1
@@ -156,6 +176,20 @@ def live_connections_count() -> int:
 
     client = sync_redis()
     return int(redis_call(lambda: client.eval(_COUNT_LIVE, 1, keys.all_connections_key())))
+
+
+def users_with_open_socket(*, org_id: str, user_ids: list[str]) -> set[str]:
+    """Which of these users hold an open socket for the org, on any server process
+    (sync: push delivery asks before a silent sync poke). Raises redis errors."""
+    from realtime.redis_connections import sync_redis
+
+    if not user_ids:
+        return set()
+    user_keys = [keys.user_connections_key(user_id) for user_id in user_ids]
+    found = sync_redis().eval(
+        _USERS_WITH_SOCKET, len(user_keys) + 1, *user_keys, keys.org_connections_key(org_id), *user_ids
+    )
+    return {str(user_id) for user_id in found}
 
 
 def limit_reason(outcome: SlotOutcome) -> tuple[int, str, str]:

@@ -18,6 +18,8 @@ CHANGELISTS = [
     "/admin/tenancy/property/",
     "/admin/finance/expense/",
     "/admin/finance/revenue/",
+    "/admin/push/device/",
+    "/admin/push/delivery/",
 ]
 
 
