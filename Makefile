@@ -19,7 +19,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
-	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push"
+	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -78,7 +78,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -113,6 +113,10 @@ bench-realtime: migrate
 # (docs/benchmarks.md "Push notifications"). BENCH_MEMBERS, BENCH_EXPENSES, BENCH_ROUNDS.
 bench-push: migrate
 	@$(PY) bench/push.py
+
+# Sync: pull and push vs the REST lists and creates (docs/benchmarks.md "Sync").
+bench-sync: migrate
+	@$(PY) bench/sync_bench.py
 
 # --- load test (docs/benchmarks.md "Load test"): LOADTEST_DURATION, LOADTEST_USERS, ---
 # LOADTEST_SPAWN_RATE, LOADTEST_WS_USERS, LOADTEST_ORGS; report in reports/loadtest-*/

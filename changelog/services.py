@@ -77,6 +77,32 @@ def org_version_take(*, org_id: uuid.UUID | str) -> int:
         return int(cursor.fetchone()[0])
 
 
+_LOCK_COUNTER = "SELECT 1 FROM org_changes WHERE org_id = %s FOR NO KEY UPDATE"
+_ADD_COUNTER = (
+    "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 0, '1', 0) "
+    "ON CONFLICT (org_id) DO NOTHING"
+)
+
+
+def org_lock_take(*, org_id: uuid.UUID | str) -> None:
+    """The org's counter row locked until this transaction ends, without taking a version.
+
+    For a transaction that decides only after reading its own rows whether it writes
+    (a sync push checks its client's mutation id first): it takes the org's lock in the
+    same order as every writer, and a later `org_version_take` in it only bumps the row
+    it already holds. Orgs made before the change log get their counter row here.
+    """
+    database = _database()
+    connection = connections[database]
+    if not connection.in_atomic_block:
+        raise RuntimeError("org_lock_take must run inside the write's transaction (transaction.atomic)")
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_COUNTER, [str(org_id)])
+        if cursor.fetchone() is None:
+            cursor.execute(_ADD_COUNTER, [str(org_id)])
+            cursor.execute(_LOCK_COUNTER, [str(org_id)])
+
+
 def org_counter_create(*, org_id: uuid.UUID | str) -> None:
     """The new org's counter row, at version 0 (in the org's creation transaction)."""
     OrgChangeCounter.objects.using(_database()).get_or_create(org_id=org_id)

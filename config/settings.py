@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     # The org change log and its outbox (docs/changelog.md). After every app that
     # registers a change handler in its ready().
     "changelog",
+    "sync",  # sync for offline clients: pull and push (docs/sync.md)
     "django_prometheus",
 ]
 

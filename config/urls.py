@@ -15,6 +15,7 @@ urlpatterns = [
     path("v1/", include("tenancy.api.urls")),
     path("v1/", include("push.urls")),
     path("v1/orgs/<uuid:org_id>/", include("finance.api.urls")),
+    path("v1/orgs/<uuid:org_id>/", include("sync.api.urls")),
     path("v1/system/database/", include("replicas.urls")),
     path("v1/system/", include("monitoring.urls")),
     path("v1/edge/", include("edgecache.urls")),

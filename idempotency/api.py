@@ -33,6 +33,12 @@ class IdempotentWritesMixin:
         """The org part of the key's scope; views outside an org use the user alone."""
         return NO_ORG
 
+    def idempotency_keeps(self, response: HttpResponseBase) -> bool:
+        """Whether the response is an outcome to commit and keep for replay: a 2xx. A view
+        whose refusals may follow committed writes (a sync push stopped by a gap, with
+        the mutations before it applied) keeps those too."""
+        return 200 <= response.status_code < 300
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method not in WRITE_METHODS or HEADER not in request.headers:
             return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
@@ -42,7 +48,7 @@ class IdempotentWritesMixin:
                 response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
                 call = self._idempotent_call
                 if call is not None:
-                    call.complete(response)
+                    call.complete(response, keep=self.idempotency_keeps(response))
         except BaseException:
             # Rolled back by an error outside DRF's handling: free the key at once,
             # rather than letting retries meet our claim (409) until it expires.

@@ -81,9 +81,12 @@ class IdempotentCall:
         if committed is not None:
             self._answer_with(committed)
 
-    def complete(self, response: HttpResponseBase) -> None:
-        """Inside the write's transaction: keep a success, roll back anything else."""
-        if 200 <= response.status_code < 300:
+    def complete(self, response: HttpResponseBase, *, keep: bool | None = None) -> None:
+        """Inside the write's transaction: keep a success (or what the view says to
+        keep), roll back anything else."""
+        if keep is None:
+            keep = 200 <= response.status_code < 300
+        if keep:
             render = getattr(response, "render", None)
             if render is not None:
                 render()

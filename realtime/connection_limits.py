@@ -181,13 +181,15 @@ def live_connections_count() -> int:
 def users_with_open_socket(*, org_id: str, user_ids: list[str]) -> set[str]:
     """Which of these users hold an open socket for the org, on any server process
     (sync: push delivery asks before a silent sync poke). Raises redis errors."""
-    from realtime.redis_connections import sync_redis
+    from core.redis_clients import redis_call, sync_redis
 
     if not user_ids:
         return set()
     user_keys = [keys.user_connections_key(user_id) for user_id in user_ids]
-    found = sync_redis().eval(
-        _USERS_WITH_SOCKET, len(user_keys) + 1, *user_keys, keys.org_connections_key(org_id), *user_ids
+    found = redis_call(
+        lambda: sync_redis().eval(
+            _USERS_WITH_SOCKET, len(user_keys) + 1, *user_keys, keys.org_connections_key(org_id), *user_ids
+        )
     )
     return {str(user_id) for user_id in found}
 

@@ -190,6 +190,8 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
                 last_sent = None  # live events come in stream order: no more checks needed
             await self.send(text_data=event.frame)
             deliveries.record(latency_seconds=time.time() - event.committed_at)
+            if event.poke:
+                await self.send(text_data=event.poke)
 
     async def _supervise(self) -> None:
         """Close the socket when the hub drops it (slow consumer, feed restart) or its

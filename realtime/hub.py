@@ -37,6 +37,7 @@ class LiveEvent:
     event_id: str
     frame: str
     committed_at: float
+    poke: str = ""  # the change's sync.poke frame, sent right after the event
 
 
 @dataclass(eq=False)
@@ -66,11 +67,13 @@ class Subscriber:
 
 
 def parse_announcement(message: str) -> LiveEvent:
-    """`<committed-at epoch> <frame>`, as realtime/publishing.py publishes it."""
-    committed_at, _, frame = message.partition(" ")
+    """`<committed-at epoch> <frame>\n<poke frame>`, as realtime/publishing.py publishes it
+    (JSON frames hold no raw newline)."""
+    committed_at, _, frames = message.partition(" ")
+    frame, _, poke = frames.partition("\n")
     start = len('{"event_id":"')
     event_id = frame[start : frame.index('"', start)]
-    return LiveEvent(event_id=event_id, frame=frame, committed_at=float(committed_at))
+    return LiveEvent(event_id=event_id, frame=frame, committed_at=float(committed_at), poke=poke)
 
 
 class OrgEventHub:

@@ -12,7 +12,11 @@ keeps the org's last published version:
   from the outbox (they are committed: the counter lock orders commits), then its own.
 
 So the stream, the live feed and the replay are in version order without gaps or
-duplicates, whoever publishes. The stream id is the event id (`last_event_id` replay).
+duplicates, whoever publishes. The live announcement also carries the change's
+`sync.poke` frame (CONTRACT §10), which sockets get right after the event. Pokes are
+not kept in the stream: a poke only says "pull now", a reconnecting client pulls once
+anyway (docs/sync.md), and replayed events carry their `version` too. The stream id
+is the event id (`last_event_id` replay).
 Redis failing (or the Redis breaker open) raises: the change stays in the outbox and is published again once Redis
 takes writes (docs/changelog.md). If Redis lost the org's last version (a restart
 without persistence), the lowest undelivered version in the outbox is the floor.
@@ -39,7 +43,7 @@ PUBLISHED_ENTITIES = frozenset({"expense", "revenue", "property"})
 # KEYS: stream, channel, last-version key, stats.
 # ARGV: body (JSON without event_id), maxlen, ttl seconds, committed-at epoch seconds,
 #       version, floor ('' = none: report 'unknown' when Redis has no last version),
-#       force ('1': accept a version past a gap that no longer exists anywhere).
+#       force ('1': accept a version past a gap that no longer exists anywhere), poke frame.
 _PUBLISH_IN_ORDER = """
 local last = redis.call('GET', KEYS[3])
 if not last then
@@ -53,7 +57,7 @@ if version > previous + 1 and ARGV[7] ~= '1' then return {'gap', last} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'b', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[4] .. ' {"event_id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
+redis.call('PUBLISH', KEYS[2], ARGV[4] .. ' {"event_id":"' .. id .. '",' .. string.sub(ARGV[1], 2) .. '\\n' .. ARGV[8])
 redis.call('HINCRBY', KEYS[4], 'events_published', 1)
 return {'published', id}
 """
@@ -71,6 +75,11 @@ def event_body(
         "data": data,
     }
     return json.dumps(event, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def poke_frame(*, org_id: str, version: int) -> str:
+    """The `sync.poke` sockets get after each change: pull now (CONTRACT §10)."""
+    return json.dumps({"type": "sync.poke", "org_id": org_id, "version": version}, separators=(",", ":"))
 
 
 def _publish(
@@ -102,6 +111,7 @@ def _publish(
             version,
             floor,
             "1" if force else "",
+            poke_frame(org_id=org_id, version=version),
         )
     )
     return outcome, detail

@@ -100,6 +100,26 @@ def choose_read_alias(state: RequestRouting, cluster: Cluster) -> tuple[str, str
     return chosen, "replica"
 
 
+def read_alias_for_read_only_post() -> str:
+    """Where a read carried by a POST (sync pull: a read with a JSON body) goes: where a
+    GET of this request would go now, rather than the primary every unsafe method is
+    pinned to. Only for a request that has written nothing; everything else it reads
+    (its permission checks) stays on the primary."""
+    cluster = current_cluster()
+    state = current_routing()
+    if state is None or state.writes or state.pinned not in (None, "write_request"):
+        return cluster.primary
+    pinned, state.pinned = state.pinned, None
+    try:
+        alias, reason = choose_read_alias(state, cluster)
+    finally:
+        state.pinned = pinned
+    routing_stats.read(alias, replica=alias != cluster.primary, reason=reason)
+    if alias == cluster.primary:
+        state.note_served(alias)
+    return alias
+
+
 def _first_caught_up(candidates: list[ReplicaState], position: int | None) -> str | None:
     if position is None:
         return candidates[0].alias

@@ -52,6 +52,15 @@ async def next_event(socket: ClientConnection, timeout: float = 10.0) -> dict[st
     return json.loads(await asyncio.wait_for(socket.recv(), timeout))
 
 
+async def next_change(socket: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    """The next change event, checking that its `sync.poke` follows it (CONTRACT §10)."""
+    event = await next_event(socket, timeout)
+    poke = await next_event(socket, timeout)
+    expected = {"type": "sync.poke", "org_id": event["org_id"], "version": event["version"]}
+    assert poke == expected, (event, poke)
+    return event
+
+
 async def assert_silent(socket: ClientConnection, within: float = 0.5) -> None:
     try:
         message = await asyncio.wait_for(socket.recv(), within)

@@ -27,7 +27,7 @@ from finance.services import entry_create
 from tenancy.models import Property
 from tests import conftest
 from tests.live_server import free_port, outbox_worker, running_server
-from tests.realtime_client import assert_silent, next_event, open_socket, token_of
+from tests.realtime_client import assert_silent, next_change, open_socket, token_of
 from tests.replica_support import wait_until
 from tests.varnish_server import running_varnish
 
@@ -194,7 +194,7 @@ def test_concurrent_writers_get_unique_gap_free_versions_and_sockets_see_version
         counts = [34, 34, 33, 33, 33, 33]
         with ThreadPoolExecutor(6) as pool:
             results = await asyncio.gather(*(asyncio.wrap_future(pool.submit(writer, n)) for n in counts))
-        events = [await next_event(socket, timeout=20) for _ in range(200)]
+        events = [await next_change(socket, timeout=20) for _ in range(200)]
         await assert_silent(socket, within=0.5)
         await socket.close()
         return [v for r in results for v in r], events
@@ -361,7 +361,7 @@ def test_a_process_killed_right_after_commit_loses_neither_purge_nor_event(realt
                     lambda: httpx.post(f"{crashing}{list_url}", json=tenant.entry_payload(), headers=headers)
                 )
             killed_at = time.monotonic()
-            events = [await next_event(s, timeout=5) for s in sockets]
+            events = [await next_change(s, timeout=5) for s in sockets]
             for s in sockets:
                 await assert_silent(s, within=0.5)  # once
                 await s.close()

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from core.redis_clients import sync_redis
 from finance.models import Expense
 from finance.services import entry_create
-from tests.realtime_client import assert_silent, next_event, open_socket, token_of
+from tests.realtime_client import assert_silent, next_change, open_socket, token_of
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -66,7 +66,7 @@ def test_every_committed_change_reaches_every_member_socket_in_commit_order(
         ]
         foreign, _ = await open_socket(first.ws_url, other_tenant.org.id, outsider)
         expected = await asyncio.to_thread(write_changes)
-        received = [[await next_event(socket) for _ in expected] for socket in sockets]
+        received = [[await next_change(socket) for _ in expected] for socket in sockets]
         await assert_silent(foreign)
         for socket in sockets:
             await assert_silent(socket, within=0.2)  # nothing more, nothing twice
@@ -111,7 +111,7 @@ def test_a_rolled_back_transaction_publishes_nothing(realtime_servers, live_wsgi
                 .json()
             )
         )
-        event = await next_event(socket)
+        event = await next_change(socket)
         await socket.close()
         return marker, event
 
@@ -138,7 +138,7 @@ def test_an_idempotent_replay_publishes_no_second_event(realtime_servers, live_w
             return [rest.post(tenant.url("/expenses"), json=payload, headers=headers) for _ in range(2)]
 
         responses = await asyncio.to_thread(post_twice)
-        event = await next_event(socket)
+        event = await next_change(socket)
         await assert_silent(socket, within=1.0)
         await socket.close()
         return responses, event

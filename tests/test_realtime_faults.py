@@ -17,7 +17,7 @@ from core.redis_clients import sync_redis
 from realtime.publishing import event_publish
 from tests import conftest
 from tests.live_server import ROOT, free_port, server_process
-from tests.realtime_client import next_event, open_socket, org_url, token_of
+from tests.realtime_client import next_change, open_socket, org_url, token_of
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -59,7 +59,7 @@ def test_a_lost_pubsub_connection_closes_sockets_with_1012_and_resume_misses_not
         live = await asyncio.to_thread(
             event_publish, org_id=org_id, event_type="expense.created", data={"n": 3}
         )
-        live_event = await next_event(socket2)
+        live_event = await next_change(socket2)
         await socket2.close()
         return socket.close_code, missed, resumed, live, live_event
 

@@ -13,7 +13,7 @@ from realtime import keys
 from realtime.publishing import event_publish
 from realtime.stats import latency_buckets, latency_percentile_ms
 from tests.conftest import REALTIME_TEST_ENV
-from tests.realtime_client import next_event, open_socket, refusal, token_of
+from tests.realtime_client import next_change, open_socket, refusal, token_of
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -57,7 +57,7 @@ def test_figures_cover_both_processes(realtime_servers, tenant, other_tenant):
         during = await asyncio.to_thread(_staff_metrics, second.url)  # either process sees both
         await asyncio.to_thread(event_publish, org_id=org_id, event_type="expense.created", data={})
         for socket in sockets:
-            await next_event(socket)
+            await next_change(socket)
         assert (await refusal(first.ws_url, org_id, None))[0] == 4401
         assert (await refusal(second.ws_url, org_id, outsider))[0] == 4404
         for socket in sockets:

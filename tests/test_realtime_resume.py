@@ -12,7 +12,7 @@ from core.redis_clients import sync_redis
 from realtime import keys
 from realtime.event_ids import event_id_key
 from realtime.publishing import event_publish
-from tests.realtime_client import assert_silent, next_event, open_socket, token_of
+from tests.realtime_client import assert_silent, next_change, open_socket, token_of
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -38,12 +38,12 @@ def test_a_reconnecting_client_gets_the_5_missed_events_in_order_then_live_ones(
     async def scenario():
         socket, _ = await open_socket(first.ws_url, tenant.org.id, token)
         seen = await asyncio.to_thread(post, category="seen")
-        last_event_id = (await next_event(socket))["event_id"]
+        last_event_id = (await next_change(socket))["event_id"]
         await socket.close()
         missed = [await asyncio.to_thread(post, category=f"missed-{n}") for n in range(5)]
         socket, ready = await open_socket(second.ws_url, tenant.org.id, token, last_event_id=last_event_id)
         live = await asyncio.to_thread(post, category="live")
-        live_event = await next_event(socket)
+        live_event = await next_change(socket)
         await assert_silent(socket, within=0.3)
         await socket.close()
         return seen, missed, ready, live, live_event
@@ -84,7 +84,7 @@ def test_no_gap_and_no_duplicate_at_the_seam_while_writes_continue(realtime_serv
                 received += resumed["before_ready"]
                 for _ in range(3):  # a few live ones, if the writer is still going
                     try:
-                        received.append(await next_event(socket, timeout=1.0))
+                        received.append(await next_change(socket, timeout=1.0))
                     except TimeoutError:
                         break
                 await socket.close()
@@ -120,7 +120,7 @@ def test_an_id_older_than_the_stream_keeps_gets_resync_required(realtime_servers
         newest = await asyncio.to_thread(
             event_publish, org_id=org_id, event_type="expense.created", data={"n": "live"}
         )
-        live = await next_event(socket)
+        live = await next_change(socket)
         await socket.close()
         return ready, newest, live
 
@@ -178,7 +178,7 @@ def test_a_quiet_org_with_no_stream_needs_no_resync(realtime_servers, tenant):
         event_id = await asyncio.to_thread(
             event_publish, org_id=org_id, event_type="expense.created", data={}
         )
-        live = await next_event(socket)
+        live = await next_change(socket)
         await socket.close()
         return ready, resumed, event_id, live
 

@@ -5,6 +5,7 @@ Events are published straight to Redis here (the publisher the services use, wit
 the database) so that tens of megabytes can be pushed in seconds."""
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def test_a_reading_client_keeps_up_with_the_same_burst(server, tenant):
     async def scenario():
         async with connect(org_url(server.ws_url, org_id, token=token), max_size=None) as client:
             assert '"ready"' in await client.recv()
-            reader = asyncio.create_task(_receive(client, count))
+            reader = asyncio.create_task(_receive(client, 2 * count))  # each event, then its sync.poke
             for n in range(count):
                 await asyncio.to_thread(
                     event_publish,
@@ -98,5 +99,6 @@ def test_a_reading_client_keeps_up_with_the_same_burst(server, tenant):
                 )
             return await reader
 
-    frames = asyncio.run(scenario())
-    assert len(frames) == count
+    frames = [json.loads(frame) for frame in asyncio.run(scenario())]
+    assert [frame["data"]["n"] for frame in frames[0::2]] == list(range(count))
+    assert [frame["type"] for frame in frames[1::2]] == ["sync.poke"] * count

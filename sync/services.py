@@ -1,0 +1,174 @@
+"""Push: apply a client's queued mutations exactly once, in order.
+
+Each mutation is its own transaction:
+
+    org_lock_take          the org's counter row (the lock order of every writer)
+    lock the client row    (org_id, client_id): owner and last_mutation_id
+    id <= last             already_applied: nothing written
+    id >  last + 1         a gap: the push stops (409 with `expected`)
+    id == last + 1         apply it in a savepoint (applied, or rejected and undone),
+                           then last_mutation_id = id, committed with the change
+
+The client row's update commits with the change it counts, so a retried, duplicated
+or concurrent push can never apply a mutation twice, and a rejected mutation still
+advances the id (it never blocks the queue). One transaction per mutation rather than
+per batch keeps the org's lock as short as a REST write's: a batch of 100 would hold
+up every other writer of the org for its whole run. The change's after-commit
+handlers (replica position, edge purge, realtime event and poke, notifications) run
+as for any REST write, since the mutation goes through the finance services.
+
+Ids at or below the last one seen before any lock are skipped without one: the last
+id only ever grows.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, connections, router, transaction
+
+from accounts.models import User
+from changelog.services import org_lock_take
+from sync.models import SyncClient
+from sync.mutations import Mutation, Rejected, mutation_apply
+from tenancy.models import Organization
+from tenancy.roles import Role, role_allows
+
+APPLIED, ALREADY_APPLIED, REJECTED = "applied", "already_applied", "rejected"
+
+
+class ClientOfAnotherUser(Exception):
+    """The client id was first pushed by another user."""
+
+
+@dataclass(frozen=True)
+class MutationResult:
+    id: int
+    status: str
+    error: dict[str, Any] | None = None
+    version: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.version is not None:
+            out["version"] = self.version
+        return out
+
+
+@dataclass
+class PushOutcome:
+    results: list[MutationResult] = field(default_factory=list)
+    last_mutation_id: int = 0
+    expected: int | None = None  # set when a gap stopped the push
+
+
+@dataclass(frozen=True)
+class _Gap:
+    expected: int
+
+
+_PEEK = "SELECT user_id, last_mutation_id FROM sync_client WHERE org_id = %s AND client_id = %s"
+_LOCK = """
+SELECT c.user_id, c.last_mutation_id, m.role
+FROM sync_client c LEFT JOIN tenancy_membership m ON m.org_id = c.org_id AND m.user_id = %(user)s
+WHERE c.org_id = %(org)s AND c.client_id = %(client)s
+FOR UPDATE OF c
+"""
+_ADD = """
+INSERT INTO sync_client (org_id, client_id, user_id, last_mutation_id, created_at, updated_at)
+VALUES (%(org)s, %(client)s, %(user)s, 0, clock_timestamp(), clock_timestamp())
+ON CONFLICT (org_id, client_id) DO NOTHING
+"""
+_ADVANCE = """
+UPDATE sync_client SET last_mutation_id = %(id)s, updated_at = clock_timestamp()
+WHERE org_id = %(org)s AND client_id = %(client)s
+"""
+
+
+def _database() -> str:
+    return router.db_for_write(SyncClient)
+
+
+def sync_client_peek(*, org_id: uuid.UUID, client_id: uuid.UUID, user: User) -> int:
+    """The client's last mutation id (0 for a new client), without a lock. Raises
+    ClientOfAnotherUser."""
+    with connections[_database()].cursor() as cursor:
+        cursor.execute(_PEEK, [org_id, client_id])
+        row = cursor.fetchone()
+    if row is None:
+        return 0
+    if row[0] != user.pk:
+        raise ClientOfAnotherUser(str(client_id))
+    return int(row[1])
+
+
+def _client_lock(*, org_id: uuid.UUID, client_id: uuid.UUID, user: User) -> tuple[int, str | None]:
+    """Lock the client's row (made if new): its last mutation id, and the user's role now."""
+    params = {"org": org_id, "client": client_id, "user": user.pk}
+    with connections[_database()].cursor() as cursor:
+        cursor.execute(_LOCK, params)
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(_ADD, params)
+            cursor.execute(_LOCK, params)
+            row = cursor.fetchone()
+    owner, last, role = row
+    if owner != user.pk:
+        raise ClientOfAnotherUser(str(client_id))
+    return int(last), role
+
+
+def _mutation_push(
+    *, org: Organization, user: User, client_id: uuid.UUID, mutation: Mutation
+) -> MutationResult | _Gap:
+    with transaction.atomic(using=_database()):
+        org_lock_take(org_id=org.id)  # first: the lock order of every writer of the org
+        last, role = _client_lock(org_id=org.id, client_id=client_id, user=user)
+        if mutation.id <= last:
+            return MutationResult(id=mutation.id, status=ALREADY_APPLIED)
+        if mutation.id != last + 1:
+            return _Gap(expected=last + 1)
+        result = _mutation_run(org=org, user=user, role=role, mutation=mutation)
+        with connections[_database()].cursor() as cursor:
+            cursor.execute(_ADVANCE, {"id": mutation.id, "org": org.id, "client": client_id})
+        return result
+
+
+def _mutation_run(*, org: Organization, user: User, role: str | None, mutation: Mutation) -> MutationResult:
+    if role is None or not role_allows(role, Role.MANAGER):  # the role now, not at the request's start
+        error = {"code": "forbidden", "detail": "Only owners and managers may change entries."}
+        return MutationResult(id=mutation.id, status=REJECTED, error=error)
+    try:
+        # Checks come before any write, and each finance service runs in its own savepoint:
+        # a rejected or failed mutation leaves nothing behind.
+        version = mutation_apply(org=org, user=user, mutation=mutation)
+    except Rejected as rejected:
+        return MutationResult(id=mutation.id, status=REJECTED, error=rejected.error)
+    except IntegrityError as error:  # a database rule the checks did not foresee
+        detail = {
+            "code": "invalid",
+            "non_field_errors": [f"Refused by the database: {type(error).__name__}."],
+        }
+        return MutationResult(id=mutation.id, status=REJECTED, error=detail)
+    return MutationResult(id=mutation.id, status=APPLIED, version=version)
+
+
+def sync_push(
+    *, org: Organization, user: User, client_id: uuid.UUID, mutations: list[Mutation]
+) -> PushOutcome:
+    """Process `mutations` in order; stops at a gap. Raises ClientOfAnotherUser."""
+    outcome = PushOutcome(last_mutation_id=sync_client_peek(org_id=org.id, client_id=client_id, user=user))
+    for mutation in mutations:
+        if mutation.id <= outcome.last_mutation_id:
+            outcome.results.append(MutationResult(id=mutation.id, status=ALREADY_APPLIED))
+            continue
+        result = _mutation_push(org=org, user=user, client_id=client_id, mutation=mutation)
+        if isinstance(result, _Gap):
+            outcome.expected = result.expected
+            outcome.last_mutation_id = result.expected - 1
+            return outcome
+        outcome.results.append(result)
+        outcome.last_mutation_id = max(outcome.last_mutation_id, mutation.id)
+    return outcome
