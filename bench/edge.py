@@ -32,6 +32,7 @@ from rest_framework.authtoken.models import Token
 from accounts.models import User
 from bench.harness import start_server, wrk_result
 from finance.models import Expense
+from finance.totals_repair import org_totals_rebuild
 from tenancy.models import Property
 from tenancy.services import organization_create
 from tests.varnish_server import Varnish
@@ -62,6 +63,7 @@ def prepare() -> list[tuple[str, str, str, list[str]]]:
                     occurred_on="2026-01-01", created_by=user)
             for _ in range(max(missing, 0))
         )  # fmt: skip
+        org_totals_rebuild(org_id=org.id)  # bulk_create bypasses the services: the summary's totals
         token, _ = Token.objects.get_or_create(user=user)
         ids = [str(i) for i in Expense.objects.filter(org=org).values_list("id", flat=True)[:10]]
         orgs.append((token.key, str(org.id), str(prop.id), ids))

@@ -71,6 +71,23 @@ def org_version_take(*, org_id: uuid.UUID | str) -> int:
         return int(cursor.fetchone()[0])
 
 
+_HOLD_WRITES = """
+INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 0, '1', 0)
+ON CONFLICT (org_id) DO UPDATE SET version = org_changes.version
+"""
+
+
+def org_writes_hold(*, org_id: uuid.UUID | str) -> None:
+    """Lock the org's counter row without taking a version: every writer of the org
+    waits (in org_version_take) until this transaction ends. For repairs that must
+    read and rewrite the org's derived data while no write is half done."""
+    connection = connections[_database()]
+    if not connection.in_atomic_block:
+        raise RuntimeError("org_writes_hold must run inside a transaction (transaction.atomic)")
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLD_WRITES, [str(org_id)])
+
+
 def org_counter_create(*, org_id: uuid.UUID | str) -> None:
     """The new org's counter row, at version 0 (in the org's creation transaction)."""
     OrgChangeCounter.objects.using(_database()).get_or_create(org_id=org_id)
