@@ -36,3 +36,13 @@ changelog_outbox_oldest_age = Gauge(
     "Age of the oldest pending outbox row (0 when none), as last seen by the outbox worker.",
     multiprocess_mode="max",
 )
+
+
+def touch_known_label_sets() -> None:
+    from changelog.dispatch import handlers
+
+    for registered in handlers():
+        for outcome in vars(HANDLER_OUTCOMES).values():
+            changelog_handler_runs.labels(registered.name, outcome)
+    for path in vars(DELIVERY_PATHS).values():
+        changelog_deliveries.labels(path)

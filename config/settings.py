@@ -37,7 +37,9 @@ INSTALLED_APPS = [
     "edgecache",
     "replicas",
     "realtime",  # realtime: websockets (CONTRACT §5)
-    "changelog",  # the org change log and its outbox (docs/changelog.md)
+    # The org change log and its outbox (docs/changelog.md). After every app that
+    # registers a change handler in its ready().
+    "changelog",
     "django_prometheus",
 ]
 

@@ -8,7 +8,9 @@ import threading
 import time
 
 from django.conf import settings
+from django.db import DatabaseError
 
+from changelog.maintenance import outbox_gauges_refresh
 from monitoring.metric_reading import take_reading
 from monitoring.pool_gauges import refresh_pool_gauges
 from monitoring.slo_window import reading_store
@@ -21,6 +23,10 @@ _running_in_pid: int | None = None
 
 def sample_once(now: float | None = None) -> None:
     refresh_pool_gauges()
+    try:
+        outbox_gauges_refresh()  # depth and oldest age of the org change log's outbox
+    except DatabaseError:
+        logger.warning("metrics sampler: could not read the outbox", exc_info=True)
     interval = settings.METRICS_SAMPLE_INTERVAL_SECONDS
     reading_store().append(
         take_reading(time.time() if now is None else now),

@@ -20,6 +20,7 @@ without persistence), the lowest undelivered version in the outbox is the floor.
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +100,26 @@ def _publish(
         "1" if force else "",
     )
     return outcome, detail
+
+
+def event_publish(*, org_id: str, event_type: str, data: dict[str, Any]) -> str:
+    """Publish one event as the org's next version, outside the change log; returns its
+    event id. For benchmarks and tests of the feed itself: services record changes
+    (changelog) and never call this."""
+    client = sync_redis()
+    while True:
+        last = int(client.get(keys.org_version_key(org_id)) or 0)
+        outcome, detail = _publish(
+            org_id=org_id,
+            version=last + 1,
+            topic=event_type,
+            data=data,
+            committed_at=time.time(),
+            floor=str(last),
+            force=False,
+        )
+        if outcome == "published":
+            return detail  # else another publisher took that version: try the next one
 
 
 def publish_change(change: Change) -> None:

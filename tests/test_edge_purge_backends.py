@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,9 +22,12 @@ from django.utils import timezone
 
 from edgecache.backends import PurgeFailed, purge_backend
 from edgecache.models import PurgeQueueEntry
-from edgecache.purge import breaker_reset, purge_after_commit, purge_now
+from edgecache.purge import breaker_reset, purge_now
 from edgecache.queue import purge_queue_drain
+from finance.models import Expense
+from finance.services import entry_create
 from monitoring.metrics import cdn_purge_queue_depth, cdn_purges
+from tenancy.models import Property
 from tests.live_server import free_port
 
 pytestmark = pytest.mark.django_db
@@ -212,19 +216,26 @@ def test_an_unreachable_cdn_queues_and_opens_the_breaker(settings, fastly):
     breaker_reset()
 
 
-def test_purges_wait_for_commit_and_a_rollback_purges_nothing(fastly, django_capture_on_commit_callbacks):
+def test_purges_wait_for_commit_and_a_rollback_purges_nothing(
+    fastly, tenant, django_capture_on_commit_callbacks
+):
+    payload = {
+        "model": Expense, "org": tenant.org, "created_by": tenant.users["owner"], "property": tenant.property,
+        "amount": Decimal("5.00"), "currency": "EUR", "category": "x", "occurred_on": "2026-11-02",
+    }  # fmt: skip
     with django_capture_on_commit_callbacks(execute=True):
         try:
             with transaction.atomic():
-                purge_after_commit(["org-1-expenses"])
+                entry_create(**payload)
                 raise RuntimeError("rolled back")
         except RuntimeError:
             pass
     assert fastly.calls == []
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-        purge_after_commit(["org-1-expenses", "org-1-expenses", "org-1-summary"])
+        entry_create(**payload)
         assert fastly.calls == []  # not before the commit
-    assert fastly.calls[0]["json"]["surrogate_keys"] == ["org-1-expenses", "org-1-summary"]
+    org = tenant.org.id
+    assert fastly.calls[0]["json"]["surrogate_keys"] == [f"org-{org}-expenses", f"org-{org}-summary"]
 
 
 def test_finance_writes_purge_their_org_tags(fastly, tenant, django_capture_on_commit_callbacks):
@@ -241,7 +252,8 @@ def test_finance_writes_purge_their_org_tags(fastly, tenant, django_capture_on_c
         tenant.owner.post(
             tenant.url("/properties"), {"name": "Annex", "currency": "EUR", "timezone": "UTC"}, format="json"
         )
-    assert fastly.calls[-1]["json"]["surrogate_keys"] == [f"org-{org}-properties"]
+    prop = Property.objects.get(org=tenant.org, name="Annex")
+    assert fastly.calls[-1]["json"]["surrogate_keys"] == [f"org-{org}-properties", f"property-{prop.id}"]
 
 
 def test_provider_none_purges_nothing(settings, cdn_api):

@@ -69,7 +69,7 @@ def test_a_lost_pubsub_connection_closes_sockets_with_1012_and_resume_misses_not
     assert live_event["event_id"] == live  # the process subscribed afresh
 
 
-def test_bin_serve_runs_both_servers_and_term_stops_both(django_db_blocker):
+def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_blocker):
     port, realtime_port = free_port(), free_port()
     env = os.environ | {
         "DATABASE_URL": conftest.test_database_url(), "PORT": str(port), "REALTIME_PORT": str(realtime_port),
@@ -91,7 +91,7 @@ def test_bin_serve_runs_both_servers_and_term_stops_both(django_db_blocker):
             children = subprocess.run(
                 ["pgrep", "-P", str(serve.pid)], check=True, capture_output=True, text=True
             ).stdout.split()
-            assert len(children) == 2  # gunicorn and uvicorn
+            assert len(children) == 3  # gunicorn, uvicorn and the outbox worker
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(timeout=20) == 0
             for pid in children:

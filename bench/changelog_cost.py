@@ -1,0 +1,112 @@
+"""Benchmark: what the org change log costs a keyed write. Run with `make bench-changelog`.
+
+Two gunicorn servers (2 workers each) on the local stack: the real one, and one whose
+services skip the counter row and the outbox row but run the same after-commit
+handlers (bench/changelog_bypass: the write path before the change log). wrk posts
+expenses with a fresh Idempotency-Key each, alternating servers over several rounds.
+Reports wall-clock figures and the server-side CPU per request (gunicorn + Postgres
+primary + Redis, from /proc), whose difference is the log's cost (goal: at most 10 %).
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from bench.harness import start_server
+from bench.idempotency import make_tenant, run_wrk, stack_pids
+from bench.process_cpu import tree_cpu_seconds
+from tests.live_server import free_port
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+VARIANTS = {"with log": "config.settings", "without": "bench.settings_changelog_off"}
+
+
+def main() -> None:
+    from django.conf import settings
+
+    from changelog.models import OutboxEntry
+    from finance.models import Expense
+
+    load_before = os.getloadavg()[0]
+    org, prop, token = make_tenant()
+    body = json.dumps({"property_id": str(prop.id), "amount": "12.50", "currency": "EUR",
+                       "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
+    db = settings.DATABASES["default"]
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    servers = {}
+    for name, module in VARIANTS.items():
+        port = free_port()
+        env = os.environ | {
+            "DATABASE_URL": database_url, "ACCESS_LOG": "", "PORT": str(port), "WEB_CONCURRENCY": "2",
+            "DJANGO_SETTINGS_MODULE": module,
+        }  # fmt: skip
+        command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
+        servers[name] = (start_server(command, env=env, port=port, ready_path="/v1/schema"), port)
+    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    wrk_env = {"BENCH_TOKEN": token, "BENCH_BODY": body, "BENCH_MODE": "fresh"}
+    try:
+        for name, (_, port) in servers.items():  # warm-up, discarded
+            run_wrk(
+                f"http://127.0.0.1:{port}/v1/orgs/{org.id}/expenses",
+                wrk_env | {"BENCH_KEY_PREFIX": f"w{name}"},
+            )
+        for round_number in range(ROUNDS):
+            order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
+            for name in order:
+                process, port = servers[name]
+                measured = [process.pid, *stack_pids()]
+                before = [tree_cpu_seconds(pid) for pid in measured]
+                rows_before = Expense.objects.filter(org=org).count()
+                result = run_wrk(
+                    f"http://127.0.0.1:{port}/v1/orgs/{org.id}/expenses",
+                    wrk_env | {"BENCH_KEY_PREFIX": f"r{round_number}-{time.time_ns()}"},
+                )
+                cpu = [tree_cpu_seconds(pid) - b for pid, b in zip(measured, before, strict=True)]
+                written = Expense.objects.filter(org=org).count() - rows_before
+                if result["non_2xx"] or result["socket_errors"] or abs(written - result["requests"]) > 16:
+                    raise SystemExit(f"{name}: {result}, wrote {written} rows")
+                result["cpu_ms"] = 1000 * sum(cpu) / result["requests"]
+                result["throughput"] = result["requests"] / result["seconds"]
+                results[name].append(result)
+                print(f"round {round_number + 1} {name:>9}: {result['throughput']:6.0f} req/s, "
+                      f"p95 {result['p95_ms']:.1f} ms, {result['cpu_ms']:.2f} ms server CPU/request", flush=True)  # fmt: skip
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=20)
+    leftover = OutboxEntry.objects.filter(org_id=org.id).count()
+
+    def median(name: str, field: str) -> float:
+        return statistics.median(r[field] for r in results[name])
+
+    print(f"\nload average before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f} (2 cores)")
+    print(
+        f"keyed POST expenses, 2 gunicorn workers each, wrk 16 connections, {ROUNDS} rounds x {SECONDS}s, medians:"
+    )
+    print(f"{'variant':>9} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'CPU ms/req':>10}")
+    for name in VARIANTS:
+        print(f"{name:>9} {median(name, 'throughput'):7.0f} {median(name, 'p50_ms'):7.2f} "
+              f"{median(name, 'p95_ms'):7.2f} {median(name, 'cpu_ms'):10.2f}")  # fmt: skip
+    on, off = median("with log", "cpu_ms"), median("without", "cpu_ms")
+    paired = sorted(
+        (w["cpu_ms"] - o["cpu_ms"]) / w["cpu_ms"]
+        for w, o in zip(results["with log"], results["without"], strict=True)
+    )
+    print(f"\nchange log share of a keyed write's server CPU: {100 * (on - off) / on:.1f} % (goal <= 10 %)")
+    print(f"  per round (min / median / max): {100 * paired[0]:.1f} / {100 * statistics.median(paired):.1f} / "
+          f"{100 * paired[-1]:.1f} %")  # fmt: skip
+    ratio = median("with log", "throughput") / median("without", "throughput")
+    print(f"wall-clock throughput with / without: {ratio:.3f}")
+    print(f"outbox rows left after the run: {leftover} (0: every change delivered on the request thread)")
+
+
+if __name__ == "__main__":
+    main()
