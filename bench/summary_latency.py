@@ -24,6 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ["DB_STATEMENT_TIMEOUT_MS"] = "3600000"  # one COPY of a million rows; the old summary at that size
 
 import django
 

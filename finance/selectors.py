@@ -42,7 +42,7 @@ def entry_get(*, model: type[FinanceEntry], org: Organization, entry_id: uuid.UU
 
 _ZERO = Decimal("0.00")
 
-GROUP_BY_FORMATS = {"day": "%Y-%m-%d", "month": "%Y-%m"}
+_PERIOD_FORMATS = {"day": "%Y-%m-%d", "month": "%Y-%m"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def finance_summary(*, org: Organization, filters: SummaryFilters) -> dict[str, 
         "from": filters.date_from,
         "to": filters.date_to,
         "property_id": filters.property_id,
-        "totals": overall.totals(None) if overall.by_group else [],
+        "totals": overall.totals(None),
         "properties": [
             {"property_id": property_id, "totals": by_property.totals(property_id)}
             for property_id in sorted(by_property.by_group, key=str)
@@ -122,7 +122,7 @@ def finance_summary(*, org: Organization, filters: SummaryFilters) -> dict[str, 
         summary["group_by"] = filters.group_by
         summary["periods"] = [
             {
-                "period": period.strftime(GROUP_BY_FORMATS[filters.group_by]),
+                "period": period.strftime(_PERIOD_FORMATS[filters.group_by]),
                 "totals": by_period.totals(period),
             }
             for period in sorted(by_period.by_group)

@@ -20,7 +20,7 @@ from accounts.models import User
 from changelog.services import change_record, org_version_take
 from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
-from finance.totals import entry_delete_returning, entry_move_deltas, totals_add
+from finance.totals import entry_delete_returning, entry_insert_counted, entry_move_deltas, totals_add
 from tenancy.models import Organization, Property
 
 UPDATABLE_FIELDS = frozenset({"property", "amount", "currency", "category", "occurred_on", "description"})
@@ -51,7 +51,7 @@ def entry_create(
     occurred_on = model._meta.get_field("occurred_on").to_python(occurred_on)
     with transaction.atomic():
         version = org_version_take(org_id=org.id)
-        entry = model.objects.create(
+        entry = model(
             org=org,
             property=property,
             amount=amount,
@@ -63,7 +63,7 @@ def entry_create(
             version=version,
             **fields,
         )
-        totals_add(deltas=entry_move_deltas(old=None, new=entry))
+        entry_insert_counted(entry=entry)
         _record(entry, "created")
     return entry
 

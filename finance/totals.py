@@ -7,7 +7,8 @@ or the key applies -old and +new (two keys when the entry moves to another day,
 property or currency, none when only the category or description changed).
 
 All of a write's deltas go in one `INSERT ... ON CONFLICT DO UPDATE SET total = total +
-EXCLUDED.total` statement, keys sorted. The caller has already taken the org's counter
+EXCLUDED.total` statement, keys sorted; a create's and a delete's is the same statement
+as the entry's own INSERT or DELETE (a CTE), so they cost no extra round trip. The caller has already taken the org's counter
 row (changelog.services.org_version_take), so the lock order is always: org counter,
 entry rows, totals rows; and since the repair (finance.totals_repair) takes the same
 counter lock, it never races an increment.
@@ -84,6 +85,31 @@ def entry_move_deltas(*, old: FinanceEntry | None, new: FinanceEntry | None) -> 
         total, count = deltas.get(key, Delta(Decimal(0), 0))
         deltas[key] = Delta(total + sign * entry.amount, count + sign)
     return deltas
+
+
+def entry_insert_counted(*, entry: FinanceEntry) -> None:
+    """Insert the new (unsaved) entry and add it to its total in one statement (a CTE):
+    what `save()` would write, with the same field preparation, and no second round trip."""
+    model = type(entry)
+    database = totals_database()
+    connection = connections[database]
+    fields = list(model._meta.concrete_fields)
+    values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
+    columns = ", ".join(field.column for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"""
+        WITH entry AS (
+            INSERT INTO {model._meta.db_table} ({columns}) VALUES ({placeholders})
+            RETURNING org_id, occurred_on, property_id, currency, amount
+        )
+        INSERT INTO finance_daily_total ({COLUMNS})
+        SELECT org_id, occurred_on, property_id, currency, %s, amount, 1 FROM entry
+        {CONFLICT}
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, model.kind])
+    entry._state.adding = False
+    entry._state.db = database
 
 
 def entry_delete_returning(

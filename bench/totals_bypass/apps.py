@@ -1,6 +1,6 @@
-"""Bench-only app: the finance write path without the per-day totals (no upsert; the
-delete without its totals CTE), to measure what keeping them costs. Never in
-production settings: the summary would drift from the rows."""
+"""Bench-only app: the finance write path without the per-day totals (the create and
+the delete without their totals CTE, no upsert on update), to measure what keeping
+them costs. Never in production settings: the summary would drift from the rows."""
 
 import uuid
 from typing import Any
@@ -22,6 +22,9 @@ class TotalsBypassConfig(AppConfig):
         def totals_add_nothing(*, deltas: Any) -> None:
             return None
 
+        def insert_uncounted(*, entry: FinanceEntry) -> None:
+            entry.save(force_insert=True, using=totals_database())
+
         def delete_returning(
             *, model: type[FinanceEntry], org_id: uuid.UUID, entry_id: uuid.UUID
         ) -> FinanceEntry | None:
@@ -37,4 +40,5 @@ class TotalsBypassConfig(AppConfig):
             return None if row is None else model.from_db(database, [f.attname for f in fields], row)
 
         finance.services.totals_add = totals_add_nothing  # type: ignore[attr-defined]
+        finance.services.entry_insert_counted = insert_uncounted  # type: ignore[attr-defined]
         finance.services.entry_delete_returning = delete_returning  # type: ignore[attr-defined]
