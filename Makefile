@@ -18,7 +18,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
-	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog |"
+	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access |"
 	@echo "    bench-summary"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -60,7 +60,7 @@ bench-metrics: migrate bench-tools
 lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(PY) manage.py makemigrations --check --dry-run
+	@SECRET_KEY=$${SECRET_KEY:-lint-only-not-a-secret} $(PY) manage.py makemigrations --check --dry-run
 
 stop:
 	@bin/stack down
@@ -69,7 +69,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-summary bench-edge bench-replicas bench-realtime bench-metrics
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-summary bench-edge bench-replicas bench-realtime bench-metrics bench-access
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -90,6 +90,10 @@ bench-summary: migrate bench-tools
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools
 	@$(PY) bench/edge.py
+
+# Token + membership checks on the primary vs position-aware on a replica (docs/benchmarks.md "Access checks").
+bench-access: migrate
+	@$(PY) bench/access_checks.py
 
 # Read replicas: mixed load with replicas on and off (docs/benchmarks.md "Read replicas").
 bench-replicas: migrate

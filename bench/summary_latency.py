@@ -31,8 +31,8 @@ import django
 django.setup()
 
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
+from accounts.tokens import token_issue
 from bench.harness import start_server
 from core.bulk_seed import SeedPlan, seed, seeded_org_count
 from finance.models import DailyTotal
@@ -58,7 +58,8 @@ def seeded_org(rows: int) -> tuple[str, str]:
             cursor.execute("VACUUM ANALYZE finance_daily_total")
         print(f"seeded an org with {rows} rows in {time.monotonic() - started:.0f} s", flush=True)
     membership = Membership.objects.select_related("user").get(user__username=f"{prefix}-o0-u0")
-    return str(membership.org_id), Token.objects.get(user=membership.user).key
+    _, token = token_issue(user=membership.user)
+    return str(membership.org_id), token
 
 
 def latency_ms(client: httpx.Client, path: str, samples: int) -> list[float]:

@@ -56,6 +56,12 @@ def _database() -> str:
     return router.db_for_write(OutboxEntry)
 
 
+def org_transaction() -> transaction.Atomic:
+    """The write's transaction, on the current org's primary (its cluster's, not
+    necessarily `default`): what every org write runs in."""
+    return transaction.atomic(using=_database())
+
+
 def org_version_take(*, org_id: uuid.UUID | str) -> int:
     """The org's next version, its counter row locked until this transaction ends.
 

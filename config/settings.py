@@ -14,11 +14,21 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-local-development-key-set-SECRET_KEY-in-production")
+# bin/stack generates a random SECRET_KEY into .env (mode 0600). The fixed development
+# key below is only accepted with DEBUG on: a production process refuses to start
+# without a real key (docs/security.md).
+DEVELOPMENT_SECRET_KEY = "insecure-local-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: set a long random value (bin/stack writes one to .env), or DEBUG=true"
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_site.ProjectAdminConfig",  # django.contrib.admin with throttled logins
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -26,7 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # hashed, expiring, per-login API tokens (accounts/tokens.py)
     "drf_spectacular",
     "core",
     "accounts",
@@ -170,6 +180,19 @@ DATABASE_CLUSTERS = {
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
 REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.25)
+# Django's cache is Redis (django-redis): counters shared by every server process
+# (login throttles, API rate limits). Callers degrade open when it is unreachable.
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cache",
+        "OPTIONS": {
+            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT_SECONDS,
+            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT_SECONDS,
+        },
+    }
+}
 
 # --- Idempotency (CONTRACT §3, docs/idempotency.md) -----------------------------------
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86400)
@@ -192,12 +215,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# API tokens (django-rest-knox): one per login, stored as a SHA-512 digest, expiring.
+AUTH_TOKEN_TTL_SECONDS = env.int("AUTH_TOKEN_TTL_SECONDS", default=30 * 24 * 3600)
+REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_TTL": None}  # expiry set per token (accounts/tokens.py)
+# Login throttling (accounts/login_throttle.py), counted in Redis across all processes.
+AUTH_MAX_FAILURES = env.int("AUTH_MAX_FAILURES", default=5)  # per username
+AUTH_MAX_FAILURES_PER_ADDRESS = env.int("AUTH_MAX_FAILURES_PER_ADDRESS", default=20)  # per client address
+AUTH_FAILURE_WINDOW_SECONDS = env.int("AUTH_FAILURE_WINDOW_SECONDS", default=300)
+# How many proxies in front of the service append to X-Forwarded-For (Varnish: 1). The
+# client address is the entry that many places from the right; 0 trusts no header.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Requests per token per minute, across all processes (accounts/rate_limit.py).
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=1200)
 
 # --- HTTP limits and security ---------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=32 * 1024 * 1024)
 # The body limit is enforced before Django (config/body_limit.py); Django's own limit
 # is aligned with it so a body the limiter let through is never refused a second time.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+MAX_JSON_BODY_BYTES = env.int("MAX_JSON_BODY_BYTES", default=1024 * 1024)  # JSON bodies of writes: 413
 GZIP_MIN_BYTES = env.int("GZIP_MIN_BYTES", default=1024)
 CORS_ALLOWED_ORIGINS = env.list(
     "CORS_ALLOWED_ORIGINS",
@@ -222,7 +258,8 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST framework -------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ExpiringTokenAuthentication"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.rate_limit.TokenRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.DecimalJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -318,6 +355,9 @@ REALTIME_STREAM_MAXLEN = env.int("REALTIME_STREAM_MAXLEN", default=1000)
 REALTIME_STREAM_TTL_SECONDS = env.int("REALTIME_STREAM_TTL_SECONDS", default=86400)
 REALTIME_SOCKET_QUEUE_SIZE = env.int("REALTIME_SOCKET_QUEUE_SIZE", default=256)
 REALTIME_STATS_FLUSH_SECONDS = env.float("REALTIME_STATS_FLUSH_SECONDS", default=1.0)
+# Each socket re-checks its token and membership this often: the backstop behind the
+# revocation broadcast (realtime/access.py); token expiry closes a socket on time anyway.
+REALTIME_ACCESS_RECHECK_SECONDS = env.float("REALTIME_ACCESS_RECHECK_SECONDS", default=30.0)
 # --- Metrics and SLOs -------------------------------------------------------------------
 # Sliding window of the SLO figures in /v1/system/metrics/aggregated, and how often each
 # server process samples counters and pool gauges.

@@ -14,10 +14,8 @@ import copy
 from decimal import Decimal
 from typing import Any
 
-from django.db import router, transaction
-
 from accounts.models import User
-from changelog.services import change_record, org_version_take
+from changelog.services import change_record, org_transaction, org_version_take
 from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
 from finance.totals import entry_delete_returning, entry_insert_counted, entry_move_deltas, totals_add
@@ -49,7 +47,7 @@ def entry_create(
     # Parsed values, as a row read back would hold them (the change's data renders them).
     amount = model._meta.get_field("amount").to_python(amount)
     occurred_on = model._meta.get_field("occurred_on").to_python(occurred_on)
-    with _org_transaction(model):
+    with org_transaction():
         version = org_version_take(org_id=org.id)
         entry = model(
             org=org,
@@ -74,7 +72,7 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    with _org_transaction(type(entry)):
+    with org_transaction():
         version = org_version_take(org_id=entry.org_id)  # the org's lock first, then the row's
         locked = type(entry).objects.select_for_update().filter(org_id=entry.org_id, id=entry.id).first()
         if locked is None:
@@ -97,18 +95,13 @@ def entry_delete(*, entry: FinanceEntry) -> None:
     """Delete the entry, leaving its tombstone in the change log. Raises EntryGone if it
     was already deleted (nothing is recorded then). The row's delete and its totals
     update are one statement."""
-    with _org_transaction(type(entry)):
+    with org_transaction():
         version = org_version_take(org_id=entry.org_id)
         deleted = entry_delete_returning(model=type(entry), org_id=entry.org_id, entry_id=entry.id)
         if deleted is None:
             raise EntryGone(str(entry.id))
         deleted.version = version
         _record(deleted, "deleted")
-
-
-def _org_transaction(model: type[FinanceEntry]) -> transaction.Atomic:
-    """The write's transaction on the org's primary (its cluster's, not the default's)."""
-    return transaction.atomic(using=router.db_for_write(model))
 
 
 def _record(entry: FinanceEntry, action: str) -> None:

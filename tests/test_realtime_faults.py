@@ -76,9 +76,9 @@ def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_
         "WEB_CONCURRENCY": "1", "REALTIME_WORKERS": "1", "ACCESS_LOG": "", "PYTHON": sys.executable,
     }  # fmt: skip
     with django_db_blocker.unblock():
-        serve = subprocess.Popen([str(ROOT / "bin" / "serve")], cwd=ROOT, env=env)
+        serve = subprocess.Popen([str(ROOT / "bin" / "serve")], cwd=ROOT, env=env, start_new_session=True)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while True:
                 try:
                     rest = httpx.get(f"http://127.0.0.1:{port}/v1/system/health", timeout=2)
@@ -101,4 +101,4 @@ def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_
                 assert not os.path.exists(f"/proc/{pid}"), f"child {pid} outlived bin/serve"
         finally:
             if serve.poll() is None:
-                serve.kill()
+                os.killpg(serve.pid, signal.SIGKILL)  # its children too: none may outlive a failed test

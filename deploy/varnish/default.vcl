@@ -5,8 +5,8 @@
 #   passed with its method intact (Varnish would turn a cache-miss POST into a GET).
 # - Authorization at the edge: before looking up an org object, the edge asks the
 #   origin "may this token read this org?" (GET /v1/edge/authz/{org_id}, cached per
-#   token and org for the origin's s-maxage, a few seconds) and then restarts into the
-#   real lookup. Callers the origin refuses are passed to the origin, which answers
+#   token and org for the origin's s-maxage, a few seconds, tagged with its user so a
+#   revocation purges it) and then restarts into the real lookup. Callers the origin refuses are passed to the origin, which answers
 #   401/404 itself: they never see a cached object.
 # - The cache key is URL + Host (the org is in the path); only Accept-Encoding varies
 #   (plus Origin, which CORS needs). Objects carry xkey tags; PURGE with an
@@ -141,6 +141,12 @@ sub vcl_backend_response {
         # Only "allowed" is remembered (for the origin's s-maxage); a refusal is asked
         # again next time, so a member added to an org is let in at once.
         if (beresp.status != 200) {
+            set beresp.uncacheable = true;
+            set beresp.ttl = 0s;
+        }
+        # A revocation purges its user's answers (tag user-{id}, noted as "purged-any");
+        # an "allowed" fetched before that purge must not be stored after it.
+        if (std.real(var.global_get("purged-any"), 0.0) >= std.time2real(bereq.time, 0.0)) {
             set beresp.uncacheable = true;
             set beresp.ttl = 0s;
         }

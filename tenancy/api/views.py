@@ -2,9 +2,9 @@
 
 import uuid
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +18,7 @@ from tenancy.access import OrgScopedApi
 from tenancy.api.serializers import (
     MemberInput,
     MemberOutput,
+    MemberRoleInput,
     OrganizationInput,
     OrganizationOutput,
     PropertyInput,
@@ -25,7 +26,25 @@ from tenancy.api.serializers import (
 )
 from tenancy.roles import Role
 from tenancy.selectors import memberships_of_org, memberships_of_user, properties_of_org, property_get
-from tenancy.services import membership_add, organization_create, property_create
+from tenancy.services import (
+    LastOwner,
+    MembershipNotFound,
+    membership_add,
+    membership_remove,
+    membership_role_change,
+    organization_create,
+    property_create,
+)
+
+_DETAIL = inline_serializer("MemberErrorDetail", {"detail": serializers.CharField()})
+
+
+class LastOwnerConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = (
+        "The organization's last owner cannot be demoted or removed; make another member owner first."
+    )
+    default_code = "last_owner"
 
 
 class OrganizationListCreateApi(IdempotentWritesMixin, APIView):
@@ -69,6 +88,44 @@ class MemberListCreateApi(OrgScopedApi):
             raise serializers.ValidationError({"username": ["Already a member of this organization."]})
         membership = membership_add(org=self.org, user=user, role=Role(data.validated_data["role"]))
         return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(OrgScopedApi):
+    """PATCH (role) and DELETE one member: owners only; the last owner is kept (409)."""
+
+    write_role = Role.OWNER
+
+    _errors = {
+        401: OpenApiResponse(_DETAIL, description="Missing, bad, revoked or expired token."),
+        403: OpenApiResponse(_DETAIL, description="The caller is a member but not an owner."),
+        404: OpenApiResponse(_DETAIL, description="No such org for the caller, or the user is not a member."),
+        409: OpenApiResponse(_DETAIL, description="The org's last owner cannot be demoted or removed."),
+        429: OpenApiResponse(_DETAIL, description="Rate limit of the token; see Retry-After."),
+    }
+
+    @extend_schema(request=MemberRoleInput, responses={200: MemberOutput, 400: None, **_errors})
+    def patch(self, request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
+        data = MemberRoleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            membership = membership_role_change(
+                org=self.org, user_id=user_id, role=Role(data.validated_data["role"])
+            )
+        except MembershipNotFound:
+            raise NotFound() from None
+        except LastOwner:
+            raise LastOwnerConflict() from None
+        return Response(MemberOutput(memberships_of_org(org=self.org).get(id=membership.id)).data)
+
+    @extend_schema(request=None, responses={204: None, **_errors})
+    def delete(self, request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
+        try:
+            membership_remove(org=self.org, user_id=user_id)
+        except MembershipNotFound:
+            raise NotFound() from None
+        except LastOwner:
+            raise LastOwnerConflict() from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class PropertyListCreateApi(EdgeCachedApi, OrgScopedApi):
