@@ -19,7 +19,8 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
-	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync"
+	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
+	@echo "    bench-summary"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -78,7 +79,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -91,6 +92,10 @@ bench-idempotency: migrate bench-tools
 # The org change log's cost on a keyed write: with vs without (docs/benchmarks.md "Change log").
 bench-changelog: migrate bench-tools
 	@$(PY) bench/changelog_cost.py
+
+# Finance summary from per-day totals vs from rows, 1 000 - 1 000 000 rows; the totals' write cost.
+bench-summary: migrate bench-tools
+	@$(PY) bench/summary_latency.py
 
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools

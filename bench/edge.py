@@ -34,6 +34,7 @@ from accounts.models import User
 from accounts.tokens import token_issue
 from bench.harness import start_server, wrk_result
 from finance.models import Expense
+from finance.totals_repair import org_totals_rebuild
 from tenancy.models import Property
 from tenancy.services import organization_create
 from tests.varnish_server import Varnish
@@ -64,6 +65,7 @@ def prepare() -> list[tuple[str, str, str, list[str]]]:
                     occurred_on="2026-01-01", created_by=user)
             for _ in range(max(missing, 0))
         )  # fmt: skip
+        org_totals_rebuild(org_id=org.id)  # bulk_create bypasses the services: the summary's totals
         _, token = token_issue(user=user)
         ids = [str(i) for i in Expense.objects.filter(org=org).values_list("id", flat=True)[:10]]
         orgs.append((token, str(org.id), str(prop.id), ids))

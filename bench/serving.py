@@ -28,6 +28,7 @@ from accounts.models import User
 from accounts.tokens import token_issue
 from bench.harness import start_server, wrk_result
 from finance.models import Expense
+from finance.totals_repair import org_totals_rebuild
 from tenancy.models import Property
 from tenancy.services import organization_create
 
@@ -53,6 +54,7 @@ def prepare() -> tuple[str, str]:
                 occurred_on="2026-01-01", created_by=user)
         for _ in range(max(missing, 0))
     )  # fmt: skip
+    org_totals_rebuild(org_id=org.id)  # bulk_create bypasses the services: the summary's totals
     _, token = token_issue(user=user)
     return token, str(org.id)
 

@@ -1,6 +1,9 @@
 """Bulk-create tenants for load tests with COPY: orgs, properties, users, tokens,
 memberships and finance entries, in batches of orgs, each batch one transaction.
 
+The per-day totals of the seeded entries (the summary's read model) are summed while
+the rows are generated and copied with them, in the same transaction.
+
 Fast by construction: rows are generated in Python as COPY text and streamed with
 psycopg's COPY protocol (no ORM objects, no per-row INSERT), and every generated user
 shares one password hash (hashing 500 000 passwords would take hours). Each user gets
@@ -18,6 +21,7 @@ import hmac
 import io
 import os
 import random
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -70,6 +74,10 @@ class _CopyBuffer:
         sql = f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN"
         with cursor.copy(sql) as copy:  # type: ignore[attr-defined]
             copy.write(self.buffer.getvalue())
+
+
+def _money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def seeded_org_count(prefix: str) -> int:
@@ -132,6 +140,8 @@ def _seed_batch(
                      "occurred_on", "created_by_id", "created_at", "updated_at")  # fmt: skip
     expenses = _CopyBuffer("finance_expense", entry_columns)
     revenues = _CopyBuffer("finance_revenue", entry_columns)
+    # The summary's per-day totals of the rows above (finance.totals), in cents.
+    daily: dict[tuple[object, ...], list[int]] = defaultdict(lambda: [0, 0])
     roles = ("owner", "manager", "viewer")
 
     for n in batch:
@@ -152,15 +162,23 @@ def _seed_batch(
             currency = CURRENCIES[(n + p) % len(CURRENCIES)]
             properties.add(property_id, org_id, f"Hotel {n}-{p}", currency, "UTC", now)
             for e in range(plan.entries_per_property):
-                target = expenses if e % 2 == 0 else revenues
-                amount = f"{rng.randint(100, 500_000) / 100:.2f}"
-                occurred_on = today - datetime.timedelta(days=rng.randint(0, 364))
-                target.add(uuid7(), org_id, property_id, amount, currency, rng.choice(CATEGORIES), "",
-                           occurred_on.isoformat(), user_ids[0], now, now)  # fmt: skip
+                kind, target = ("expense", expenses) if e % 2 == 0 else ("revenue", revenues)
+                cents = rng.randint(100, 500_000)
+                occurred_on = (today - datetime.timedelta(days=rng.randint(0, 364))).isoformat()
+                target.add(uuid7(), org_id, property_id, _money(cents), currency, rng.choice(CATEGORIES), "",
+                           occurred_on, user_ids[0], now, now)  # fmt: skip
+                total = daily[(org_id, occurred_on, property_id, currency, kind)]
+                total[0] += cents
+                total[1] += 1
+    totals = _CopyBuffer(
+        "finance_daily_total", ("org_id", "day", "property_id", "currency", "kind", "total", "count")
+    )
+    for key, (cents, count) in daily.items():
+        totals.add(*key, _money(cents), count)
 
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor  # the psycopg cursor under Django's wrapper, for COPY
-        for buffer in (orgs, counters, users, tokens, members, properties, expenses, revenues):
+        for buffer in (orgs, counters, users, tokens, members, properties, expenses, revenues, totals):
             buffer.flush(raw)
 
 
