@@ -5,20 +5,22 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PORT ?= 8000
-REALTIME_PORT ?= 8001
+# The one public origin (the edge: REST, admin, websockets), from the environment or
+# what `bin/stack up` saved; gunicorn and uvicorn listen on internal ports behind it.
+ORIGIN := $(shell bin/stack origin)
 PYTEST_ARGS ?=
 
-.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools loadtest
+.PHONY: help run test stop lint venv stack migrate demo serve format destroy tools loadtest client-deps
 
 help:
-	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on :$(PORT)"
+	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on $(ORIGIN)"
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
-	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-sync"
+	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
+	@echo "    bench-summary"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -36,12 +38,12 @@ migrate: venv stack
 	@$(PY) manage.py migrate --noinput
 
 demo: migrate
-	@$(PY) manage.py bootstrap_demo --base-url http://127.0.0.1:$(PORT)
+	@$(PY) manage.py bootstrap_demo --base-url $(ORIGIN)
 
-serve: venv
+serve: venv stack
 	@$(PY) manage.py collectstatic --noinput -v0
-	@echo "==> serving on http://127.0.0.1:$(PORT), realtime on :$(REALTIME_PORT) (Ctrl-C to stop; 'make stop' stops the stack)"
-	@PORT=$(PORT) REALTIME_PORT=$(REALTIME_PORT) bin/serve
+	@echo "==> serving on $(ORIGIN): REST, admin and websockets (Ctrl-C to stop; 'make stop' stops the stack)"
+	@bin/serve
 
 run: demo serve
 
@@ -49,7 +51,16 @@ run: demo serve
 tools:
 	@bin/ensure-tools promtool
 
-test: venv stack tools
+# The generated TypeScript client's tools (tests/test_typescript_client.py), pinned in
+# client/package-lock.json; needs node and npm (Debian: apt-get install nodejs npm).
+client/node_modules/.installed: client/package.json client/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@npm ci --prefix client --no-audit --no-fund --loglevel=error
+	@touch $@
+
+client-deps: client/node_modules/.installed
+
+test: venv stack tools client-deps
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Metrics overhead: a bare endpoint with and without the metrics middleware.
@@ -59,7 +70,7 @@ bench-metrics: migrate bench-tools
 lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(PY) manage.py makemigrations --check --dry-run
+	@SECRET_KEY=$${SECRET_KEY:-lint-only-not-a-secret} $(PY) manage.py makemigrations --check --dry-run
 
 stop:
 	@bin/stack down
@@ -68,7 +79,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-sync
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -82,9 +93,17 @@ bench-idempotency: migrate bench-tools
 bench-changelog: migrate bench-tools
 	@$(PY) bench/changelog_cost.py
 
+# Finance summary from per-day totals vs from rows, 1 000 - 1 000 000 rows; the totals' write cost.
+bench-summary: migrate bench-tools
+	@$(PY) bench/summary_latency.py
+
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools
 	@$(PY) bench/edge.py
+
+# Token + membership checks on the primary vs position-aware on a replica (docs/benchmarks.md "Access checks").
+bench-access: migrate
+	@$(PY) bench/access_checks.py
 
 # Read replicas: mixed load with replicas on and off (docs/benchmarks.md "Read replicas").
 bench-replicas: migrate
@@ -94,6 +113,11 @@ bench-replicas: migrate
 bench-realtime: migrate
 	@$(PY) bench/realtime_fanout.py $(BENCH_ARGS)
 	@$(PY) bench/realtime_fanout_layers.py
+
+# Push: a burst of large expenses -> outbox worker -> push worker -> a local push server
+# (docs/benchmarks.md "Push notifications"). BENCH_MEMBERS, BENCH_EXPENSES, BENCH_ROUNDS.
+bench-push: migrate
+	@$(PY) bench/push.py
 
 # Sync: pull and push vs the REST lists and creates (docs/benchmarks.md "Sync").
 bench-sync: migrate

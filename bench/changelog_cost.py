@@ -29,7 +29,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 VARIANTS = {"with log": "config.settings", "without": "bench.settings_changelog_off"}
 
 
-def main() -> None:
+def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
+    """Compare keyed POSTs on servers run with each settings module of `variants`:
+    the first is the real write path, the second the baseline without `what`."""
     from django.conf import settings
 
     from changelog.models import OutboxEntry
@@ -42,15 +44,16 @@ def main() -> None:
     db = settings.DATABASES["default"]
     database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     servers = {}
-    for name, module in VARIANTS.items():
+    for name, module in variants.items():
         port = free_port()
         env = os.environ | {
-            "DATABASE_URL": database_url, "ACCESS_LOG": "", "PORT": str(port), "WEB_CONCURRENCY": "2",
+            "DATABASE_URL": database_url, "ACCESS_LOG": "", "REST_PORT": str(port), "WEB_CONCURRENCY": "2",
             "DJANGO_SETTINGS_MODULE": module,
         }  # fmt: skip
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         servers[name] = (start_server(command, env=env, port=port, ready_path="/v1/schema"), port)
-    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    measured_name, baseline_name = list(variants)
     wrk_env = {"BENCH_TOKEN": token, "BENCH_BODY": body, "BENCH_MODE": "fresh"}
     try:
         for name, (_, port) in servers.items():  # warm-up, discarded
@@ -92,18 +95,18 @@ def main() -> None:
         f"keyed POST expenses, 2 gunicorn workers each, wrk 16 connections, {ROUNDS} rounds x {SECONDS}s, medians:"
     )
     print(f"{'variant':>9} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'CPU ms/req':>10}")
-    for name in VARIANTS:
+    for name in variants:
         print(f"{name:>9} {median(name, 'throughput'):7.0f} {median(name, 'p50_ms'):7.2f} "
               f"{median(name, 'p95_ms'):7.2f} {median(name, 'cpu_ms'):10.2f}")  # fmt: skip
-    on, off = median("with log", "cpu_ms"), median("without", "cpu_ms")
+    on, off = median(measured_name, "cpu_ms"), median(baseline_name, "cpu_ms")
     paired = sorted(
         (w["cpu_ms"] - o["cpu_ms"]) / w["cpu_ms"]
-        for w, o in zip(results["with log"], results["without"], strict=True)
+        for w, o in zip(results[measured_name], results[baseline_name], strict=True)
     )
-    print(f"\nchange log share of a keyed write's server CPU: {100 * (on - off) / on:.1f} % (goal <= 10 %)")
+    print(f"\n{what} share of a keyed write's server CPU: {100 * (on - off) / on:.1f} % (goal <= 10 %)")
     print(f"  per round (min / median / max): {100 * paired[0]:.1f} / {100 * statistics.median(paired):.1f} / "
           f"{100 * paired[-1]:.1f} %")  # fmt: skip
-    ratio = median("with log", "throughput") / median("without", "throughput")
+    ratio = median(measured_name, "throughput") / median(baseline_name, "throughput")
     print(f"wall-clock throughput with / without: {ratio:.3f}")
     print(f"outbox rows left after the run: {leftover} (0: every change delivered on the request thread)")
 

@@ -38,7 +38,7 @@ def start_server(settings_module: str, metrics_dir: str) -> tuple[subprocess.Pop
     port = free_port()
     env = os.environ | {
         "DJANGO_SETTINGS_MODULE": settings_module,
-        "PORT": str(port),
+        "REST_PORT": str(port),
         "WEB_CONCURRENCY": "2",
         "ACCESS_LOG": "",
         "LOG_LEVEL": "WARNING",

@@ -4,6 +4,8 @@ from types import SimpleNamespace
 
 from prometheus_client import Counter, Gauge
 
+from monitoring.metrics import declare_labels
+
 HANDLER_OUTCOMES = SimpleNamespace(ok="ok", failed="failed")
 DELIVERY_PATHS = SimpleNamespace(inline="inline", worker="worker")
 
@@ -36,6 +38,12 @@ changelog_outbox_oldest_age = Gauge(
     "Age of the oldest pending outbox row (0 when none), as last seen by the outbox worker.",
     multiprocess_mode="max",
 )
+
+
+# Checked after every test (monitoring.metrics.undeclared_label_values); handler names
+# are registered at start-up, an open set here.
+declare_labels(changelog_handler_runs, handler=None, outcome=tuple(vars(HANDLER_OUTCOMES).values()))
+declare_labels(changelog_deliveries, path=tuple(vars(DELIVERY_PATHS).values()))
 
 
 def touch_known_label_sets() -> None:

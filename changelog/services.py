@@ -56,6 +56,12 @@ def _database() -> str:
     return router.db_for_write(OutboxEntry)
 
 
+def org_transaction() -> transaction.Atomic:
+    """The write's transaction, on the current org's primary (its cluster's, not
+    necessarily `default`): what every org write runs in."""
+    return transaction.atomic(using=_database())
+
+
 def org_version_take(*, org_id: uuid.UUID | str) -> int:
     """The org's next version, its counter row locked until this transaction ends.
 
@@ -82,8 +88,9 @@ def org_lock_take(*, org_id: uuid.UUID | str) -> None:
     """The org's counter row locked until this transaction ends, without taking a version.
 
     For a transaction that decides only after reading its own rows whether it writes
-    (a sync push checks its client's mutation id first): it takes the org's lock in the
-    same order as every writer, and a later `org_version_take` in it only bumps the row
+    (a sync push checks its client's mutation id first), or that must rewrite the org's
+    derived data while no write is half done (a read-model repair): it takes the org's
+    lock in the same order as every writer, and a later `org_version_take` in it only bumps the row
     it already holds. Orgs made before the change log get their counter row here.
     """
     database = _database()

@@ -13,11 +13,12 @@ django_http = get_asgi_application()  # sets Django up before the consumers are 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.body_limit import ASGIBodyLimit  # noqa: E402
+from realtime.origin import WebsocketOriginCheck  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": ASGIBodyLimit(django_http),
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": WebsocketOriginCheck(URLRouter(websocket_urlpatterns)),
     }
 )

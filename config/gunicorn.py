@@ -12,7 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# REST_PORT is internal: clients use the edge at PORT (bin/stack, README "Serving").
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('REST_PORT', '8002')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "4"))

@@ -14,11 +14,21 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-local-development-key-set-SECRET_KEY-in-production")
+# bin/stack generates a random SECRET_KEY into .env (mode 0600). The fixed development
+# key below is only accepted with DEBUG on: a production process refuses to start
+# without a real key (docs/security.md).
+DEVELOPMENT_SECRET_KEY = "insecure-local-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: set a long random value (bin/stack writes one to .env), or DEBUG=true"
+    )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_site.ProjectAdminConfig",  # django.contrib.admin with throttled logins
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -26,7 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # hashed, expiring, per-login API tokens (accounts/tokens.py)
     "drf_spectacular",
     "core",
     "accounts",
@@ -37,6 +47,7 @@ INSTALLED_APPS = [
     "edgecache",
     "replicas",
     "realtime",  # realtime: websockets (CONTRACT §5)
+    "push",  # push notifications: Web Push, FCM, APNs (CONTRACT §11, docs/push.md)
     # The org change log and its outbox (docs/changelog.md). After every app that
     # registers a change handler in its ready().
     "changelog",
@@ -94,18 +105,40 @@ DB_MAX_CONNECTIONS = env.int("DB_MAX_CONNECTIONS", default=100)
 DB_POOL_TIMEOUT_SECONDS = env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0)
 DB_CONNECT_TIMEOUT_SECONDS = env.int("DB_CONNECT_TIMEOUT_SECONDS", default=3)
 DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
+# Primary faults (replicas/primary, docs/replicas.md "Primary restarts and hangs"):
+# a pooled connection is checked before use within DB_CHECK_TIMEOUT_SECONDS; a hung
+# server fails a statement after statement_timeout plus the margin (client side); dead
+# peers are noticed by TCP keepalives and tcp_user_timeout; after
+# DB_PRIMARY_BREAKER_FAILURES connection failures in a row, new connections are
+# refused (503) for DB_PRIMARY_BREAKER_COOLDOWN_SECONDS, then probed.
+DB_CHECK_TIMEOUT_SECONDS = env.float("DB_CHECK_TIMEOUT_SECONDS", default=1.0)
+DB_STATEMENT_DEADLINE_MARGIN_SECONDS = env.float("DB_STATEMENT_DEADLINE_MARGIN_SECONDS", default=2.0)
+DB_KEEPALIVES_IDLE_SECONDS = env.int("DB_KEEPALIVES_IDLE_SECONDS", default=10)
+DB_TCP_USER_TIMEOUT_MS = env.int("DB_TCP_USER_TIMEOUT_MS", default=10000)
+DB_PRIMARY_BREAKER_FAILURES = env.int("DB_PRIMARY_BREAKER_FAILURES", default=2)
+DB_PRIMARY_BREAKER_COOLDOWN_SECONDS = env.float("DB_PRIMARY_BREAKER_COOLDOWN_SECONDS", default=1.0)
+# GET /v1/system/health answers 503 when the primary has not answered within this.
+HEALTH_DEADLINE_SECONDS = env.float("HEALTH_DEADLINE_SECONDS", default=1.5)
+# Retry-After of a 503 while the primary is unreachable.
+DB_UNAVAILABLE_RETRY_AFTER_SECONDS = env.int("DB_UNAVAILABLE_RETRY_AFTER_SECONDS", default=1)
 
 
 def database_config(url: str) -> dict:
     config = env.db_url_config(url)
-    # django-prometheus' engine (psycopg 3 + pool aware) counts queries per alias.
-    config["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    # django-prometheus' engine (counts queries per alias), with checked pooled
+    # connections, statement deadlines and the primary's breaker (replicas/primary).
+    config["ENGINE"] = "replicas.primary"
     config["CONN_MAX_AGE"] = 0
     config.setdefault("OPTIONS", {})
     config["OPTIONS"].update(
         {
             "connect_timeout": DB_CONNECT_TIMEOUT_SECONDS,
             "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}",
+            "keepalives": 1,
+            "keepalives_idle": DB_KEEPALIVES_IDLE_SECONDS,
+            "keepalives_interval": max(1, DB_KEEPALIVES_IDLE_SECONDS // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": DB_TCP_USER_TIMEOUT_MS,
             "pool": {
                 "min_size": DB_MIN_CONNECTIONS,
                 "max_size": max(DB_MAX_CONNECTIONS, DB_MIN_CONNECTIONS),
@@ -171,6 +204,10 @@ DATABASE_CLUSTERS = {
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
 REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.25)
+# One circuit breaker per process for every Redis path (core/redis_clients.py): open
+# after this many failures in a row, try Redis again after the cooldown.
+REDIS_BREAKER_FAILURES = env.int("REDIS_BREAKER_FAILURES", default=3)
+REDIS_BREAKER_COOLDOWN_SECONDS = env.float("REDIS_BREAKER_COOLDOWN_SECONDS", default=5.0)
 
 # --- Idempotency (CONTRACT §3, docs/idempotency.md) -----------------------------------
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86400)
@@ -179,12 +216,6 @@ IDEMPOTENCY_REQUIRED = env.bool("IDEMPOTENCY_REQUIRED", default=False)
 # duplicate then gets 409 meanwhile). Safe to keep short: Postgres still decides.
 IDEMPOTENCY_LOCK_TTL_MS = env.int("IDEMPOTENCY_LOCK_TTL_MS", default=10000)
 IDEMPOTENCY_RETRY_AFTER_SECONDS = env.int("IDEMPOTENCY_RETRY_AFTER_SECONDS", default=1)
-# Circuit breaker for the Redis fast path: open after this many failures in a row,
-# try Redis again after the cooldown.
-IDEMPOTENCY_REDIS_BREAKER_FAILURES = env.int("IDEMPOTENCY_REDIS_BREAKER_FAILURES", default=3)
-IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS = env.float(
-    "IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS", default=5.0
-)
 
 # --- Auth -----------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -193,12 +224,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# API tokens (django-rest-knox): one per login, stored as a SHA-512 digest, expiring.
+AUTH_TOKEN_TTL_SECONDS = env.int("AUTH_TOKEN_TTL_SECONDS", default=30 * 24 * 3600)
+REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_TTL": None}  # expiry set per token (accounts/tokens.py)
+# Login throttling (accounts/login_throttle.py), counted in Redis across all processes.
+AUTH_MAX_FAILURES = env.int("AUTH_MAX_FAILURES", default=5)  # per username
+AUTH_MAX_FAILURES_PER_ADDRESS = env.int("AUTH_MAX_FAILURES_PER_ADDRESS", default=20)  # per client address
+AUTH_FAILURE_WINDOW_SECONDS = env.int("AUTH_FAILURE_WINDOW_SECONDS", default=300)
+# How many proxies in front of the service append to X-Forwarded-For (Varnish: 1). The
+# client address is the entry that many places from the right; 0 trusts no header.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Requests per token per minute, across all processes (accounts/rate_limit.py).
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=1200)
 
 # --- HTTP limits and security ---------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=32 * 1024 * 1024)
 # The body limit is enforced before Django (config/body_limit.py); Django's own limit
 # is aligned with it so a body the limiter let through is never refused a second time.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+MAX_JSON_BODY_BYTES = env.int("MAX_JSON_BODY_BYTES", default=1024 * 1024)  # JSON bodies of writes: 413
 GZIP_MIN_BYTES = env.int("GZIP_MIN_BYTES", default=1024)
 CORS_ALLOWED_ORIGINS = env.list(
     "CORS_ALLOWED_ORIGINS",
@@ -223,11 +267,12 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST framework -------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ExpiringTokenAuthentication"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.rate_limit.TokenRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.DecimalJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.ApiSchema",  # how views document themselves
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
@@ -240,6 +285,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"CheckStateEnum": ["ok", "failing"]},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.openapi.postprocess",
+    ],
 }
 
 # --- Edge cache (edgecache/, docs/edge-cache.md) ----------------------------------------
@@ -319,6 +369,9 @@ REALTIME_STREAM_MAXLEN = env.int("REALTIME_STREAM_MAXLEN", default=1000)
 REALTIME_STREAM_TTL_SECONDS = env.int("REALTIME_STREAM_TTL_SECONDS", default=86400)
 REALTIME_SOCKET_QUEUE_SIZE = env.int("REALTIME_SOCKET_QUEUE_SIZE", default=256)
 REALTIME_STATS_FLUSH_SECONDS = env.float("REALTIME_STATS_FLUSH_SECONDS", default=1.0)
+# Each socket re-checks its token and membership this often: the backstop behind the
+# revocation broadcast (realtime/access.py); token expiry closes a socket on time anyway.
+REALTIME_ACCESS_RECHECK_SECONDS = env.float("REALTIME_ACCESS_RECHECK_SECONDS", default=30.0)
 # --- Metrics and SLOs -------------------------------------------------------------------
 # Sliding window of the SLO figures in /v1/system/metrics/aggregated, and how often each
 # server process samples counters and pool gauges.
@@ -326,3 +379,41 @@ SLO_WINDOW_SECONDS = env.float("SLO_WINDOW_SECONDS", default=300.0)
 METRICS_SAMPLE_INTERVAL_SECONDS = env.float("METRICS_SAMPLE_INTERVAL_SECONDS", default=5.0)
 # django-prometheus: export the migrations gauges only when asked (they query the db).
 PROMETHEUS_EXPORT_MIGRATIONS = env.bool("PROMETHEUS_EXPORT_MIGRATIONS", default=False)
+
+# --- Push notifications (CONTRACT §11, docs/push.md) --------------------------------------
+# Credentials: a kind whose credentials are empty cannot be registered (400). The local
+# stack generates a VAPID key into .env and allows loopback push endpoints.
+PUSH_VAPID_PRIVATE_KEY = env.str("PUSH_VAPID_PRIVATE_KEY", default="")
+PUSH_VAPID_SUBJECT = env.str("PUSH_VAPID_SUBJECT", default="mailto:push@localhost")
+# SSRF guard: a Web Push endpoint's host must equal one of these (a "*.domain" entry
+# matches its subdomains); https only, except loopback hosts listed here (local stack).
+PUSH_WEBPUSH_ALLOWED_HOSTS = env.list(
+    "PUSH_WEBPUSH_ALLOWED_HOSTS",
+    default=[
+        "fcm.googleapis.com",
+        "updates.push.services.mozilla.com",
+        "web.push.apple.com",
+        "*.notify.windows.com",
+    ],
+)
+PUSH_FCM_PROJECT_ID = env.str("PUSH_FCM_PROJECT_ID", default="")
+PUSH_FCM_CREDENTIALS_FILE = env.str("PUSH_FCM_CREDENTIALS_FILE", default="")
+PUSH_FCM_ENDPOINT = env.str("PUSH_FCM_ENDPOINT", default="https://fcm.googleapis.com")
+PUSH_APNS_KEY_FILE = env.str("PUSH_APNS_KEY_FILE", default="")
+PUSH_APNS_KEY_ID = env.str("PUSH_APNS_KEY_ID", default="")
+PUSH_APNS_TEAM_ID = env.str("PUSH_APNS_TEAM_ID", default="")
+PUSH_APNS_TOPIC = env.str("PUSH_APNS_TOPIC", default="")
+PUSH_APNS_ENDPOINT = env.str("PUSH_APNS_ENDPOINT", default="https://api.push.apple.com")
+# Delivery (push_worker): retries, throttles, concurrency, bookkeeping.
+PUSH_SYNC_MIN_INTERVAL_SECONDS = env.float("PUSH_SYNC_MIN_INTERVAL_SECONDS", default=30.0)
+PUSH_MAX_ATTEMPTS = env.int("PUSH_MAX_ATTEMPTS", default=5)
+PUSH_RETRY_BASE_SECONDS = env.float("PUSH_RETRY_BASE_SECONDS", default=2.0)
+PUSH_RETRY_MAX_SECONDS = env.float("PUSH_RETRY_MAX_SECONDS", default=600.0)
+PUSH_SEND_TIMEOUT_SECONDS = env.float("PUSH_SEND_TIMEOUT_SECONDS", default=10.0)
+PUSH_LOST_AFTER_SECONDS = env.float("PUSH_LOST_AFTER_SECONDS", default=300.0)
+PUSH_WORKER_CONCURRENCY = env.int("PUSH_WORKER_CONCURRENCY", default=32)
+PUSH_WORKER_POLL_SECONDS = env.float("PUSH_WORKER_POLL_SECONDS", default=1.0)
+PUSH_DELIVERY_RETENTION_DAYS = env.float("PUSH_DELIVERY_RETENTION_DAYS", default=7.0)
+PUSH_TTL_SECONDS = env.int("PUSH_TTL_SECONDS", default=86400)
+# The worker's own /metrics (Prometheus scrapes it as a second target); 0: none.
+PUSH_WORKER_METRICS_PORT = env.int("PUSH_WORKER_METRICS_PORT", default=0)

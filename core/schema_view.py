@@ -8,6 +8,8 @@ is introspected) and not thread-safe: two concurrent first requests could fail w
 import threading
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,6 +19,9 @@ _schemas: dict[str, Any] = {}
 
 
 class CachedSchemaView(SpectacularJSONAPIView):
+    uses_database = False  # core/openapi.py: no 503 to document
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="This OpenAPI 3 document.")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = request.build_absolute_uri("/")
         with _lock:

@@ -1,10 +1,13 @@
 """The edge's auth preflight: "may the token in this request read org O?"
 
 Varnish asks this before it serves an org object from its cache, and remembers a yes
-per token and org for `CDN_AUTH_TTL_SECONDS`: that bounds how long a removed member or
-a revoked token can still be served cached objects. A no is never remembered.
+per token and org for `CDN_AUTH_TTL_SECONDS` (never past the token's expiry). A
+revocation does not wait that out: every yes is tagged with its user, and a token
+revoked or a membership removed purges that tag (edgecache.purge.tags_for_change). A no is never
+remembered.
 """
 
+import time
 import uuid
 
 from django.conf import settings
@@ -13,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from edgecache.headers import mark_cacheable
-from edgecache.tags import org_section_tag
+from edgecache.tags import org_section_tag, user_access_tag
 from tenancy.access import OrgScopedApi
 
 
@@ -23,7 +26,12 @@ class EdgeAuthzApi(OrgScopedApi):
     @extend_schema(exclude=True)  # for the edge, not for API clients
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         response = Response({"org_id": str(self.org.id), "allowed": True})
-        mark_cacheable(
-            response, tags=[org_section_tag(self.org.id, "access")], s_maxage=settings.CDN_AUTH_TTL_SECONDS
+        expiry = getattr(request.auth, "expiry", None)
+        seconds_left = (
+            int(expiry.timestamp() - time.time()) if expiry is not None else settings.CDN_AUTH_TTL_SECONDS
         )
+        s_maxage = min(settings.CDN_AUTH_TTL_SECONDS, seconds_left)
+        if s_maxage >= 1:
+            tags = [org_section_tag(self.org.id, "access"), user_access_tag(request.user.pk)]
+            mark_cacheable(response, tags=tags, s_maxage=s_maxage)
         return response

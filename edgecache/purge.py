@@ -17,10 +17,11 @@ import time
 
 from django.conf import settings
 
+from accounts.access_topics import ACCESS_TOPICS
 from changelog.dispatch import Change
 from edgecache.backends import PurgeFailed, purge_backend
 from edgecache.queue import purge_enqueue
-from edgecache.tags import finance_write_tags, org_section_tag, property_tag
+from edgecache.tags import finance_write_tags, org_section_tag, property_tag, user_access_tag
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,10 @@ _breaker_open_until = 0.0  # per process; a monotonic deadline, not request stat
 
 
 def tags_for_change(change: Change) -> list[str]:
-    """What a change makes stale at the edge."""
+    """What a change makes stale at the edge. An access change (a token revoked, a
+    member removed or demoted) drops the user's cached auth preflight answers."""
+    if change.topic in ACCESS_TOPICS:
+        return [user_access_tag(change.user_id)] if change.user_id else []
     if change.org_id is None:
         return []
     if change.entity in ("expense", "revenue"):

@@ -75,3 +75,29 @@ class Revenue(FinanceEntry):
 
 
 ENTRY_MODELS: dict[str, type[FinanceEntry]] = {"expense": Expense, "revenue": Revenue}
+
+
+class DailyTotal(models.Model):
+    """The read model behind the summary: one row per (org, day, property, currency, kind)
+    with the sum and number of that day's entries, kept in each write's transaction
+    (finance.totals). Hash-partitioned by org_id like the entries (migration 0004).
+
+    Rows whose entries were all deleted stay with count 0 and total 0 (readers skip
+    them; `finance_totals rebuild` prunes them): deleting on the write path would take
+    a second statement per write. No foreign keys: an org's rows move as a unit.
+    """
+
+    pk = models.CompositePrimaryKey("org_id", "day", "property_id", "currency", "kind")
+    org_id = models.UUIDField()
+    day = models.DateField()
+    property_id = models.UUIDField()
+    currency = models.CharField(max_length=3)
+    kind = models.CharField(max_length=7)  # "expense" or "revenue"
+    total = models.DecimalField(max_digits=20, decimal_places=2)
+    count = models.BigIntegerField()
+
+    class Meta:
+        db_table = "finance_daily_total"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.day} {self.property_id} {self.total} {self.currency} ({self.count})"

@@ -1,4 +1,4 @@
-"""Reads for finance: entry lists and the per-currency summary."""
+"""Reads for finance: entry lists and the per-currency summary (from the per-day totals)."""
 
 import datetime
 import uuid
@@ -8,8 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncMonth
 
-from finance.models import Expense, FinanceEntry, Revenue
+from finance.models import DailyTotal, FinanceEntry
 from tenancy.models import Organization
 
 
@@ -41,52 +42,89 @@ def entry_get(*, model: type[FinanceEntry], org: Organization, entry_id: uuid.UU
 
 _ZERO = Decimal("0.00")
 
+_PERIOD_FORMATS = {"day": "%Y-%m-%d", "month": "%Y-%m"}
+
+
+@dataclass(frozen=True)
+class SummaryFilters:
+    property_id: uuid.UUID | None = None
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+    group_by: str | None = None  # None, "day" or "month"
+
+
+class _Sums:
+    """revenue and expense per currency, under any grouping key."""
+
+    def __init__(self) -> None:
+        self.by_group: dict[Any, dict[str, dict[str, Decimal]]] = defaultdict(
+            lambda: defaultdict(lambda: {"revenue": _ZERO, "expense": _ZERO})
+        )
+
+    def add(self, group: Any, currency: str, kind: str, amount: Decimal) -> None:
+        self.by_group[group][currency][kind] += amount
+
+    def totals(self, group: Any) -> list[dict[str, str]]:
+        per_currency = self.by_group[group]
+        return [
+            {"currency": currency, **_totals(**per_currency[currency])} for currency in sorted(per_currency)
+        ]
+
 
 def _totals(revenue: Decimal, expense: Decimal) -> dict[str, str]:
     return {"revenue": f"{revenue:.2f}", "expense": f"{expense:.2f}", "net": f"{revenue - expense:.2f}"}
 
 
-def finance_summary(*, org: Organization, filters: EntryFilters) -> dict[str, Any]:
-    """Revenue, expense and net per currency and per property; never across currencies.
+def finance_summary(*, org: Organization, filters: SummaryFilters) -> dict[str, Any]:
+    """Revenue, expense and net per currency and per property (and per day or month
+    with `group_by`); never across currencies.
 
-    Two grouped queries (one per table) by property and currency; the per-currency
-    totals are the exact Decimal sums of those groups.
+    One grouped query over the org's per-day totals (finance.totals), not its rows:
+    the cost grows with the days and properties in range, not with the entries.
+    Keys whose entries were all deleted (count 0) are left out, as if never written.
     """
-    sums: dict[tuple[uuid.UUID, str], dict[str, Decimal]] = defaultdict(
-        lambda: {"revenue": _ZERO, "expense": _ZERO}
+    totals = DailyTotal.objects.filter(org_id=org.id)
+    if filters.property_id is not None:
+        totals = totals.filter(property_id=filters.property_id)
+    if filters.date_from is not None:
+        totals = totals.filter(day__gte=filters.date_from)
+    if filters.date_to is not None:
+        totals = totals.filter(day__lte=filters.date_to)
+    group_fields = ["property_id", "currency", "kind"]
+    if filters.group_by == "day":
+        group_fields.append("day")
+    elif filters.group_by == "month":
+        totals = totals.annotate(period=TruncMonth("day"))
+        group_fields.append("period")
+    rows = (
+        totals.values(*group_fields).annotate(amount=Sum("total"), entries=Sum("count")).filter(entries__gt=0)
     )
-    for model, key in ((Revenue, "revenue"), (Expense, "expense")):
-        rows = (
-            entries_list(model=model, org=org, filters=filters)
-            .values("property_id", "currency")
-            .annotate(total=Sum("amount"))
-            .order_by()
-        )
-        for row in rows:
-            sums[(row["property_id"], row["currency"])][key] += row["total"]
 
-    by_currency: dict[str, dict[str, Decimal]] = defaultdict(lambda: {"revenue": _ZERO, "expense": _ZERO})
-    by_property: dict[uuid.UUID, dict[str, dict[str, Decimal]]] = defaultdict(dict)
-    for (property_id, currency), amounts in sums.items():
-        by_currency[currency]["revenue"] += amounts["revenue"]
-        by_currency[currency]["expense"] += amounts["expense"]
-        by_property[property_id][currency] = amounts
+    overall, by_property, by_period = _Sums(), _Sums(), _Sums()
+    for row in rows.order_by():
+        currency, kind, amount = row["currency"], row["kind"], row["amount"]
+        overall.add(None, currency, kind, amount)
+        by_property.add(row["property_id"], currency, kind, amount)
+        if filters.group_by is not None:
+            by_period.add(row.get("day") or row.get("period"), currency, kind, amount)
 
-    return {
+    summary: dict[str, Any] = {
         "from": filters.date_from,
         "to": filters.date_to,
         "property_id": filters.property_id,
-        "totals": [
-            {"currency": currency, **_totals(**by_currency[currency])} for currency in sorted(by_currency)
-        ],
+        "totals": overall.totals(None),
         "properties": [
-            {
-                "property_id": property_id,
-                "totals": [
-                    {"currency": currency, **_totals(**per_currency[currency])}
-                    for currency in sorted(per_currency)
-                ],
-            }
-            for property_id, per_currency in sorted(by_property.items(), key=lambda item: str(item[0]))
+            {"property_id": property_id, "totals": by_property.totals(property_id)}
+            for property_id in sorted(by_property.by_group, key=str)
         ],
     }
+    if filters.group_by is not None:
+        summary["group_by"] = filters.group_by
+        summary["periods"] = [
+            {
+                "period": period.strftime(_PERIOD_FORMATS[filters.group_by]),
+                "totals": by_period.totals(period),
+            }
+            for period in sorted(by_period.by_group)
+        ]
+    return summary

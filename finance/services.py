@@ -4,19 +4,21 @@ sync push and Django admin alike).
 Each write is one transaction that first takes the org's next change version (the
 org's counter row stays locked until commit: one org's writes commit in version order
 and lock in the same order), stamps the row with it, and records the change in the
-org's change log. Whatever must follow a write (read-your-writes position, edge purge,
+org's change log. The per-day totals behind the summary (finance.totals) change in the
+same transaction, after the entry: lock order org counter, entry row, totals rows.
+Whatever must follow a write (read-your-writes position, edge purge,
 realtime event, notifications) reacts to that record; nothing here knows of it.
 """
 
+import copy
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
-
 from accounts.models import User
-from changelog.services import change_record, org_version_take
+from changelog.services import change_record, org_transaction, org_version_take
 from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
+from finance.totals import entry_delete_returning, entry_insert_counted, entry_move_deltas, totals_add
 from tenancy.models import Organization, Property
 
 UPDATABLE_FIELDS = frozenset({"property", "amount", "currency", "category", "occurred_on", "description"})
@@ -45,9 +47,9 @@ def entry_create(
     # Parsed values, as a row read back would hold them (the change's data renders them).
     amount = model._meta.get_field("amount").to_python(amount)
     occurred_on = model._meta.get_field("occurred_on").to_python(occurred_on)
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=org.id)
-        entry = model.objects.create(
+        entry = model(
             org=org,
             property=property,
             amount=amount,
@@ -59,6 +61,7 @@ def entry_create(
             version=version,
             **fields,
         )
+        entry_insert_counted(entry=entry)
         _record(entry, "created")
     return entry
 
@@ -69,7 +72,7 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=entry.org_id)  # the org's lock first, then the row's
         locked = type(entry).objects.select_for_update().filter(org_id=entry.org_id, id=entry.id).first()
         if locked is None:
@@ -77,27 +80,28 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
         new_property = changes.get("property")
         if new_property is not None and new_property.org_id != locked.org_id:
             raise ValueError("property belongs to another organization")
+        before = copy.copy(locked)
         for name, value in changes.items():
             field = locked._meta.get_field(name)
             setattr(locked, name, value if name == "property" else field.to_python(value))
         locked.version = version
         locked.save(update_fields=[*changes, "updated_at", "version"])
+        totals_add(deltas=entry_move_deltas(old=before, new=locked))
         _record(locked, "updated")
     return locked
 
 
 def entry_delete(*, entry: FinanceEntry) -> None:
     """Delete the entry, leaving its tombstone in the change log. Raises EntryGone if it
-    was already deleted (nothing is recorded then)."""
-    with transaction.atomic():
+    was already deleted (nothing is recorded then). The row's delete and its totals
+    update are one statement."""
+    with org_transaction():
         version = org_version_take(org_id=entry.org_id)
-        locked = type(entry).objects.select_for_update().filter(org_id=entry.org_id, id=entry.id).first()
-        if locked is None:
+        deleted = entry_delete_returning(model=type(entry), org_id=entry.org_id, entry_id=entry.id)
+        if deleted is None:
             raise EntryGone(str(entry.id))
-        deleted_id = locked.pk
-        locked.delete()
-        locked.pk, locked.version = deleted_id, version  # delete() cleared the pk
-        _record(locked, "deleted")
+        deleted.version = version
+        _record(deleted, "deleted")
 
 
 def _record(entry: FinanceEntry, action: str) -> None:

@@ -13,8 +13,6 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponseBase
-from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 
@@ -26,33 +24,9 @@ from monitoring.metrics import idempotency_requests
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class IdempotentWriteSchema(AutoSchema):
-    """Documents the Idempotency-Key header on every write operation."""
-
-    def get_override_parameters(self) -> list:
-        parameters = list(super().get_override_parameters())
-        if self.method in WRITE_METHODS:
-            parameters.append(
-                OpenApiParameter(
-                    HEADER,
-                    str,
-                    OpenApiParameter.HEADER,
-                    required=settings.IDEMPOTENCY_REQUIRED,
-                    description=(
-                        "1-255 printable ASCII characters, unique per operation. A retry with the same key "
-                        "and request replays the first success (header Idempotent-Replayed: true); a "
-                        "different request with the key is 422; while the first still runs, 409 with "
-                        "Retry-After. Scoped to the user and org; kept IDEMPOTENCY_TTL_SECONDS."
-                    ),
-                )
-            )
-        return parameters
-
-
 class IdempotentWritesMixin:
     """Honours Idempotency-Key on POST, PUT, PATCH and DELETE (CONTRACT §3)."""
 
-    schema = IdempotentWriteSchema()
     _idempotent_call: IdempotentCall | None = None
 
     def idempotency_org_id(self) -> uuid.UUID:

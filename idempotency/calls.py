@@ -17,7 +17,7 @@ committed record at insert time: it rolls back and replays that record instead.
 """
 
 from django.conf import settings
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.http import HttpResponseBase
 
 from idempotency.exceptions import IdempotencyKeyInFlight, IdempotencyKeyReused, Replay
@@ -52,6 +52,7 @@ class IdempotentCall:
         if claim is None:
             idempotency_redis_degraded.inc()
             call._redis_failed = True
+            call._wait_for_duplicates_in_postgres()
             return call  # run; the primary key on the scope keeps it exactly-once
         if claim.outcome is ClaimOutcome.CLAIMED:
             call._claim_value = claim.value
@@ -68,6 +69,17 @@ class IdempotentCall:
             call._answer_with(committed)
         idempotency_requests.labels(outcome="conflict").inc()
         raise IdempotencyKeyInFlight()
+
+    def _wait_for_duplicates_in_postgres(self) -> None:
+        """Without Redis, a transaction-scoped advisory lock on the scope stands in for
+        the claim: a concurrent duplicate waits here, before its handler takes the
+        org's change-log lock, then answers from the record the first one committed
+        (or runs, if the first rolled back). Lock order: key, then org, then rows."""
+        with connections[write_database()].cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [self.scope.lock_id()])
+        committed = idempotency_record_get(scope=self.scope)
+        if committed is not None:
+            self._answer_with(committed)
 
     def complete(self, response: HttpResponseBase, *, keep: bool | None = None) -> None:
         """Inside the write's transaction: keep a success (or what the view says to

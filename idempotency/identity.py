@@ -35,6 +35,11 @@ class IdempotencyScope:
     def of(cls, *, org_id: uuid.UUID, user_id: uuid.UUID, key: str) -> "IdempotencyScope":
         return cls(org_id=org_id, user_id=user_id, key_hash=hashlib.sha256(key.encode("ascii")).digest())
 
+    def lock_id(self) -> int:
+        """A signed 64-bit id of the scope, for pg_advisory_xact_lock."""
+        digest = hashlib.sha256(self.org_id.bytes + self.user_id.bytes + self.key_hash).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
     def redis_key(self) -> str:
         return f"idem:{self.org_id.hex}:{self.user_id.hex}:{self.key_hash.hex()}"
 

@@ -10,10 +10,10 @@ plain command (Redis >= 7.0):
     failure  compare-and-delete (Lua)            only our own claim is released
 
 Redis is never the authority (Postgres is). Every call here may fail: it then
-returns None / does nothing, counts a failure on the circuit breaker, and the request
-carries on through Postgres alone, only slower. Timeouts are short
-(REDIS_SOCKET_TIMEOUT_SECONDS) and never retried, and once the breaker is open a
-dead or hung Redis costs nothing at all until the cooldown ends.
+returns None / does nothing, counts a failure on the project's Redis circuit breaker
+(core/redis_clients.py), and the request carries on through Postgres alone, only
+slower. Timeouts are short (REDIS_SOCKET_TIMEOUT_SECONDS) and never retried, and once
+the breaker is open a dead or hung Redis costs nothing at all until the cooldown ends.
 """
 
 import logging
@@ -21,15 +21,12 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
 from typing import Any
 
 import redis
-from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from idempotency.circuit_breaker import CircuitBreaker
+from core.circuit_breaker import CircuitBreaker
+from core.redis_clients import RedisUnavailable, redis_breaker, redis_call, sync_redis
 from idempotency.identity import IdempotencyScope
 from idempotency.stored_response import StoredResponse
 
@@ -58,16 +55,13 @@ class Claim:
 
 
 class RedisFastPath:
-    def __init__(self, *, url: str, timeout_seconds: float, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-        self._client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 0),  # a retry would double the stall; Postgres is the fallback
-            health_check_interval=0,
-        )
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
         self._release = self._client.register_script(_RELEASE)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return redis_breaker()
 
     def claim(self, *, scope: IdempotencyScope, fingerprint: bytes, lock_ttl_ms: int) -> Claim | None:
         """Claim the key for this request, or report what holds it; None when Redis is unavailable."""
@@ -108,35 +102,23 @@ class RedisFastPath:
             pool.release(connection)
 
     def _call(self, command: Callable[[], Any]) -> Any:
-        if not self.breaker.allow():
-            return _UNAVAILABLE
         try:
-            reply = command()
-        except (redis.RedisError, OSError) as exc:
-            if self.breaker.record_failure():
-                logger.warning(
-                    "idempotency: redis unavailable (%s); circuit open, Postgres alone decides",
-                    exc.__class__.__name__,
-                )
+            return redis_call(command)
+        except RedisUnavailable:
             return _UNAVAILABLE
-        self.breaker.record_success()
-        return reply
+        except (redis.RedisError, OSError) as exc:
+            logger.info("idempotency: redis failed (%s); Postgres alone decides", exc.__class__.__name__)
+            return _UNAVAILABLE
 
 
 _UNAVAILABLE: Any = object()
+_fast_paths: dict[int, RedisFastPath] = {}
 
 
 def fast_path() -> RedisFastPath:
-    """This process's fast path for the current settings (read lazily, so tests can change them)."""
-    return _fast_path_for(
-        settings.REDIS_URL,
-        settings.REDIS_SOCKET_TIMEOUT_SECONDS,
-        settings.IDEMPOTENCY_REDIS_BREAKER_FAILURES,
-        settings.IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS,
-    )
-
-
-@lru_cache(maxsize=8)
-def _fast_path_for(url: str, timeout: float, failures: int, cooldown: float) -> RedisFastPath:
-    breaker = CircuitBreaker(failure_threshold=failures, cooldown_seconds=cooldown)
-    return RedisFastPath(url=url, timeout_seconds=timeout, breaker=breaker)
+    """This process's fast path on the shared client for the current settings."""
+    client = sync_redis(decode_responses=False)
+    path = _fast_paths.get(id(client))
+    if path is None:
+        path = _fast_paths[id(client)] = RedisFastPath(client)
+    return path

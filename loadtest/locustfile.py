@@ -30,7 +30,7 @@ from locust import FastHttpUser, User, between, events, task
 CREDENTIALS = os.environ.get("LOADTEST_CREDENTIALS", "reports/credentials.csv")
 JOURNAL = os.environ.get("LOADTEST_JOURNAL", "reports/journal.jsonl")
 HOT_ORGS = int(os.environ.get("LOADTEST_HOT_ORGS", "20"))
-WS_URL = os.environ.get("LOADTEST_WS_URL", "")  # e.g. ws://127.0.0.1:8080; empty: derive from host
+WS_URL = os.environ.get("LOADTEST_WS_URL", "")  # e.g. ws://127.0.0.1:8000; empty: derive from host
 BARE = os.environ.get("LOADTEST_BARE", "") == "1"  # baseline: no Idempotency-Key, writes only
 MAX_RETRIES = 6  # writes (same Idempotency-Key each time) and reads, 0.5 s apart: a 3 s
 # edge restart is ridden out, as a client library with retries would

@@ -42,12 +42,11 @@ ORGS = int(os.environ.get("LOADTEST_ORGS", "100000"))
 BASELINE_SECONDS = int(os.environ.get("LOADTEST_BASELINE_SECONDS", "30"))
 BASELINE_USERS = int(os.environ.get("LOADTEST_BASELINE_USERS", "20"))
 FAULTS = os.environ.get("LOADTEST_FAULTS", "1") == "1"
-PORT = os.environ.get("PORT", "8000")
-REALTIME_PORT = os.environ.get("REALTIME_PORT", "8001")
-VARNISH_PORT = os.environ.get("VARNISH_PORT", "8080")
+PORT = os.environ.get("PORT", "8000")  # the public origin: the edge (REST, admin, websockets)
+REST_PORT = os.environ.get("REST_PORT", "8002")  # gunicorn behind it: the bare-path baseline
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or "loadtest-metrics-token"
-EDGE = f"http://127.0.0.1:{VARNISH_PORT}"
-ORIGIN = f"http://127.0.0.1:{PORT}"
+EDGE = f"http://127.0.0.1:{PORT}"
+ORIGIN = f"http://127.0.0.1:{REST_PORT}"
 
 
 def say(message: str) -> None:
@@ -263,7 +262,7 @@ def main() -> None:
 
     journal_path = out / "journal.jsonl"
     locust_env = {"LOADTEST_CREDENTIALS": str(credentials), "LOADTEST_JOURNAL": str(journal_path),
-                  "LOADTEST_WS_USERS": str(WS_USERS), "LOADTEST_WS_URL": f"ws://127.0.0.1:{REALTIME_PORT}"}  # fmt: skip
+                  "LOADTEST_WS_USERS": str(WS_USERS), "LOADTEST_WS_URL": f"ws://127.0.0.1:{PORT}"}  # fmt: skip
 
     with Servers():
         say(f"full path: {USERS} users ({WS_USERS} on websockets) for {DURATION}s through {EDGE}")

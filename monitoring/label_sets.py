@@ -16,8 +16,8 @@ def touch_known_label_sets() -> None:
         metrics.db_replica_lag_seconds.labels(alias)
         metrics.db_replica_lag_bytes.labels(alias)
         metrics.db_replica_in_rotation.labels(alias)
-    for target, reason in metrics.ROUTER_DECISIONS:
-        metrics.db_router_decisions.labels(target, reason)
+    for reason in metrics.ROUTER_REASONS:
+        metrics.db_router_decisions.labels("primary" if reason != "replica" else "replica", reason)
     provider = getattr(settings, "CDN_PROVIDER", "none")
     for outcome in metrics.CDN_PURGE_OUTCOMES:
         metrics.cdn_purges.labels(provider, outcome)
@@ -25,8 +25,6 @@ def touch_known_label_sets() -> None:
         metrics.idempotency_requests.labels(outcome)
     for reason in metrics.REALTIME_REJECTION_REASONS:
         metrics.realtime_rejections.labels(reason)
-    for result in metrics.EDGE_CACHE_RESULTS:
-        metrics.edge_cache_requests.labels(result)
 
 
 def replica_aliases() -> list[str]:

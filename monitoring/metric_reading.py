@@ -56,10 +56,6 @@ def _add_api_sample(reading: Reading, name: str, labels: dict[str, str], value: 
 def _add_other_sample(reading: Reading, name: str, labels: dict[str, str], value: float) -> None:
     if name == "realtime_delivery_latency_seconds_bucket":
         reading.delivery_buckets[labels["le"]] = reading.delivery_buckets.get(labels["le"], 0.0) + value
-    elif name == "edge_cache_requests_total" and labels.get("result") == "hit":
-        reading.cache_hits += value
-    elif name == "edge_cache_requests_total" and labels.get("result") == "miss":
-        reading.cache_misses += value
     elif name == "db_pool_connections" and labels.get("state") == "in_use":
         reading.pool_in_use[labels["alias"]] = value
     elif name == "db_pool_max_connections":

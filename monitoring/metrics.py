@@ -11,23 +11,41 @@ so an SLI is `bucket{le=threshold} / count`, never an averaged quantile.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
-# Fixed label vocabularies, touched at start-up so every series exists (at 0) in the
-# very first scrape: alerts and dashboards then see 0, not "no data".
-IDEMPOTENCY_OUTCOMES = ("executed", "replayed", "conflict", "mismatch", "invalid")
+# Fixed label vocabularies, declared next to their metrics below (DECLARED_LABELS) and
+# touched at start-up so every series exists (at 0) in the very first scrape: alerts
+# and dashboards then see 0, not "no data". Code may emit only these values:
+# tests/conftest.py fails any test after which a metric holds an undeclared one.
+IDEMPOTENCY_OUTCOMES = ("executed", "replayed", "conflict", "mismatch", "invalid", "rolled_back")
 REALTIME_REJECTION_REASONS = ("auth", "not_member", "user_limit", "org_limit")
 EDGE_CACHE_RESULTS = ("hit", "miss")
 POOL_STATES = ("size", "in_use", "idle", "waiting")
-# Read-routing decisions as (target, reason). The router may add reasons; these are the
-# ones DESIGN.md names, so dashboards show them from the first scrape.
-ROUTER_DECISIONS = (
-    ("replica", "replica_ok"),
-    ("primary", "write"),
-    ("primary", "in_transaction"),
-    ("primary", "read_your_writes"),
-    ("primary", "no_usable_replica"),
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "other")
+ROUTER_TARGETS = ("replica", "primary")
+# Why a read went where it went: replicas/router.py's reasons (and the request pins of
+# replicas/middleware.py and replicas/router.py), nothing else.
+ROUTER_REASONS = (
+    "replica",  # a caught-up replica serves it
+    "replicas_disabled",
+    "write_request",  # POST/PUT/PATCH/DELETE: pinned to the primary
+    "after_write",
+    "transaction",
+    "replica_left_rotation",
+    "replicas_starting",
+    "no_replica_available",
+    "position_unknown",
+    "replica_behind_client",
+    "access_check",  # token and membership checks read the primary (accounts, tenancy)
+    "replica_connection",  # pinned after a replica failed mid-request
+    "replica_conflict",
+    "retry_after_connection",
+    "retry_after_conflict",
+    "write",  # a write routed to the primary
 )
-CDN_PURGE_OUTCOMES = ("purged", "failed", "queued")
+CDN_PROVIDERS = ("varnish", "fastly", "cloudflare", "none")
+CDN_PURGE_OUTCOMES = ("ok", "rate_limited", "error", "unreachable")
 
 API_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -111,15 +129,50 @@ realtime_slow_consumer_disconnects = Counter(
 )
 
 # --- Edge cache ---------------------------------------------------------------------------
-# Hits never reach the origin, so the CDN integration (e.g. a varnishstat poller or the
-# purge worker) reports the edge's own hit/miss counts here; until something does, the
-# series stay at 0 and the SLO endpoint reports the hit rate as unknown (null).
-edge_cache_requests = Counter(
-    "edge_cache_requests_total", "Edge cache lookups by result: hit or miss.", ["result"]
-)
+# Hits never reach the origin: `edge_cache_requests_total{result="hit"|"miss"}` is read
+# from Varnish's own counters at scrape time (monitoring/exposition.py, EDGE_CACHE_RESULTS).
 cdn_purges = Counter(
     "cdn_purges_total", "Purge requests to the CDN by provider and outcome.", ["provider", "outcome"]
 )
 cdn_purge_queue_depth = Gauge(
     "cdn_purge_queue_depth", "Purges waiting for retry in the durable queue.", multiprocess_mode="max"
 )
+
+
+# Label values each metric may carry; None: an open set (route templates, aliases).
+DECLARED_LABELS: dict[MetricWrapperBase, dict[str, tuple[str, ...] | None]] = {
+    api_requests: {"route": None, "method": HTTP_METHODS, "status_class": STATUS_CLASSES},
+    api_request_duration: {"route": None, "method": HTTP_METHODS, "status_class": STATUS_CLASSES},
+    db_router_decisions: {"target": ROUTER_TARGETS, "reason": ROUTER_REASONS},
+    db_replica_lag_seconds: {"alias": None},
+    db_replica_lag_bytes: {"alias": None},
+    db_replica_in_rotation: {"alias": None},
+    db_pool_connections: {"alias": None, "state": POOL_STATES},
+    db_pool_max_connections: {"alias": None},
+    idempotency_requests: {"outcome": IDEMPOTENCY_OUTCOMES},
+    realtime_rejections: {"reason": REALTIME_REJECTION_REASONS},
+    cdn_purges: {"provider": CDN_PROVIDERS, "outcome": CDN_PURGE_OUTCOMES},
+}
+
+
+def declare_labels(metric: MetricWrapperBase, **labels: tuple[str, ...] | None) -> None:
+    """Declare the label values of a metric defined outside this module (e.g. changelog's)."""
+    DECLARED_LABELS[metric] = labels
+
+
+def undeclared_label_values(
+    declared: dict[MetricWrapperBase, dict[str, tuple[str, ...] | None]] | None = None,
+) -> list[str]:
+    """Every (metric, label, value) a metric holds outside its declared set."""
+    found = []
+    for metric, labels in (DECLARED_LABELS if declared is None else declared).items():
+        if set(metric._labelnames) != set(labels):
+            found.append(f"{metric._name}: labels {metric._labelnames} declared as {sorted(labels)}")
+            continue
+        for family in metric.collect():
+            for sample in family.samples:
+                for label, allowed in labels.items():
+                    value = sample.labels.get(label)
+                    if allowed is not None and value not in allowed:
+                        found.append(f"{metric._name}{{{label}={value!r}}} not in {allowed}")
+    return sorted(set(found))

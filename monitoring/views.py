@@ -1,6 +1,7 @@
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,13 +16,25 @@ from monitoring.sampler import ensure_sampler_running
 from monitoring.slo import aggregated_report
 
 
+class HealthChecksOutput(serializers.Serializer):
+    database = serializers.ChoiceField(choices=["ok", "failing"])
+    redis = serializers.ChoiceField(choices=["ok", "failing"])
+
+
+class HealthOutput(serializers.Serializer):
+    """200 ok or degraded (Redis failing); 503 when the primary database fails."""
+
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    checks = HealthChecksOutput()
+
+
 class HealthApi(APIView):
     """Open to all (load balancers, uptime checks); says nothing sensitive."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses={200: HealthOutput, 503: HealthOutput})
     def get(self, request: Request) -> Response:
         status_code, body = health_report()
         return Response(body, status=status_code, headers={"Cache-Control": "no-store"})

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from core.redis_clients import aredis_call, async_redis
 from realtime import keys
-from realtime.redis_connections import async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,26 @@ _COUNT_LIVE = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
+"""
+
+
+# ARGV: the org's key, then user ids; returns the user ids holding a live lease on a
+# socket of that org (a user holds at most MAX_CONNECTIONS_PER_USER leases: cheap).
+_USERS_WITH_SOCKET = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local found = {}
+for i = 1, #KEYS - 1 do
+  local live = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. now_ms, '+inf')
+  for _, connection in ipairs(live) do
+    local expiry = redis.call('ZSCORE', KEYS[#KEYS], connection)
+    if expiry and tonumber(expiry) > now_ms then
+      table.insert(found, ARGV[i])
+      break
+    end
+  end
+end
+return found
 """
 
 
@@ -74,7 +94,10 @@ def _script_args(slot: ConnectionSlot) -> list[object]:
 
 async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
     """Take (or renew, if already held) the slot's lease; raises redis errors."""
-    result = await async_redis().eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+    client = async_redis()
+    result = await aredis_call(
+        lambda: client.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+    )
     return SlotOutcome(int(result))
 
 
@@ -108,10 +131,14 @@ class LeaseRenewer:
             return
         client = async_redis()
         script = client.register_script(_PRUNE_CHECK_ADD)
-        async with client.pipeline(transaction=False) as pipe:
-            for slot, _ in held:
-                await script(keys=slot.redis_keys, args=_script_args(slot), client=pipe)
-            results = await pipe.execute()
+
+        async def renew() -> list:
+            async with client.pipeline(transaction=False) as pipe:
+                for slot, _ in held:
+                    await script(keys=slot.redis_keys, args=_script_args(slot), client=pipe)
+                return await pipe.execute()
+
+        results = await aredis_call(renew)
         for (slot, on_lost), result in zip(held, results, strict=True):
             outcome = SlotOutcome(int(result))
             if outcome is not SlotOutcome.GRANTED and slot.connection_id in self._held:
@@ -133,17 +160,38 @@ def lease_renewer() -> LeaseRenewer:
 
 async def slot_release(*, slot: ConnectionSlot) -> None:
     client = async_redis()
-    async with client.pipeline(transaction=False) as pipe:
-        for key in slot.redis_keys:
-            pipe.zrem(key, slot.connection_id)
-        await pipe.execute()
+
+    async def release() -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in slot.redis_keys:
+                pipe.zrem(key, slot.connection_id)
+            await pipe.execute()
+
+    await aredis_call(release)
 
 
 def live_connections_count() -> int:
     """Open sockets across all server processes (sync: for the metrics view)."""
-    from realtime.redis_connections import sync_redis
+    from core.redis_clients import redis_call, sync_redis
 
-    return int(sync_redis().eval(_COUNT_LIVE, 1, keys.all_connections_key()))
+    client = sync_redis()
+    return int(redis_call(lambda: client.eval(_COUNT_LIVE, 1, keys.all_connections_key())))
+
+
+def users_with_open_socket(*, org_id: str, user_ids: list[str]) -> set[str]:
+    """Which of these users hold an open socket for the org, on any server process
+    (sync: push delivery asks before a silent sync poke). Raises redis errors."""
+    from core.redis_clients import redis_call, sync_redis
+
+    if not user_ids:
+        return set()
+    user_keys = [keys.user_connections_key(user_id) for user_id in user_ids]
+    found = redis_call(
+        lambda: sync_redis().eval(
+            _USERS_WITH_SOCKET, len(user_keys) + 1, *user_keys, keys.org_connections_key(org_id), *user_ids
+        )
+    )
+    return {str(user_id) for user_id in found}
 
 
 def limit_reason(outcome: SlotOutcome) -> tuple[int, str, str]:

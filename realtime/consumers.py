@@ -22,8 +22,11 @@ import redis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
+from accounts.selectors import token_find
 from monitoring.metrics import realtime_connections, realtime_rejections, realtime_slow_consumer_disconnects
+from realtime.access import NOT_A_MEMBER, TOKEN_INVALID
 from realtime.connection_limits import (
     ConnectionSlot,
     SlotOutcome,
@@ -36,7 +39,7 @@ from realtime.event_ids import event_id_key
 from realtime.hub import SLOW_CONSUMER, Subscriber, current_hub
 from realtime.replay import events_since, stream_position
 from realtime.stats import counter_add
-from realtime.token_auth import query_params, token_from_scope, user_for_token
+from realtime.token_auth import query_params, token_for, token_from_scope
 from tenancy.selectors import membership_get
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,17 @@ def _is_member(*, org_id: uuid.UUID, user: Any) -> bool:
     return membership_get(org_id=org_id, user=user) is not None
 
 
+@database_sync_to_async
+def _access_lost(*, token: str, org_id: uuid.UUID) -> tuple[int, str] | None:
+    """Why this socket may no longer stay open (token, then membership), or None."""
+    found = token_find(token=token)
+    if found is None:
+        return TOKEN_INVALID
+    if membership_get(org_id=org_id, user=found.user) is None:
+        return NOT_A_MEMBER
+    return None
+
+
 class OrgEventsConsumer(AsyncWebsocketConsumer):
     slot: ConnectionSlot | None = None
     subscriber: Subscriber | None = None
@@ -63,13 +77,10 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
         org_id: uuid.UUID = self.scope["url_route"]["kwargs"]["org_id"]
         params = query_params(self.scope)
         token = token_from_scope(self.scope)
-        user = await user_for_token(token) if token else None
-        if user is None:
-            await self._refuse(4401, "Missing or invalid token", rejection="auth")
+        token_row = await self._member_token_or_refuse(token, org_id)
+        if token is None or token_row is None:
             return
-        if not await _is_member(org_id=org_id, user=user):
-            await self._refuse(4404, "Not found", rejection="not_member")
-            return
+        user = token_row.user
         last_event_id = params.get("last_event_id")
         if last_event_id is not None:
             try:
@@ -96,7 +107,10 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
         await self.accept()
         try:
             self.subscriber = await current_hub().subscribe(
-                org_id=str(org_id), queue_size=settings.REALTIME_SOCKET_QUEUE_SIZE
+                org_id=str(org_id),
+                queue_size=settings.REALTIME_SOCKET_QUEUE_SIZE,
+                user_id=str(user.pk),
+                token_digest=token_row.digest,
             )
         except (redis.RedisError, OSError, TimeoutError) as error:
             logger.error("realtime feed unavailable: %s", error)
@@ -104,7 +118,29 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
             await self.close(*UNAVAILABLE)
             return
         loop = asyncio.get_running_loop()
-        self.tasks = (loop.create_task(self._pump(last_event_id)), loop.create_task(self._supervise()))
+        self.tasks = (
+            loop.create_task(self._pump(last_event_id)),
+            loop.create_task(self._supervise()),
+            loop.create_task(self._watch_access(token=token, org_id=org_id, expires_at=token_row.expiry)),
+        )
+
+    async def _member_token_or_refuse(self, token: str | None, org_id: uuid.UUID) -> Any | None:
+        """The token's row, if it is valid and its user a member; else None, the socket
+        refused (4401, 4404; 1013 when the database is unreachable: no hang, no 1011)."""
+        try:
+            token_row = await token_for(token) if token else None
+            is_member = token_row is not None and await _is_member(org_id=org_id, user=token_row.user)
+        except DatabaseError as error:
+            logger.error("realtime connection refused, database unavailable: %s", error)
+            await self._refuse(*UNAVAILABLE)
+            return None
+        if token_row is None:
+            await self._refuse(4401, "Missing or invalid token", rejection="auth")
+            return None
+        if not is_member:
+            await self._refuse(4404, "Not found", rejection="not_member")
+            return None
+        return token_row
 
     async def _refuse(self, code: int, reason: str, *, rejection: str | None = None) -> None:
         if rejection is not None:
@@ -168,6 +204,25 @@ class OrgEventsConsumer(AsyncWebsocketConsumer):
             await self._shut(code, reason, release_slot=False)
         else:
             await self._shut(code, reason, release_slot=True)
+
+    async def _watch_access(self, *, token: str, org_id: uuid.UUID, expires_at: Any) -> None:
+        """The backstop behind the hub's revocation broadcast: re-check the token and
+        membership now (a revocation may have come between the connect check and the
+        hub subscription), every REALTIME_ACCESS_RECHECK_SECONDS, and at the token's
+        expiry (closed then with 4401, on time)."""
+        interval = settings.REALTIME_ACCESS_RECHECK_SECONDS
+        while self.subscriber is not None:
+            try:
+                lost = await _access_lost(token=token, org_id=org_id)
+            except Exception:  # the database is away: keep the socket, ask again later
+                logger.warning("realtime: access re-check failed", exc_info=True)
+                lost = None
+            if lost is not None:
+                if self.subscriber is not None:
+                    self.subscriber.close(lost)
+                return
+            until_expiry = expires_at.timestamp() - time.time() if expires_at is not None else interval
+            await asyncio.sleep(max(0.05, min(interval, until_expiry + 0.01)))
 
     def _lease_lost(self, outcome: SlotOutcome) -> None:
         if self.subscriber is not None:

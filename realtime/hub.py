@@ -7,6 +7,9 @@ queue. A socket whose queue is full is dropped from the hub at once (the consume
 then closes it), so a client that does not read cannot grow the server's memory.
 If the Pub/Sub connection breaks, every socket is closed with 1012 and clients resume
 with last_event_id: live events are never silently skipped.
+
+The hub also listens to the access channel and closes the sockets a revocation
+concerns (realtime/access.py).
 """
 
 import asyncio
@@ -17,8 +20,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from core.redis_clients import async_pubsub_redis
 from realtime import keys
-from realtime.redis_connections import async_pubsub_redis
+from realtime.access import parse_revocation
 from realtime.stats import DeliveryCounter
 
 logger = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ class Subscriber:
 
     org_id: str
     queue: asyncio.Queue[LiveEvent]
+    user_id: str = ""
+    token_digest: str = ""
     closing: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -79,31 +85,51 @@ class OrgEventHub:
         self._client = async_pubsub_redis()
         self._pubsub = self._client.pubsub()
         self._reader: asyncio.Task[None] | None = None
+        self._access_subscribed = False
         self._flusher = asyncio.get_running_loop().create_task(self.deliveries.run_flusher())
 
-    async def subscribe(self, *, org_id: str, queue_size: int) -> Subscriber:
+    async def subscribe(
+        self, *, org_id: str, queue_size: int, user_id: str = "", token_digest: str = ""
+    ) -> Subscriber:
         """Register a socket; returns once the process is subscribed to the org's
-        channel, so every event published after this call reaches the queue."""
-        subscriber = Subscriber(org_id=org_id, queue=asyncio.Queue(maxsize=queue_size))
+        channel (and the access channel), so every event and revocation published
+        after this call reaches it."""
+        subscriber = Subscriber(
+            org_id=org_id, queue=asyncio.Queue(maxsize=queue_size), user_id=user_id, token_digest=token_digest
+        )
         channel = keys.org_channel(org_id)
         async with self._lock:
             local = self._subscribers.setdefault(org_id, set())
             local.add(subscriber)
-            if len(local) > 1:
-                return subscriber
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirmations[channel] = confirmed
+            channels = [] if len(local) > 1 else [channel]
+            if not self._access_subscribed:
+                channels.append(keys.ACCESS_CHANNEL)
             try:
-                await self._pubsub.subscribe(channel)
-                self._ensure_reader()
-                await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_SECONDS)
+                await self._subscribe_confirmed(channels)
             except BaseException:
                 local.discard(subscriber)
                 if not local:
                     del self._subscribers[org_id]
-                self._confirmations.pop(channel, None)
                 raise
+            self._access_subscribed = True
         return subscriber
+
+    async def _subscribe_confirmed(self, channels: list[str]) -> None:
+        if not channels:
+            return
+        loop = asyncio.get_running_loop()
+        waiting = {name: loop.create_future() for name in channels}
+        self._confirmations.update(waiting)
+        try:
+            await self._pubsub.subscribe(*channels)
+            self._ensure_reader()
+            await asyncio.wait_for(
+                asyncio.shield(asyncio.gather(*waiting.values())), SUBSCRIBE_TIMEOUT_SECONDS
+            )
+        except BaseException:
+            for name in channels:
+                self._confirmations.pop(name, None)
+            raise
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
         """Remove a socket; the process leaves the org's channel with its last socket."""
@@ -138,6 +164,9 @@ class OrgEventHub:
             await self._restart()
 
     def _dispatch(self, channel: str, data: str) -> None:
+        if channel == keys.ACCESS_CHANNEL:
+            self._revoke(data)
+            return
         org_id = channel[len("rt:live:{") : -1]
         local = self._subscribers.get(org_id)
         if not local:
@@ -146,6 +175,21 @@ class OrgEventHub:
         for subscriber in list(local):
             if not subscriber.offer(event):
                 local.discard(subscriber)  # full: no more events for it; its consumer unsubscribes
+
+    def _revoke(self, message: str) -> None:
+        """Close (and stop feeding) the local sockets an access change concerns."""
+        revocation = parse_revocation(message)
+        if revocation is None:
+            return
+        for org_id, local in list(self._subscribers.items()):
+            if revocation.org_id is not None and org_id != revocation.org_id:
+                continue
+            for subscriber in list(local):
+                if revocation.matches(
+                    user_id=subscriber.user_id, org_id=org_id, token_digest=subscriber.token_digest
+                ):
+                    local.discard(subscriber)
+                    subscriber.close(revocation.code)
 
     async def _restart(self) -> None:
         """Close every local socket (clients resume with last_event_id) and start clean."""
@@ -158,6 +202,7 @@ class OrgEventHub:
                 if not confirmed.done():
                     confirmed.set_exception(ConnectionError("Pub/Sub connection lost"))
             self._confirmations.clear()
+            self._access_subscribed = False
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
             self._pubsub = self._client.pubsub()

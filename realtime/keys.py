@@ -30,6 +30,11 @@ def org_channel(org_id: str) -> str:
     return f"rt:live:{{{org_id}}}"
 
 
+# Access changes (token revoked, member removed) for every realtime process: one
+# channel, since a process must hear of any user's revocation (realtime/access.py).
+ACCESS_CHANNEL = "rt:access"
+
+
 def org_version_key(org_id: str) -> str:
     """The org's last published change version (same hash tag as its stream)."""
     return f"rt:version:{{{org_id}}}"

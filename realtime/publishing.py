@@ -17,7 +17,7 @@ duplicates, whoever publishes. The live announcement also carries the change's
 not kept in the stream: a poke only says "pull now", a reconnecting client pulls once
 anyway (docs/sync.md), and replayed events carry their `version` too. The stream id
 is the event id (`last_event_id` replay).
-Redis failing raises: the change stays in the outbox and is published again once Redis
+Redis failing (or the Redis breaker open) raises: the change stays in the outbox and is published again once Redis
 takes writes (docs/changelog.md). If Redis lost the org's last version (a restart
 without persistence), the lowest undelivered version in the outbox is the floor.
 """
@@ -33,8 +33,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from changelog.dispatch import Change
 from changelog.selectors import outbox_changes_between, outbox_lowest_pending_version
+from core.redis_clients import redis_call, sync_redis
 from realtime import keys
-from realtime.redis_connections import sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +93,26 @@ def _publish(
     force: bool,
 ) -> tuple[str, str]:
     body = event_body(event_type=topic, org_id=org_id, version=version, committed_at=committed_at, data=data)
-    outcome, detail = sync_redis().eval(
-        _PUBLISH_IN_ORDER,
-        4,
-        keys.org_stream_key(org_id),
-        keys.org_channel(org_id),
-        keys.org_version_key(org_id),
-        keys.STATS_KEY,
-        body,
-        settings.REALTIME_STREAM_MAXLEN,
-        settings.REALTIME_STREAM_TTL_SECONDS,
-        f"{committed_at:.6f}",
-        version,
-        floor,
-        "1" if force else "",
-        poke_frame(org_id=org_id, version=version),
+    client = sync_redis()
+    # Behind the project's one Redis breaker (core/redis_clients.py): while Redis is down
+    # this raises at once, and the change waits in the outbox for the worker's retry.
+    outcome, detail = redis_call(
+        lambda: client.eval(
+            _PUBLISH_IN_ORDER,
+            4,
+            keys.org_stream_key(org_id),
+            keys.org_channel(org_id),
+            keys.org_version_key(org_id),
+            keys.STATS_KEY,
+            body,
+            settings.REALTIME_STREAM_MAXLEN,
+            settings.REALTIME_STREAM_TTL_SECONDS,
+            f"{committed_at:.6f}",
+            version,
+            floor,
+            "1" if force else "",
+            poke_frame(org_id=org_id, version=version),
+        )
     )
     return outcome, detail
 

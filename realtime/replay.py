@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from core.redis_clients import aredis_call, async_redis
 from realtime import keys
 from realtime.event_ids import event_id_key, frame_with_id
-from realtime.redis_connections import async_redis
 
 REPLAY_BATCH = 500
 MAX_SEQUENCE = 2**64 - 1
@@ -45,11 +45,12 @@ class Replay:
 
 async def stream_position(*, org_id: str) -> str:
     """The id live events follow: every event published from now on is greater."""
-    return await async_redis().eval(_POSITION, 1, keys.org_stream_key(org_id))
+    client = async_redis()
+    return await aredis_call(lambda: client.eval(_POSITION, 1, keys.org_stream_key(org_id)))
 
 
 async def _now_ms() -> int:
-    seconds, microseconds = await async_redis().time()
+    seconds, microseconds = await aredis_call(async_redis().time)
     return seconds * 1000 + microseconds // 1000
 
 
@@ -59,7 +60,7 @@ async def events_since(*, org_id: str, last_event_id: str) -> Replay:
     last = event_id_key(last_event_id)
     ttl_ms = settings.REALTIME_STREAM_TTL_SECONDS * 1000
     try:
-        info = await client.xinfo_stream(stream)
+        info = await aredis_call(lambda: client.xinfo_stream(stream))
     except redis.ResponseError:  # no such key
         if last[0] >= await _now_ms() - ttl_ms:
             return Replay(frames=[], complete=True, position=last_event_id)
@@ -71,7 +72,9 @@ async def events_since(*, org_id: str, last_event_id: str) -> Replay:
     frames: list[tuple[str, str]] = []
     start = "(" + last_event_id
     while True:
-        batch = await client.xrange(stream, min=start, max="+", count=REPLAY_BATCH)
+        batch = await aredis_call(
+            lambda after=start: client.xrange(stream, min=after, max="+", count=REPLAY_BATCH)
+        )
         frames += [(event_id, frame_with_id(event_id, fields["b"])) for event_id, fields in batch]
         if len(batch) < REPLAY_BATCH:
             position = frames[-1][0] if frames else last_event_id

@@ -15,9 +15,9 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from core.redis_clients import aredis_call, async_redis, redis_call, sync_redis
 from monitoring.metrics import realtime_deliveries, realtime_delivery_latency
 from realtime import keys
-from realtime.redis_connections import async_redis, sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,15 @@ class DeliveryCounter:
         deliveries, buckets = self.deliveries, self.buckets
         self.deliveries, self.buckets = 0, {}
         try:
-            async with async_redis().pipeline(transaction=False) as pipe:
-                pipe.hincrby(keys.STATS_KEY, "deliveries", deliveries)
-                for bucket, count in buckets.items():
-                    pipe.hincrby(keys.STATS_KEY, f"latency:{bucket}", count)
-                await pipe.execute()
+
+            async def add() -> None:
+                async with async_redis().pipeline(transaction=False) as pipe:
+                    pipe.hincrby(keys.STATS_KEY, "deliveries", deliveries)
+                    for bucket, count in buckets.items():
+                        pipe.hincrby(keys.STATS_KEY, f"latency:{bucket}", count)
+                    await pipe.execute()
+
+            await aredis_call(add)
         except redis.RedisError as error:  # figures lost, never deliveries
             logger.warning("realtime stats flush failed: %s", error)
 
@@ -68,7 +72,7 @@ class DeliveryCounter:
 
 async def counter_add(field: str, amount: int = 1) -> None:
     try:
-        await async_redis().hincrby(keys.STATS_KEY, field, amount)
+        await aredis_call(lambda: async_redis().hincrby(keys.STATS_KEY, field, amount))
     except redis.RedisError as error:
         logger.warning("realtime counter %s not recorded: %s", field, error)
 
@@ -100,7 +104,7 @@ def latency_summary(buckets: list[int]) -> dict[str, float | None]:
 
 def stats_snapshot() -> dict[str, Any]:
     """Cumulative figures since the counters began (sync: for the metrics view)."""
-    raw = sync_redis().hgetall(keys.STATS_KEY)
+    raw = redis_call(lambda: sync_redis().hgetall(keys.STATS_KEY))
     buckets = latency_buckets(raw)
     latency = latency_summary(buckets)
     return {
@@ -119,7 +123,7 @@ def cumulative_latency_buckets() -> dict[str, float] | None:
     The websocket servers are not the REST servers, so the SLO endpoint (on gunicorn)
     cannot see their Prometheus files; this shared hash is what it can read."""
     try:
-        raw = sync_redis().hgetall(keys.STATS_KEY)
+        raw = redis_call(lambda: sync_redis().hgetall(keys.STATS_KEY))
     except redis.RedisError:
         return None
     cumulative, total = {}, 0.0

@@ -1,4 +1,4 @@
-"""Who is connecting: a DRF token from `Authorization: Token <t>` or `?token=<t>`.
+"""Who is connecting: an API token from `Authorization: Token <t>` or `?token=<t>`.
 
 Browsers cannot set headers on a WebSocket, hence the query parameter; tokens in URLs
 reach access logs, so bin/serve runs uvicorn without an access log for this reason.
@@ -8,9 +8,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
-from accounts.models import User
+from accounts.selectors import token_find
 
 MAX_TOKEN_CHARS = 256
 
@@ -32,8 +32,7 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
 
 
 @database_sync_to_async
-def user_for_token(token: str) -> User | None:
-    found = Token.objects.select_related("user").filter(key=token).first()
-    if found is None or not found.user.is_active:
-        return None
-    return found.user
+def token_for(token: str) -> AuthToken | None:
+    """The live token row (its user, digest and expiry), or None. Outside a request
+    scope, so it reads the primary: a revoked token is refused at once."""
+    return token_find(token=token)

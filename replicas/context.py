@@ -31,8 +31,8 @@ class RequestRouting:
     replicas: dict[str, str] = field(default_factory=dict)  # cluster -> replica chosen for reads
     failed: set[str] = field(default_factory=set)  # replicas that failed during this request
     served: list[str] = field(default_factory=list)  # aliases that answered reads, in order
-    wrote_on: Cluster | None = None  # the cluster whose primary received a write
-    writes: int = 0  # writes routed so far in this request
+    wrote_on: Cluster | None = None  # the cluster whose primary committed a write
+    writes: int = 0  # committed writes so far in this request
     # (writes routed by then, position) once stored before the response (on commit)
     recorded: tuple[int, int] | None = None
     _positions: dict[str, int | None] = field(default_factory=dict)
@@ -40,6 +40,10 @@ class RequestRouting:
     def pin(self, reason: str) -> None:
         if self.pinned is None:
             self.pinned = reason
+
+    def note_commit(self, cluster: Cluster) -> None:
+        self.wrote_on = cluster
+        self.writes += 1
 
     def note_served(self, alias: str) -> None:
         if alias not in self.served:
@@ -67,25 +71,54 @@ class RequestRouting:
 
 
 _routing: ContextVar[RequestRouting | None] = ContextVar("replicas_routing", default=None)
+_primary_reads: ContextVar[bool] = ContextVar("replicas_primary_reads", default=False)
+PRIMARY_READS_REASON = "access_check"
 _cluster: ContextVar[Cluster | None] = ContextVar("replicas_cluster", default=None)
+_org: ContextVar[str | None] = ContextVar("replicas_org", default=None)  # for routing logs
 
 
 def current_routing() -> RequestRouting | None:
     return _routing.get()
 
 
+def primary_reads_active() -> bool:
+    return _primary_reads.get()
+
+
+@contextmanager
+def primary_reads() -> Iterator[None]:
+    """Reads in the block go to the primary, without pinning the rest of the request.
+
+    For checks that must see every committed change at once (token and membership:
+    a revocation holds from the next request on, whatever a replica has replayed);
+    the request's other reads may still use a replica. Inside it, no Redis position
+    lookup and no replica probe are made.
+    """
+    token = _primary_reads.set(True)
+    try:
+        yield
+    finally:
+        _primary_reads.reset(token)
+
+
 def current_cluster() -> Cluster:
     return _cluster.get() or topology().home
+
+
+def current_org_id() -> str | None:
+    """The org whose cluster this scope is bound to, if any."""
+    return _org.get()
 
 
 @contextmanager
 def request_routing(state: RequestRouting | None = None) -> Iterator[RequestRouting]:
     state = state or RequestRouting()
     routing_token = _routing.set(state)
-    cluster_token = _cluster.set(None)
+    cluster_token, org_token = _cluster.set(None), _org.set(None)
     try:
         yield state
     finally:
+        _org.reset(org_token)
         _cluster.reset(cluster_token)
         _routing.reset(routing_token)
 
@@ -93,10 +126,11 @@ def request_routing(state: RequestRouting | None = None) -> Iterator[RequestRout
 @contextmanager
 def use_org_cluster(org_id: uuid.UUID | str) -> Iterator[Cluster]:
     """Route every query in the block to the org's cluster (OrgNotRouted if none)."""
-    token = _cluster.set(topology().cluster_for_org(org_id))
+    token, org_token = _cluster.set(topology().cluster_for_org(org_id)), _org.set(str(org_id))
     try:
         yield _cluster.get()
     finally:
+        _org.reset(org_token)
         _cluster.reset(token)
 
 
@@ -104,4 +138,5 @@ def bind_org_cluster(org_id: uuid.UUID | str) -> Cluster:
     """For the rest of the current request scope, route to the org's cluster."""
     cluster = topology().cluster_for_org(org_id)
     _cluster.set(cluster)
+    _org.set(str(org_id))
     return cluster

@@ -16,10 +16,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from django.db import DatabaseError, connections
-from psycopg_pool import PoolTimeout
 
+from core.db_errors import is_connection_failure
 from replicas.conf import replica_settings
 from replicas.context import current_routing
 from replicas.pools import discard_pool
@@ -28,21 +27,13 @@ from replicas.stats import routing_stats
 from replicas.watchdog import watchdog
 
 CONNECTION, CONFLICT = "connection", "conflict"
-_SERVER_GONE = {"57P01", "57P02", "57P03"}  # admin/crash shutdown, cannot connect now
 
 
 def failure_kind(exc: BaseException) -> str | None:
     cause = exc.__cause__ or exc
-    if isinstance(cause, PoolTimeout):
-        return CONNECTION
-    sqlstate = getattr(cause, "sqlstate", None)
-    if sqlstate == "40001":
+    if getattr(cause, "sqlstate", None) == "40001":
         return CONFLICT
-    if isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError) and (
-        sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GONE
-    ):
-        return CONNECTION
-    return None
+    return CONNECTION if is_connection_failure(exc) else None
 
 
 def describe(exc: BaseException) -> str:

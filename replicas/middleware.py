@@ -6,9 +6,10 @@ any `X-DB-Position` it sent; the stored position is only fetched from Redis when
 is about to be routed to a replica. Unsafe methods (POST, PUT, PATCH, DELETE) are
 pinned to the primary from the start: their reads are checks a write depends on.
 
-After the view, when the request wrote: the primary's WAL insert position (all commits
-of the request are done: ATOMIC_REQUESTS is off, so every transaction has ended) is
-stored for the client and returned as `X-DB-Position`.
+After the view, when the request committed a write and its caller is authenticated:
+the primary's WAL insert position (all commits of the request are done:
+ATOMIC_REQUESTS is off, so every transaction has ended) is stored for the client and
+returned as `X-DB-Position`. Anonymous or refused requests never raise anyone's bar.
 """
 
 import logging
@@ -84,16 +85,6 @@ def routing_for(request: HttpRequest) -> RequestRouting:
     return state
 
 
-def share_position_with(credentials: str) -> None:
-    """Also store this request's write position for `credentials` (e.g. a token just
-    issued), so the first request made with them already reads its own writes."""
-    from replicas.context import current_routing
-
-    state = current_routing()
-    if state is not None:
-        state.client_ids.append(client_id(credentials))
-
-
 def _primary_position(cluster: Cluster) -> int | None:
     try:
         with connections[cluster.primary].cursor() as cursor:
@@ -128,9 +119,18 @@ def record_position_for_change(change: object) -> None:
     record_write_position()
 
 
-def finish(state: RequestRouting, response: HttpResponse) -> None:
+def _authenticated(request: HttpRequest) -> bool:
+    """DRF sets the authenticated user on the Django request; the admin's session
+    user is there too. Anonymous callers never get a position recorded for them."""
+    user = getattr(request, "user", None)
+    return user is not None and bool(getattr(user, "is_authenticated", False))
+
+
+def finish(state: RequestRouting, request: HttpRequest, response: HttpResponse) -> None:
     cluster = state.wrote_on
-    if cluster is not None:
+    # A refused request (4xx) commits no change even when it opened a transaction (a
+    # keyed write's), so it raises no one's bar either.
+    if cluster is not None and response.status_code < 400 and _authenticated(request):
         # Already stored on commit, with no write since: reuse it (no second query).
         already = state.recorded is not None and state.recorded[0] == state.writes
         position = state.recorded[1] if already and state.recorded else _primary_position(cluster)
@@ -161,11 +161,11 @@ class ReplicaRoutingMiddleware:
             return self.__acall__(request)
         with request_routing(routing_for(request)) as state:
             response = self.get_response(request)
-            finish(state, response)
+            finish(state, request, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         with request_routing(routing_for(request)) as state:
             response = await self.get_response(request)
-            await sync_to_async(finish)(state, response)
+            await sync_to_async(finish)(state, request, response)
         return response

@@ -11,7 +11,8 @@ returns before its WAL is written or flushed, so the write or flush position cou
 still be short of it. Its cost: a position a few bytes past a page boundary is only
 reached with the next WAL record; meanwhile that client reads from the primary.
 
-Redis down, slow or behind its circuit breaker: the position is UNKNOWN and the
+Redis down, slow or behind the project's Redis circuit breaker (core/redis_clients.py):
+the position is UNKNOWN and the
 client's reads go to the primary (unless it sent `X-DB-Position`); never a replica
 that may be behind. Positions are kept for `position_ttl_seconds`, always longer than
 the critical lag: past that, every replica allowed to serve reads has the write.
@@ -19,12 +20,10 @@ the critical lag: past that, every replica allowed to serve reads has the write.
 
 import hashlib
 import logging
-import threading
-import time
 
 import redis
-from django.conf import settings
 
+from core.redis_clients import RedisUnavailable, redis_call, sync_redis
 from replicas.conf import replica_settings
 from replicas.context import UNKNOWN_POSITION
 
@@ -41,7 +40,6 @@ else
 end
 return 1
 """
-_BREAKER_SECONDS = 2.0
 
 
 def client_id(credentials: str) -> str:
@@ -53,58 +51,38 @@ def _key(cluster: str, client: str) -> str:
     return f"{_KEY_PREFIX}{cluster}:{client}"
 
 
+def _failed(action: str, exc: redis.RedisError) -> None:
+    if not isinstance(exc, RedisUnavailable):
+        logger.warning("replicas: redis failed while %s positions; reads fall back to the primary", action)
+
+
 class PositionStore:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
-        self._client_url = ""
-        self._script = None
-        self._open_until = 0.0
-
-    def _redis(self) -> redis.Redis:
-        url = settings.REDIS_URL
-        if self._client is None or self._client_url != url:
-            with self._lock:
-                timeout = settings.REDIS_SOCKET_TIMEOUT_SECONDS
-                self._client = redis.Redis.from_url(
-                    url, socket_connect_timeout=timeout, socket_timeout=timeout
-                )
-                self._client_url = url
-                self._script = self._client.register_script(_RAISE_SCRIPT)
-        return self._client
-
-    def _available(self) -> bool:
-        return time.monotonic() >= self._open_until
-
-    def _trip(self, action: str) -> None:
-        self._open_until = time.monotonic() + _BREAKER_SECONDS
-        logger.warning(
-            "replicas: redis unavailable while %s positions; reads fall back to the primary", action
-        )
-
     def load(self, cluster: str, clients: list[str]) -> int | None:
         """The newest stored position of these clients in `cluster`: None if none,
         UNKNOWN_POSITION if Redis fails."""
-        if not self._available():
-            return UNKNOWN_POSITION
+        client = sync_redis()
         try:
-            values = self._redis().mget([_key(cluster, client) for client in clients])
-        except redis.RedisError:
-            self._trip("reading")
+            values = redis_call(lambda: client.mget([_key(cluster, c) for c in clients]))
+        except redis.RedisError as exc:
+            _failed("reading", exc)
             return UNKNOWN_POSITION
         found = [int(v, 16) for v in values if v]
         return max(found) if found else None
 
     def remember(self, cluster: str, clients: list[str], position: int) -> bool:
-        if not self._available():
-            return False
         ttl_ms = str(int(replica_settings().position_ttl_seconds * 1000))
+        client = sync_redis()
+
+        def raise_all() -> None:
+            with client.pipeline(transaction=False) as pipe:
+                for name in clients:
+                    pipe.eval(_RAISE_SCRIPT, 1, _key(cluster, name), f"{position:016x}", ttl_ms)
+                pipe.execute()
+
         try:
-            self._redis()
-            for client in clients:
-                self._script(keys=[_key(cluster, client)], args=[f"{position:016x}", ttl_ms])
-        except redis.RedisError:
-            self._trip("storing")
+            redis_call(raise_all)
+        except redis.RedisError as exc:
+            _failed("storing", exc)
             return False
         return True
 

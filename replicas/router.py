@@ -15,31 +15,52 @@ Reads (`db_for_read`), in order of precedence:
 to the primary. Migrations are allowed on primaries only.
 """
 
+import contextlib
 import logging
 import time
+from functools import partial
 from typing import Any
 
-from django.db import DatabaseError, connections
+import psycopg
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Model
 
+from monitoring.routing_log import log_routing_decision
 from replicas.checker import checker
 from replicas.conf import replica_settings
-from replicas.context import UNKNOWN_POSITION, RequestRouting, current_cluster, current_routing
+from replicas.context import (
+    PRIMARY_READS_REASON,
+    UNKNOWN_POSITION,
+    RequestRouting,
+    current_cluster,
+    current_org_id,
+    current_routing,
+    primary_reads_active,
+)
 from replicas.replica_set import ReplicaState, replica_set
 from replicas.stats import routing_stats
 from replicas.topology import Cluster, topology
+from replicas.watchdog import watchdog
 
 logger = logging.getLogger("replicas.router")
 
 
 def _probe_replay_position(alias: str) -> int | None:
-    """The replica's replay position right now, via its own pool (read-your-writes)."""
+    """The replica's replay position right now, via its own pool (read-your-writes).
+
+    Under the same watchdog as replica reads: a frozen replica is cut after the read
+    timeout (the probe fails, the read goes elsewhere), never holding the request."""
+    connection = connections[alias]
     try:
-        with connections[alias].probe_cursor() as cursor:
-            cursor.execute("SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")
-            value = cursor.fetchone()[0]
-    except DatabaseError as exc:
+        with connection.probe_cursor() as cursor:
+            socket = cursor.connection.pgconn.socket
+            with watchdog.guard(socket, replica_settings().read_timeout_seconds, f"{alias} (position probe)"):
+                cursor.execute("SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")
+                value = cursor.fetchone()[0]
+    except (DatabaseError, psycopg.Error) as exc:  # a raw psycopg cursor raises its own errors
         replica_set().record_failure(alias, f"probe failed: {type(exc).__name__}")
+        with contextlib.suppress(Exception):
+            connection.close()  # a cut connection goes back to the pool, which discards it
         return None
     return None if value is None else int(value)
 
@@ -50,6 +71,8 @@ def choose_read_alias(state: RequestRouting, cluster: Cluster) -> tuple[str, str
         return cluster.primary, "replicas_disabled"
     if state.pinned:
         return cluster.primary, state.pinned
+    if primary_reads_active():
+        return cluster.primary, PRIMARY_READS_REASON
     if connections[cluster.primary].in_atomic_block:
         return cluster.primary, "transaction"
     replicas = replica_set()
@@ -147,12 +170,18 @@ def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) 
         state.pin(f"replica_{reason}")  # the primary is ahead of everything already read
         state.note_served(alias)
     routing_stats.read(alias, replica=alias != cluster.primary, reason=f"retry_after_{reason}")
+    log_routing_decision(alias=alias, reason=f"retry_after_{reason}")
     return alias
 
 
 # Global (not per-org) tables. With several clusters they must exist in each one, like
 # Citus reference tables; keeping them in sync is not built yet (docs/replicas.md).
-REFERENCE_APPS = frozenset({"accounts", "auth", "authtoken", "contenttypes", "sessions", "admin"})
+REFERENCE_APPS = frozenset({"accounts", "auth", "knox", "contenttypes", "sessions", "admin"})
+
+
+def _org_of(hints: dict[str, Any]) -> object | None:
+    """The org the query is for: the instance's, else the one the request is bound to."""
+    return getattr(hints.get("instance"), "org_id", None) or current_org_id()
 
 
 class ReplicaRouter:
@@ -163,13 +192,15 @@ class ReplicaRouter:
             return cluster.primary
         alias, reason = choose_read_alias(state, cluster)
         is_replica = alias != cluster.primary
-        if not is_replica:
+        if not is_replica and reason != PRIMARY_READS_REASON:
             # Once a request has read from the primary it stays there: a replica could
             # be behind what it already saw, and its data must not go back in time.
+            # (Access checks are the exception: they read only tokens and memberships.)
             if reason != "replicas_disabled":
                 state.pin(reason)
             state.note_served(alias)  # replicas are noted when a statement really ran there
         routing_stats.read(alias, replica=is_replica, reason=reason)
+        log_routing_decision(alias=alias, reason=reason, model=model._meta.label, org_id=_org_of(hints))
         return alias
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str:
@@ -177,9 +208,16 @@ class ReplicaRouter:
         state = current_routing()
         if state is not None:
             state.pin("after_write")
-            state.wrote_on = cluster
-            state.writes += 1
+            # The position is handed out only for writes that commit (a rolled-back
+            # attempt, e.g. a refused keyed write, must not raise every reader's bar).
+            if connections[cluster.primary].in_atomic_block:
+                transaction.on_commit(partial(state.note_commit, cluster), using=cluster.primary)
+            else:
+                state.note_commit(cluster)  # autocommit: the statement commits by itself
         routing_stats.write(cluster.primary)
+        log_routing_decision(
+            alias=cluster.primary, reason="write", model=model._meta.label, org_id=_org_of(hints), write=True
+        )
         return cluster.primary
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:

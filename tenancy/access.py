@@ -2,7 +2,8 @@
 
 The order of refusals is part of the contract: no or bad token 401; not a member of
 the org 404 (never 403, which would confirm the org exists); a member whose role may
-not do the action 403.
+not do the action 403. The membership is read from the primary, never a replica that
+may not have replayed a removal or a demotion yet (revocation within 1 s).
 """
 
 import logging
@@ -14,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from idempotency.api import IdempotentWritesMixin
-from replicas.context import bind_org_cluster
+from replicas.context import bind_org_cluster, primary_reads
 from replicas.topology import OrgNotRouted
 from tenancy.models import Membership, Organization
 from tenancy.roles import Role, role_allows
@@ -44,7 +45,8 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
         except OrgNotRouted:
             logger.error("org %s is outside every database cluster range", org_id)
             raise NotFound() from None
-        membership = membership_get(org_id=org_id, user=request.user)
+        with primary_reads():  # a removal or demotion holds from the next request on
+            membership = membership_get(org_id=org_id, user=request.user)
         if membership is None:
             raise NotFound()
         required = self.read_role if request.method in SAFE_METHODS else self.write_role

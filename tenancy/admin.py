@@ -1,6 +1,6 @@
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -8,7 +8,44 @@ from django.http import HttpRequest
 from core.admin_filters import OrgIdFilter
 from core.admin_paginator import EstimatedCountPaginator
 from tenancy.models import Membership, Organization, Property
-from tenancy.services import PROPERTY_UPDATABLE_FIELDS, property_create, property_delete, property_update
+from tenancy.roles import Role
+from tenancy.services import (
+    PROPERTY_UPDATABLE_FIELDS,
+    LastOwner,
+    MembershipNotFound,
+    membership_add,
+    membership_remove,
+    membership_role_change,
+    property_create,
+    property_delete,
+    property_update,
+)
+
+
+def _membership_save(request: HttpRequest, membership: Membership, *, previous_user_id: Any) -> None:
+    """An admin edit of a membership, through the same services as the API (so a
+    demotion or removal has the same revocation effects)."""
+    try:
+        if previous_user_id is None:
+            saved = membership_add(org=membership.org, user=membership.user, role=Role(membership.role))
+            membership.pk, membership.created_at = saved.pk, saved.created_at
+        elif previous_user_id != membership.user_id:  # moved to another user: remove, then add
+            membership_remove(org=membership.org, user_id=previous_user_id)
+            saved = membership_add(org=membership.org, user=membership.user, role=Role(membership.role))
+            membership.pk, membership.created_at = saved.pk, saved.created_at
+        else:
+            membership_role_change(org=membership.org, user_id=membership.user_id, role=Role(membership.role))
+    except LastOwner:
+        messages.error(request, f"{membership.org} would have no owner left: that change was not made.")
+
+
+def _membership_delete(request: HttpRequest, membership: Membership) -> None:
+    try:
+        membership_remove(org=membership.org, user_id=membership.user_id)
+    except LastOwner:
+        messages.error(request, f"{membership.org} would have no owner left: its last owner was kept.")
+    except MembershipNotFound:
+        pass  # already gone
 
 
 class MembershipInline(admin.TabularInline):
@@ -28,6 +65,29 @@ class OrganizationAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
 
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        # What admin's change message reads (formset.save() would set them).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for inline_form in formset.forms:
+            membership = inline_form.instance
+            if inline_form in formset.deleted_forms:
+                if membership.pk is not None:
+                    _membership_delete(
+                        request, Membership.objects.select_related("org").get(pk=membership.pk)
+                    )
+                    formset.deleted_objects.append(membership)
+            elif inline_form.has_changed():
+                previous = inline_form.initial.get("user") if membership.pk is not None else None
+                membership.org = form.instance
+                _membership_save(request, membership, previous_user_id=previous)
+                if previous is None:
+                    formset.new_objects.append(membership)
+                else:
+                    formset.changed_objects.append((membership, inline_form.changed_data))
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
@@ -38,6 +98,21 @@ class MembershipAdmin(admin.ModelAdmin):
     raw_id_fields = ("user", "org")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    # Admin writes are writes: through tenancy.services, with every revocation effect.
+    def save_model(self, request: HttpRequest, obj: Membership, form: ModelForm, change: bool) -> None:
+        if change and "org" in form.changed_data:
+            _membership_delete(request, Membership.objects.select_related("org").get(pk=obj.pk))
+            change = False
+        previous = form.initial.get("user") if change else None
+        _membership_save(request, obj, previous_user_id=previous)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        _membership_delete(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for membership in queryset.select_related("org").order_by("id"):
+            _membership_delete(request, membership)
 
 
 @admin.register(Property)

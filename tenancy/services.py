@@ -1,12 +1,20 @@
 """Writes for tenancy. Property changes take the org's next change version and are
 recorded in its change log, like finance writes (see finance/services.py)."""
 
+import uuid
 from typing import Any
 
 from django.db import transaction
 
+from accounts.access_topics import TOPIC_MEMBERSHIP_REMOVED, TOPIC_MEMBERSHIP_ROLE_CHANGED
 from accounts.models import User
-from changelog.services import change_record, org_counter_create, org_version_take
+from changelog.services import (
+    access_change_record,
+    change_record,
+    org_counter_create,
+    org_transaction,
+    org_version_take,
+)
 from core.ids import uuid7
 from replicas.context import use_org_cluster
 from tenancy.models import Membership, Organization, Property
@@ -14,6 +22,14 @@ from tenancy.representation import property_output
 from tenancy.roles import Role
 
 PROPERTY_UPDATABLE_FIELDS = frozenset({"name", "currency", "timezone"})
+
+
+class MembershipNotFound(Exception):
+    """The user is not a member of the org."""
+
+
+class LastOwner(Exception):
+    """The change would leave the org without an owner."""
 
 
 def organization_create(*, name: str, owner: User) -> Membership:
@@ -27,11 +43,61 @@ def organization_create(*, name: str, owner: User) -> Membership:
 
 
 def membership_add(*, org: Organization, user: User, role: Role) -> Membership:
-    return Membership.objects.create(org=org, user=user, role=role)
+    with use_org_cluster(org.id):
+        return Membership.objects.create(org=org, user=user, role=role)
+
+
+def _locked_membership(*, org: Organization, user_id: uuid.UUID) -> tuple[Membership, int]:
+    """The member's row and the org's owner count, both locked until commit.
+
+    The org's owner rows are locked first, in id order, so two owners demoting or
+    removing each other at once are serialized, and the second sees the first's
+    change: the last owner can never be lost to a race.
+    """
+    owners = list(Membership.objects.select_for_update().filter(org=org, role=Role.OWNER).order_by("id"))
+    target = (
+        Membership.objects.select_for_update().select_related("org").filter(org=org, user_id=user_id).first()
+    )
+    if target is None:
+        raise MembershipNotFound()
+    return target, len(owners)
+
+
+def membership_role_change(*, org: Organization, user_id: uuid.UUID, role: Role) -> Membership:
+    """Change a member's role; LastOwner when it would demote the org's only owner."""
+    with use_org_cluster(org.id) as cluster, transaction.atomic(using=cluster.primary):
+        membership, owners = _locked_membership(org=org, user_id=user_id)
+        if membership.role == role:
+            return membership
+        if membership.role == Role.OWNER and owners <= 1:
+            raise LastOwner()
+        previous = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        access_change_record(
+            org_id=org.id,
+            user_id=user_id,
+            topic=TOPIC_MEMBERSHIP_ROLE_CHANGED,
+            data={"role": str(role), "previous_role": previous},
+        )
+        return membership
+
+
+def membership_remove(*, org: Organization, user_id: uuid.UUID) -> None:
+    """Remove a member; LastOwner when it is the org's only owner. From the commit on,
+    the user's REST calls get 404, the edge forgets its "allowed", its sockets close."""
+    with use_org_cluster(org.id) as cluster, transaction.atomic(using=cluster.primary):
+        membership, owners = _locked_membership(org=org, user_id=user_id)
+        if membership.role == Role.OWNER and owners <= 1:
+            raise LastOwner()
+        membership.delete()
+        access_change_record(
+            org_id=org.id, user_id=user_id, topic=TOPIC_MEMBERSHIP_REMOVED, data={"role": membership.role}
+        )
 
 
 def property_create(*, org: Organization, name: str, currency: str, timezone: str) -> Property:
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=org.id)
         prop = Property.objects.create(
             org=org, name=name, currency=currency, timezone=timezone, version=version
@@ -44,7 +110,7 @@ def property_update(*, prop: Property, changes: dict[str, Any]) -> Property:
     unknown = set(changes) - PROPERTY_UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=prop.org_id)
         locked = Property.objects.select_for_update().get(org_id=prop.org_id, id=prop.id)
         for name, value in changes.items():
@@ -57,7 +123,7 @@ def property_update(*, prop: Property, changes: dict[str, Any]) -> Property:
 
 def property_delete(*, prop: Property) -> None:
     """Delete a property without entries (finance rows protect theirs: ProtectedError)."""
-    with transaction.atomic():
+    with org_transaction():
         version = org_version_take(org_id=prop.org_id)
         locked = Property.objects.select_for_update().get(org_id=prop.org_id, id=prop.id)
         deleted_id = locked.pk

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import User
 from tenancy.models import Membership, Organization, Property
 from tenancy.roles import Role
+from tests.tokens import token_for
 
 _counter = itertools.count()
 
@@ -30,6 +30,26 @@ def _static_files_without_collectstatic(settings: Any) -> None:
     }
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counters() -> None:
+    """Login failures and rate-limit counters live in the shared Redis and outlive a
+    test (all tests log in from 127.0.0.1): each test starts with none."""
+    from tests.throttles import clear_throttle_counters
+
+    clear_throttle_counters()
+
+
+@pytest.fixture(autouse=True)
+def _metric_labels_stay_declared() -> Any:
+    """Fail any test after which a metric of this process holds a label value outside
+    its declared set (monitoring/metrics.py DECLARED_LABELS): code must not invent one."""
+    yield
+    from monitoring.metrics import undeclared_label_values
+
+    undeclared = undeclared_label_values()
+    assert not undeclared, f"metrics emitted undeclared label values: {undeclared}"
+
+
 @pytest.fixture
 def make_user(db: None) -> Callable[..., User]:
     def make(username: str | None = None, *, is_staff: bool = False, password: str = "pw-123456!") -> User:
@@ -46,8 +66,7 @@ def client_for() -> Callable[[User | None], APIClient]:
     def make(user: User | None) -> APIClient:
         client = APIClient()
         if user is not None:
-            token, _ = Token.objects.get_or_create(user=user)
-            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
         return client
 
     return make

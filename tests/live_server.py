@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 def wait_until_up(
-    base_url: str, process: subprocess.Popen, timeout: float = 30.0, path: str = "/v1/schema"
+    base_url: str, process: subprocess.Popen, timeout: float = 90.0, path: str = "/v1/system/health"
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,7 +49,7 @@ class LiveServer:
 
 @contextmanager
 def server_process(
-    database_url: str, kind: str = "wsgi", ready_path: str = "/v1/schema", **extra_env: str
+    database_url: str, kind: str = "wsgi", ready_path: str = "/v1/system/health", **extra_env: str
 ) -> Iterator[LiveServer]:
     """Start one server process (extra_env on top of ours) and yield it once `ready_path`
     answers; stop it after.
@@ -63,7 +63,7 @@ def server_process(
     env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", "REPLICA_URLS": "", **extra_env}
     if kind == "wsgi":
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
-        env |= {"PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}
+        env |= {"REST_PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}
     else:
         command = ["bin/serve", "realtime"]
         env |= {"REALTIME_PORT": str(port), "REALTIME_WORKERS": "1", "PYTHON": sys.executable}

@@ -70,10 +70,9 @@ async def assert_silent(socket: ClientConnection, within: float = 0.5) -> None:
 
 
 def token_of(user: Any) -> str:
-    from rest_framework.authtoken.models import Token
+    from tests.tokens import token_for
 
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key
+    return token_for(user)
 
 
 class RawSocketClient:

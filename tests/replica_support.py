@@ -113,7 +113,8 @@ def _stack_state() -> dict[str, str]:
 
 
 def server_pids(alias: str) -> list[int]:
-    """The replica's postmaster and all its children (backends, startup, walreceiver)."""
+    """The server's postmaster and all its children (backends, startup, walreceiver);
+    alias is "primary" or a replica's."""
     data_dir = Path(_stack_state()["PG_ROOT"]) / alias
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
     children = []
@@ -128,8 +129,8 @@ def server_pids(alias: str) -> list[int]:
 
 
 @contextmanager
-def replica_hung(alias: str) -> Iterator[None]:
-    """Freeze every process of the replica (SIGSTOP); always thawed afterwards."""
+def server_hung(alias: str) -> Iterator[None]:
+    """Freeze every process of the server (SIGSTOP); always thawed afterwards."""
     pids = server_pids(alias)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)

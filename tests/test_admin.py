@@ -18,6 +18,8 @@ CHANGELISTS = [
     "/admin/tenancy/property/",
     "/admin/finance/expense/",
     "/admin/finance/revenue/",
+    "/admin/push/device/",
+    "/admin/push/delivery/",
 ]
 
 
@@ -34,8 +36,14 @@ def staff_browser(make_user) -> Client:
 def test_every_model_is_registered():
     from django.apps import apps
 
+    from finance.models import DailyTotal
+
+    # Read models are derived data, repaired by `finance_totals rebuild`, never edited by
+    # hand (and Django admin cannot show a composite primary key).
+    read_models = {DailyTotal}
     ours = [m for m in apps.get_models() if m._meta.app_label in {"accounts", "tenancy", "finance"}]
-    assert ours and all(admin.site.is_registered(m) for m in ours)
+    assert ours and all(admin.site.is_registered(m) for m in ours if m not in read_models)
+    assert not any(admin.site.is_registered(m) for m in read_models)
 
 
 def _seed(tenant, count: int) -> None:

@@ -21,9 +21,9 @@ from changelog.dispatch import Change, handlers, register_handler
 from changelog.models import OrgChangeCounter, OutboxEntry, Tombstone
 from changelog.services import org_version_take
 from changelog.worker import drain_once
+from core.redis_clients import sync_redis
 from finance.models import Expense, Revenue
 from finance.services import entry_create
-from realtime.redis_connections import sync_redis
 from tenancy.models import Property
 from tests import conftest
 from tests.live_server import free_port, outbox_worker, running_server
@@ -71,8 +71,11 @@ def test_each_write_takes_the_next_version_stamps_it_and_leaves_a_tombstone_on_d
     ).json()
     assert prop["version"] == start + 4
     assert _counter(tenant.org.id) == start + 4
-    # Delivered on the request thread: nothing is left in the outbox.
-    assert not OutboxEntry.objects.filter(org_id=tenant.org.id).exists()
+    # The inline handlers ran on the request thread; what is left is only for the
+    # deferred ones (push fan-out), which run in the outbox worker.
+    left = OutboxEntry.objects.filter(org_id=tenant.org.id)
+    assert [h.name for h in handlers(inline=False)] == ["push_fanout"]
+    assert left.count() == 4 and all(row.inline_done for row in left)
 
 
 def test_a_rollback_takes_no_version_and_leaves_no_outbox_row_and_no_event(tenant):
@@ -100,7 +103,8 @@ def test_an_idempotent_replay_takes_no_version(tenant):
     assert replay.status_code == first.status_code == 201
     assert replay["Idempotent-Replayed"] == "true"
     assert _counter(tenant.org.id) == after_first
-    assert not OutboxEntry.objects.filter(org_id=tenant.org.id).exists()
+    # only the first write's row, waiting for the deferred handler (push fan-out)
+    assert OutboxEntry.objects.filter(org_id=tenant.org.id).count() == 1
 
 
 def test_org_version_take_outside_a_transaction_is_refused(tenant):
@@ -268,8 +272,7 @@ def test_redis_down_at_commit_the_write_succeeds_and_the_worker_publishes_later(
     """Redis is a real closed port at commit: the write succeeds, its change waits in the
     outbox with the realtime failure; with Redis back, the worker publishes it."""
     good_url = settings.REDIS_URL
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    sync_redis.cache_clear()
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # clients and breakers are per URL
     try:
         entry = entry_create(
             model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
@@ -277,7 +280,6 @@ def test_redis_down_at_commit_the_write_succeeds_and_the_worker_publishes_later(
         )  # fmt: skip
     finally:
         settings.REDIS_URL = good_url
-        sync_redis.cache_clear()
     row = OutboxEntry.objects.get(org_id=tenant.org.id)
     assert row.version == entry.version and "realtime_event" in row.last_error and row.attempts == 1
     OutboxEntry.objects.filter(id=row.id).update(available_at=row.created_at)  # skip the backoff

@@ -1,6 +1,6 @@
 """The circuit breaker's state machine, with a fake clock (pure logic, no Redis)."""
 
-from idempotency.circuit_breaker import CircuitBreaker
+from core.circuit_breaker import CircuitBreaker
 
 
 class FakeClock:

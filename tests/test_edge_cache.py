@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from edgecache.backends.varnish import VarnishPurge
 from edgecache.models import PurgeQueueEntry
@@ -33,6 +33,7 @@ from finance.models import Expense
 from tenancy.models import Membership
 from tests import conftest
 from tests.live_server import free_port, running_server
+from tests.tokens import token_for
 from tests.varnish_server import DEPLOY, Varnish, running_varnish
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -75,8 +76,7 @@ def edge_settings(settings: Any, edge: Edge) -> Edge:
 
 
 def auth(user: Any) -> dict[str, str]:
-    token, _ = Token.objects.get_or_create(user=user)
-    return {"Authorization": f"Token {token.key}"}
+    return {"Authorization": f"Token {token_for(user)}"}
 
 
 def summary_revenue(response: httpx.Response) -> Decimal:
@@ -213,7 +213,7 @@ def test_a_removed_member_or_revoked_token_is_refused_within_the_auth_ttl(edge, 
     assert httpx.get(edge.url + path, headers=manager).status_code == 200
 
     Membership.objects.filter(org=tenant.org, user=tenant.users["viewer"]).delete()
-    Token.objects.filter(user=tenant.users["manager"]).delete()
+    AuthToken.objects.filter(user=tenant.users["manager"]).delete()
     time.sleep(AUTH_TTL + 0.2)
 
     assert httpx.get(edge.url + path, headers=viewer).status_code == 404

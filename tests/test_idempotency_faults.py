@@ -44,8 +44,8 @@ def redis_server(settings) -> Iterator[DedicatedRedis]:
     with dedicated_redis() as server:
         settings.REDIS_URL = server.url
         settings.REDIS_SOCKET_TIMEOUT_SECONDS = TIMEOUT
-        settings.IDEMPOTENCY_REDIS_BREAKER_FAILURES = 3
-        settings.IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS = 30
+        settings.REDIS_BREAKER_FAILURES = 3
+        settings.REDIS_BREAKER_COOLDOWN_SECONDS = 30
         yield server
 
 
@@ -151,14 +151,15 @@ def test_redis_hung_with_sigstop_costs_a_few_timeouts_then_nothing(tenant, redis
     assert [r.status_code for r in responses] == [201] * 10
     assert [r.headers.get("Idempotent-Replayed") for r in responses[5:]] == ["true"] * 5
     assert Expense.objects.count() == 6
-    # One attempt (one timeout) per request until the breaker opens after 3; then none.
-    assert attempts == ["SET"] * 3, attempts
+    # The project's one Redis breaker opens after 3 failures on any path (idempotency,
+    # write positions, event publishing): at most 3 idempotency attempts, then none.
+    assert 1 <= len(attempts) <= 3 and set(attempts) == {"SET"}, attempts
     assert max(timings) < 1.0, timings  # a timeout is 0.25 s: nobody waits for a hung server
     assert degraded_count() == before + 10
 
 
 def test_after_the_cooldown_the_breaker_closes_and_redis_serves_again(tenant, redis_server, settings):
-    settings.IDEMPOTENCY_REDIS_BREAKER_COOLDOWN_SECONDS = 0.5
+    settings.REDIS_BREAKER_COOLDOWN_SECONDS = 0.5
     with redis_server.paused():
         for n in range(3):
             assert post(tenant, f"recover-{n}").status_code == 201

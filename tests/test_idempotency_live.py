@@ -11,13 +11,13 @@ from contextlib import ExitStack
 import httpx
 import psycopg
 import pytest
-from rest_framework.authtoken.models import Token
 
 from finance.models import Expense
 from idempotency.models import IdempotencyRecord
 from tests import conftest
 from tests.live_server import free_port, running_server
 from tests.redis_server import dedicated_redis
+from tests.tokens import token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -39,8 +39,7 @@ def server(request, django_db_setup, django_db_blocker) -> Iterator[tuple[str, s
 
 
 def headers_for(user, key: str) -> dict[str, str]:
-    token, _ = Token.objects.get_or_create(user=user)
-    return {"Authorization": f"Token {token.key}", "Idempotency-Key": key}
+    return {"Authorization": f"Token {token_for(user)}", "Idempotency-Key": key}
 
 
 def test_50_concurrent_identical_posts_write_exactly_once(server, tenant):

@@ -108,12 +108,11 @@ def _series(samples: list) -> set[tuple]:
 
 @pytest.mark.django_db(transaction=True)
 def test_series_count_is_the_same_after_1000_orgs_as_after_10(make_user, client_for):
-    from rest_framework.authtoken.models import Token
-
     from tenancy.models import Membership, Organization, Property
+    from tests.tokens import token_for
 
     user = make_user()
-    token = Token.objects.create(user=user).key
+    token = token_for(user)
     orgs = Organization.objects.bulk_create(Organization(name=f"Hotel {n}") for n in range(1000))
     Membership.objects.bulk_create(Membership(org=org, user=user, role="owner") for org in orgs)
     properties = Property.objects.bulk_create(

@@ -135,9 +135,12 @@ def test_scrape_config_is_valid(tmp_path):
     result = promtool("check", "config", "prometheus.yml", cwd=tmp_path / "prometheus")
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
-    assert job["metrics_path"] == "/v1/system/metrics/prometheus"
-    assert job["authorization"]["type"] == "Bearer"
+    api, push_worker = config["scrape_configs"]
+    assert api["metrics_path"] == "/v1/system/metrics/prometheus"
+    assert api["authorization"]["type"] == "Bearer"
+    # the push worker answers its own scrape on loopback (docs/push.md)
+    assert push_worker["metrics_path"] == "/metrics"
+    assert push_worker["static_configs"][0]["targets"] == ["127.0.0.1:8002"]
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path):

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from django.db import connection, transaction
 
+from core.redis_clients import sync_redis
 from finance.models import Expense
 from finance.services import entry_create
-from realtime.redis_connections import sync_redis
 from tests.realtime_client import assert_silent, next_change, open_socket, token_of
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from core.redis_clients import sync_redis
 from realtime.publishing import event_publish
-from realtime.redis_connections import sync_redis
 from tests import conftest
 from tests.live_server import ROOT, free_port, server_process
 from tests.realtime_client import next_change, open_socket, org_url, token_of
@@ -72,13 +72,14 @@ def test_a_lost_pubsub_connection_closes_sockets_with_1012_and_resume_misses_not
 def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_blocker):
     port, realtime_port = free_port(), free_port()
     env = os.environ | {
-        "DATABASE_URL": conftest.test_database_url(), "PORT": str(port), "REALTIME_PORT": str(realtime_port),
+        "DATABASE_URL": conftest.test_database_url(), "REST_PORT": str(port), "REALTIME_PORT": str(realtime_port),
+        "PORT": str(free_port()),
         "WEB_CONCURRENCY": "1", "REALTIME_WORKERS": "1", "ACCESS_LOG": "", "PYTHON": sys.executable,
     }  # fmt: skip
     with django_db_blocker.unblock():
-        serve = subprocess.Popen([str(ROOT / "bin" / "serve")], cwd=ROOT, env=env)
+        serve = subprocess.Popen([str(ROOT / "bin" / "serve")], cwd=ROOT, env=env, start_new_session=True)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # three servers starting on a busy shared machine
             while True:
                 try:
                     rest = httpx.get(f"http://127.0.0.1:{port}/v1/system/health", timeout=2)
@@ -101,4 +102,8 @@ def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_
                 assert not os.path.exists(f"/proc/{pid}"), f"child {pid} outlived bin/serve"
         finally:
             if serve.poll() is None:
-                serve.kill()
+                serve.terminate()  # bin/serve stops its children on TERM
+                try:
+                    serve.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(serve.pid, signal.SIGKILL)  # its children too: none may outlive a failed test

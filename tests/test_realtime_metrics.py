@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
+from core.redis_clients import sync_redis
 from realtime import keys
 from realtime.publishing import event_publish
-from realtime.redis_connections import sync_redis
 from realtime.stats import latency_buckets, latency_percentile_ms
 from tests.conftest import REALTIME_TEST_ENV
 from tests.realtime_client import next_change, open_socket, refusal, token_of

@@ -8,10 +8,10 @@ import threading
 import httpx
 import pytest
 
+from core.redis_clients import sync_redis
 from realtime import keys
 from realtime.event_ids import event_id_key
 from realtime.publishing import event_publish
-from realtime.redis_connections import sync_redis
 from tests.realtime_client import assert_silent, next_change, open_socket, token_of
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

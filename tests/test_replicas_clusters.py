@@ -13,7 +13,6 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -21,6 +20,7 @@ from finance.models import Expense
 from replicas.context import request_routing, use_org_cluster
 from replicas.topology import OrgNotRouted, build_topology
 from tenancy.models import Membership, Organization, Property
+from tests.tokens import token_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -127,12 +127,11 @@ def test_each_orgs_reads_and_writes_go_to_its_own_cluster(two_clusters):
 def test_the_api_serves_each_org_from_its_cluster(two_clusters):
     _, prop_b = _tenant_in(ORG_B, "carol")
     user = User.objects.get(username="carol")
-    token, _ = Token.objects.get_or_create(user=user)
     from tests.replica_support import wait_caught_up
 
     wait_caught_up()
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     created = client.post(
         f"/v1/orgs/{ORG_B}/expenses",
         {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",

@@ -7,7 +7,8 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from finance.models import Expense, Revenue
+from finance.models import DailyTotal, Expense, Revenue
+from finance.totals_repair import org_totals_verify
 from monitoring.partitions import partitions_report
 from tenancy.models import Membership, Organization, Property
 
@@ -35,6 +36,9 @@ def test_seeds_every_row_and_writes_working_credentials(tmp_path):
     ]  # fmt: skip
     assert Expense.objects.count() == Revenue.objects.count() == 14 * 2
     assert partitions_report()["ok"] is True
+    # The summary's per-day totals were seeded with the rows: every org verifies clean.
+    assert DailyTotal.objects.exists()
+    assert all(org_totals_verify(org_id=org.id) == [] for org in Organization.objects.all())
 
     assert len(rows) == 21
     assert list(rows[0]) == ["org_id", "username", "password", "token", "property_ids"]

@@ -24,12 +24,12 @@ OPERATOR_PROBE = "/v1/system/health"  # readiness probe outside the SLIs
 
 @contextmanager
 def token_table_locked_for(seconds: float) -> Iterator[None]:
-    """Hold ACCESS EXCLUSIVE on authtoken_token for `seconds` (from a thread)."""
+    """Hold ACCESS EXCLUSIVE on knox_authtoken for `seconds` (from a thread)."""
     locked = threading.Event()
 
     def hold() -> None:
         with psycopg.connect(database_url_for_servers()) as conn:
-            conn.execute("LOCK TABLE authtoken_token IN ACCESS EXCLUSIVE MODE")
+            conn.execute("LOCK TABLE knox_authtoken IN ACCESS EXCLUSIVE MODE")
             locked.set()
             time.sleep(seconds)
 
@@ -60,9 +60,9 @@ def _slo(report: dict) -> dict[str, dict]:
 
 @pytest.fixture
 def user_token(make_user) -> str:
-    from rest_framework.authtoken.models import Token
+    from tests.tokens import token_for
 
-    return Token.objects.create(user=make_user()).key
+    return token_for(make_user())
 
 
 def test_aggregated_reports_a_latency_breach(user_token):

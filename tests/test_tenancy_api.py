@@ -1,29 +1,10 @@
-"""Token auth, orgs, members and properties (CONTRACT §1)."""
+"""Orgs, members and properties (CONTRACT §1); tokens: test_auth_tokens.py."""
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from tenancy.models import Membership, Organization, Property
 
 pytestmark = pytest.mark.django_db
-
-
-def test_token_for_good_credentials_and_400_for_bad(make_user, client_for):
-    user = make_user("alice", password="s3cret-pass!")
-    anonymous = client_for(None)
-    good = anonymous.post("/v1/auth/token", {"username": "alice", "password": "s3cret-pass!"}, format="json")
-    assert good.status_code == 200
-    assert good.json() == {"token": Token.objects.get(user=user).key}
-    again = anonymous.post("/v1/auth/token", {"username": "alice", "password": "s3cret-pass!"}, format="json")
-    assert again.json() == good.json()
-    for body in ({"username": "alice", "password": "wrong"}, {"username": "nobody", "password": "x"}, {}):
-        bad = anonymous.post("/v1/auth/token", body, format="json")
-        assert bad.status_code == 400
-        assert "token" not in bad.json()
-
-    client = client_for(None)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {good.json()['token']}")
-    assert client.get("/v1/orgs").status_code == 200
 
 
 def test_create_an_org_makes_the_caller_its_owner(make_user, client_for):

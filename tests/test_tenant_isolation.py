@@ -80,9 +80,13 @@ def _counts() -> tuple[int, int, int, int]:
 def test_a_member_of_another_org_gets_404_and_changes_nothing(tenant, other_tenant, route, method, caller):
     expense = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").json()
     revenue = tenant.manager.post(tenant.url("/revenues"), tenant.entry_payload(), format="json").json()
-    ids = {"org_id": tenant.org.id, "property_id": tenant.property.id}
+    ids = {"org_id": tenant.org.id, "property_id": tenant.property.id, "user_id": tenant.users["viewer"].id}
     ids["entry_id"] = uuid.UUID(expense["id"] if "/expenses/" in route else revenue["id"])
-    body = tenant.entry_payload() | {"name": "x", "username": other_tenant.users["viewer"].username}
+    body = tenant.entry_payload() | {
+        "name": "x",
+        "username": other_tenant.users["viewer"].username,
+        "role": "owner",
+    }
     before = _counts()
 
     response = getattr(other_tenant.clients[caller], method)(_fill(route, ids), body, format="json")

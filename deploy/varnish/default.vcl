@@ -5,8 +5,8 @@
 #   passed with its method intact (Varnish would turn a cache-miss POST into a GET).
 # - Authorization at the edge: before looking up an org object, the edge asks the
 #   origin "may this token read this org?" (GET /v1/edge/authz/{org_id}, cached per
-#   token and org for the origin's s-maxage, a few seconds) and then restarts into the
-#   real lookup. Callers the origin refuses are passed to the origin, which answers
+#   token and org for the origin's s-maxage, a few seconds, tagged with its user so a
+#   revocation purges it) and then restarts into the real lookup. Callers the origin refuses are passed to the origin, which answers
 #   401/404 itself: they never see a cached object.
 # - The cache key is URL + Host (the org is in the path); only Accept-Encoding varies
 #   (plus Origin, which CORS needs). Objects carry xkey tags; PURGE with an
@@ -144,6 +144,12 @@ sub vcl_backend_response {
             set beresp.uncacheable = true;
             set beresp.ttl = 0s;
         }
+        # A revocation purges its user's answers (tag user-{id}, noted as "purged-any");
+        # an "allowed" fetched before that purge must not be stored after it.
+        if (std.real(var.global_get("purged-any"), 0.0) >= std.time2real(bereq.time, 0.0)) {
+            set beresp.uncacheable = true;
+            set beresp.ttl = 0s;
+        }
         set beresp.grace = 0s;
         # Read the (tiny) body in full before vcl_deliver restarts, so the backend
         # connection is reused instead of closed mid-stream.
@@ -162,9 +168,13 @@ sub vcl_backend_response {
     }
     # A purge for this org arrived while this copy was on its way: it may predate the
     # write, so hand it to the waiting clients but do not store it.
+    # The purge times are stored as text, which VCL writes with 3 decimals: a purge at
+    # 100.0007 reads back as 100.001 or 100.000, and a fill that started at 100.0003,
+    # before the purge, would pass a plain comparison. So a purge counts as late as the
+    # end of its millisecond (refusing one harmless extra fill now and then).
     set bereq.http.X-Edge-Bucket = regsub(bereq.url, "^/v1/orgs/[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1");
-    if (std.real(var.global_get("purged-" + bereq.http.X-Edge-Bucket), 0.0) >= std.time2real(bereq.time, 0.0)
-        || std.real(var.global_get("purged-any"), 0.0) >= std.time2real(bereq.time, 0.0)) {
+    if (std.real(var.global_get("purged-" + bereq.http.X-Edge-Bucket), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)
+        || std.real(var.global_get("purged-any"), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)) {
         set beresp.uncacheable = true;
         set beresp.ttl = 1s;
         set beresp.http.X-Edge-Fill = "raced-purge";

@@ -2,17 +2,26 @@ import datetime
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.serializers import StrictSerializer
-from finance.currencies import is_currency
+from finance.currencies import ISO_4217, is_currency
 from finance.models import FinanceEntry
-from finance.selectors import EntryFilters
+from finance.selectors import EntryFilters, SummaryFilters
 from tenancy.models import Organization
 from tenancy.selectors import property_get
 
 MAX_DIGITS = 14  # 12 before the point, 2 after
 DECIMAL_PLACES = 2
+
+
+@extend_schema_field({"type": "string", "enum": sorted(ISO_4217), "description": "ISO 4217 code"})
+class CurrencyField(serializers.CharField):
+    """An ISO 4217 code; lower case is read as upper case (documented: the codes)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=3, **kwargs)
 
 
 class EntryInput(StrictSerializer):
@@ -25,7 +34,7 @@ class EntryInput(StrictSerializer):
     amount = serializers.DecimalField(
         max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, min_value=Decimal("0.01")
     )
-    currency = serializers.CharField(max_length=3)
+    currency = CurrencyField()
     category = serializers.CharField(max_length=64)
     occurred_on = serializers.DateField()
     description = serializers.CharField(max_length=2000, allow_blank=True, required=False)
@@ -130,6 +139,41 @@ class EntryFilterInput(serializers.Serializer):
         )
 
 
+class SummaryFilterInput(serializers.Serializer):
+    """The summary's query string: property_id, from, to (inclusive) and group_by.
+
+    `category` filtered rows once; the per-day totals have no category, so asking for
+    it is a 400 rather than a silently unfiltered answer.
+    """
+
+    property_id = serializers.UUIDField(required=False)
+    group_by = serializers.ChoiceField(choices=["day", "month"], required=False)
+    category = serializers.CharField(required=False)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(required=False)  # "from" is a Python keyword
+        fields["to"] = serializers.DateField(required=False)
+        return fields
+
+    def validate_category(self, value: str) -> str:
+        raise serializers.ValidationError("The summary cannot be filtered by category.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("from") and attrs.get("to") and attrs["from"] > attrs["to"]:
+            raise serializers.ValidationError({"from": ["Must not be after 'to'."]})
+        return attrs
+
+    def filters(self) -> SummaryFilters:
+        data = self.validated_data
+        return SummaryFilters(
+            property_id=data.get("property_id"),
+            date_from=data.get("from"),
+            date_to=data.get("to"),
+            group_by=data.get("group_by"),
+        )
+
+
 class TotalsOutput(serializers.Serializer):
     currency = serializers.CharField()
     revenue = serializers.CharField()
@@ -142,8 +186,28 @@ class PropertyTotalsOutput(serializers.Serializer):
     totals = TotalsOutput(many=True)
 
 
+class PeriodTotalsOutput(serializers.Serializer):
+    period = serializers.CharField(help_text="YYYY-MM-DD with group_by=day, YYYY-MM with group_by=month.")
+    totals = TotalsOutput(many=True)
+
+
 class SummaryOutput(serializers.Serializer):
     """Documents the summary's shape; the selector already returns plain values."""
 
-    totals = TotalsOutput(many=True)
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(allow_null=True)
+        fields["to"] = serializers.DateField(allow_null=True)
+        return fields
+
+    property_id = serializers.UUIDField(allow_null=True)
+    totals = TotalsOutput(many=True, help_text="Per currency, over the whole range.")
     properties = PropertyTotalsOutput(many=True)
+    group_by = serializers.ChoiceField(
+        choices=["day", "month"], required=False, help_text="Present (with periods) only when asked for."
+    )
+    periods = PeriodTotalsOutput(
+        many=True,
+        required=False,
+        help_text="With group_by: each day or month that has entries, oldest first, per currency.",
+    )

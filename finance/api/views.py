@@ -3,16 +3,25 @@
 import uuid
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.pagination import paginate_desc
+from core.openapi import paginated
+from core.pagination import PAGE_PARAMETERS, paginate_desc
 from edgecache.cacheable import EdgeCachedApi
 from edgecache.tags import org_section_tag
-from finance.api.serializers import EntryFilterInput, EntryInput, EntryOutput, SummaryOutput, entry_output
+from finance.api.serializers import (
+    EntryFilterInput,
+    EntryInput,
+    EntryOutput,
+    SummaryFilterInput,
+    SummaryOutput,
+    entry_output,
+)
 from finance.models import FinanceEntry
 from finance.selectors import entries_list, entry_get, finance_summary
 from finance.services import EntryGone, entry_create, entry_delete, entry_update
@@ -21,12 +30,11 @@ from tenancy.access import OrgScopedApi
 LIST_ORDER = ("occurred_on", "id")  # newest first; id (UUIDv7) breaks ties by creation
 
 _FILTER_PARAMS = [
-    OpenApiParameter("property_id", str),
-    OpenApiParameter("from", str, description="YYYY-MM-DD, inclusive"),
-    OpenApiParameter("to", str, description="YYYY-MM-DD, inclusive"),
-    OpenApiParameter("category", str),
-    OpenApiParameter("cursor", str),
-    OpenApiParameter("page_size", int),
+    OpenApiParameter("property_id", {"type": "string", "format": "uuid"}),
+    OpenApiParameter("from", {"type": "string", "format": "date"}, description="YYYY-MM-DD, inclusive"),
+    OpenApiParameter("to", {"type": "string", "format": "date"}, description="YYYY-MM-DD, inclusive"),
+    OpenApiParameter("category", {"type": "string", "maxLength": 64}),
+    *PAGE_PARAMETERS,
 ]
 
 
@@ -42,7 +50,7 @@ class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, f"{self.model.kind}s")]
 
-    @extend_schema(parameters=_FILTER_PARAMS, responses=EntryOutput(many=True))
+    @extend_schema(parameters=_FILTER_PARAMS, responses=paginated(EntryOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         queryset = entries_list(model=self.model, org=self.org, filters=_filters(request).filters())
         page = paginate_desc(queryset, request, LIST_ORDER)
@@ -96,8 +104,22 @@ class FinanceSummaryApi(EdgeCachedApi, OrgScopedApi):
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, "summary")]
 
-    @extend_schema(parameters=_FILTER_PARAMS[:3], responses=SummaryOutput)
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("property_id", OpenApiTypes.UUID),
+            OpenApiParameter("from", OpenApiTypes.DATE, description="inclusive"),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="inclusive"),
+            OpenApiParameter("group_by", str, enum=["day", "month"], description="adds `periods`"),
+        ],
+        responses={
+            200: SummaryOutput,
+            400: OpenApiResponse(description="A malformed filter, `from` after `to`, or `category`."),
+            401: OpenApiResponse(description="No or an invalid token."),
+            404: OpenApiResponse(description="No such organization, or the caller is not a member."),
+        },
+    )
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
-        query = _filters(request)
+        query = SummaryFilterInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
         summary: dict[str, Any] = finance_summary(org=self.org, filters=query.filters())
         return Response(summary)

@@ -24,6 +24,10 @@ class MemberInput(StrictSerializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
+class MemberRoleInput(StrictSerializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
 class MemberOutput(serializers.Serializer):
     user_id = serializers.UUIDField()
     username = serializers.CharField(source="user.username")

@@ -2,15 +2,16 @@
 
 import uuid
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from core.pagination import paginate_desc
+from core.openapi import paginated
+from core.pagination import PAGE_PARAMETERS, paginate_desc
 from edgecache.cacheable import EdgeCachedApi
 from edgecache.tags import org_section_tag, property_tag
 from idempotency.api import IdempotentWritesMixin
@@ -18,6 +19,7 @@ from tenancy.access import OrgScopedApi
 from tenancy.api.serializers import (
     MemberInput,
     MemberOutput,
+    MemberRoleInput,
     OrganizationInput,
     OrganizationOutput,
     PropertyInput,
@@ -25,13 +27,31 @@ from tenancy.api.serializers import (
 )
 from tenancy.roles import Role
 from tenancy.selectors import memberships_of_org, memberships_of_user, properties_of_org, property_get
-from tenancy.services import membership_add, organization_create, property_create
+from tenancy.services import (
+    LastOwner,
+    MembershipNotFound,
+    membership_add,
+    membership_remove,
+    membership_role_change,
+    organization_create,
+    property_create,
+)
+
+_DETAIL = inline_serializer("MemberErrorDetail", {"detail": serializers.CharField()})
+
+
+class LastOwnerConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = (
+        "The organization's last owner cannot be demoted or removed; make another member owner first."
+    )
+    default_code = "last_owner"
 
 
 class OrganizationListCreateApi(IdempotentWritesMixin, APIView):
     """POST /v1/orgs has no org yet: its Idempotency-Key is scoped to the user alone."""
 
-    @extend_schema(responses=OrganizationOutput(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(OrganizationOutput))
     def get(self, request: Request) -> Response:
         page = paginate_desc(memberships_of_user(user=request.user), request, ("org_id",))
         return Response(page.as_dict(OrganizationOutput(page.items, many=True).data))
@@ -53,7 +73,7 @@ class OrganizationDetailApi(OrgScopedApi):
 class MemberListCreateApi(OrgScopedApi):
     write_role = Role.OWNER
 
-    @extend_schema(responses=MemberOutput(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(MemberOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         page = paginate_desc(memberships_of_org(org=self.org), request, ("id",))
         return Response(page.as_dict(MemberOutput(page.items, many=True).data))
@@ -71,11 +91,49 @@ class MemberListCreateApi(OrgScopedApi):
         return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
 
 
+class MemberDetailApi(OrgScopedApi):
+    """PATCH (role) and DELETE one member: owners only; the last owner is kept (409)."""
+
+    write_role = Role.OWNER
+
+    _errors = {
+        401: OpenApiResponse(_DETAIL, description="Missing, bad, revoked or expired token."),
+        403: OpenApiResponse(_DETAIL, description="The caller is a member but not an owner."),
+        404: OpenApiResponse(_DETAIL, description="No such org for the caller, or the user is not a member."),
+        409: OpenApiResponse(_DETAIL, description="The org's last owner cannot be demoted or removed."),
+        429: OpenApiResponse(_DETAIL, description="Rate limit of the token; see Retry-After."),
+    }
+
+    @extend_schema(request=MemberRoleInput, responses={200: MemberOutput, 400: None, **_errors})
+    def patch(self, request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
+        data = MemberRoleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            membership = membership_role_change(
+                org=self.org, user_id=user_id, role=Role(data.validated_data["role"])
+            )
+        except MembershipNotFound:
+            raise NotFound() from None
+        except LastOwner:
+            raise LastOwnerConflict() from None
+        return Response(MemberOutput(memberships_of_org(org=self.org).get(id=membership.id)).data)
+
+    @extend_schema(request=None, responses={204: None, **_errors})
+    def delete(self, request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
+        try:
+            membership_remove(org=self.org, user_id=user_id)
+        except MembershipNotFound:
+            raise NotFound() from None
+        except LastOwner:
+            raise LastOwnerConflict() from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class PropertyListCreateApi(EdgeCachedApi, OrgScopedApi):
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, "properties")]
 
-    @extend_schema(responses=PropertyOutput(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(PropertyOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         page = paginate_desc(properties_of_org(org=self.org), request, ("id",))
         return Response(page.as_dict(PropertyOutput(page.items, many=True).data))

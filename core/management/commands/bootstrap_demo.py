@@ -9,9 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from accounts.tokens import token_issue
 from tenancy.models import Membership, Property
 from tenancy.roles import Role
 from tenancy.services import organization_create, property_create
@@ -40,20 +40,20 @@ class Command(BaseCommand):
         prop = Property.objects.filter(org=org).first() or property_create(
             org=org, name="Seaside Hotel", currency="EUR", timezone="Europe/Lisbon"
         )
-        token, _ = Token.objects.get_or_create(user=owner_user)
+        _, token = token_issue(user=owner_user)  # shown once: only its digest is stored
 
         self.stdout.write(
             "\n".join(
                 [
                     "",
                     "Demo credentials (new passwords on every run):",
-                    f"  API owner   {owner} / {owner_password}   token: {token.key}",
+                    f"  API owner   {owner} / {owner_password}   token: {token}",
                     f"  Admin       {admin} / {admin_password}   {base_url}/admin/",
                     f"  Org         {org.id}  ({org.name})",
                     f"  Property    {prop.id}  ({prop.name}, {prop.currency})",
                     "",
                     "Try:",
-                    f"  curl -s -H 'Authorization: Token {token.key}' {base_url}/v1/orgs/{org.id}/expenses",
+                    f"  curl -s -H 'Authorization: Token {token}' {base_url}/v1/orgs/{org.id}/expenses",
                     "",
                 ]
             )

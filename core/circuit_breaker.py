@@ -56,3 +56,9 @@ class CircuitBreaker:
             if was_open or self._failures >= self._threshold:
                 self._open_until = self._clock() + self._cooldown
             return not was_open and self._open_until is not None
+
+    @property
+    def has_failures(self) -> bool:
+        """True when a failure was recorded since the last success (cheap, no lock:
+        callers use it to skip record_success() on the hot path)."""
+        return self._failures > 0 or self._open_until is not None

@@ -1,0 +1,28 @@
+"""`Authorization: Token <token>` for DRF, against hashed, expiring knox tokens.
+
+The lookup always reads the primary (never a replica that may not have replayed a
+revocation yet): a revoked or expired token is refused from the next request on.
+"""
+
+from typing import Any
+
+from knox.auth import TokenAuthentication
+from knox.models import AuthToken
+from rest_framework.exceptions import AuthenticationFailed
+
+from accounts.models import User
+from accounts.selectors import token_find
+from replicas.context import primary_reads
+
+
+class ExpiringTokenAuthentication(TokenAuthentication):
+    def authenticate_credentials(self, token: Any) -> tuple[User, AuthToken]:
+        try:
+            text = token.decode("ascii")
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("Invalid token.") from None
+        with primary_reads():
+            found = token_find(token=text)
+        if found is None:
+            raise AuthenticationFailed("Invalid token.")
+        return found.user, found

@@ -1,0 +1,37 @@
+"""Per-token request rate limit (CONTRACT §7): API_RATE_LIMIT_PER_MINUTE requests per
+token per clock minute, counted in Redis across every server process; beyond it 429
+with Retry-After (the seconds left in the minute). Requests without a token (login,
+health, metrics bearer) are not counted here. Redis down: not limited (degrade open).
+"""
+
+import time
+from typing import Any
+
+from django.conf import settings
+from knox.models import AuthToken
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from accounts.redis_counters import counter_increment
+
+WINDOW_SECONDS = 60
+
+
+class TokenRateThrottle(BaseThrottle):
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        token = request.auth
+        limit = settings.API_RATE_LIMIT_PER_MINUTE
+        if not isinstance(token, AuthToken) or limit <= 0:
+            return True
+        minute = int(time.time()) // WINDOW_SECONDS
+        counted = counter_increment(f"rl:{token.digest[:40]}:{minute}", window_seconds=WINDOW_SECONDS + 1)
+        if counted is None or counted[0] <= limit:
+            return True
+        self._wait = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
+        return False
+
+    def wait(self) -> float | None:
+        return self._wait

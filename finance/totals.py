@@ -1,0 +1,138 @@
+"""Per-day totals, kept in each finance write's transaction: the summary's read model.
+
+Every entry counts once in the row of its key (org, day, property, currency, kind):
+`total` is the sum of the key's amounts and `count` the number of its entries. A
+create adds (+amount, +1), a delete (-amount, -1), an update that changes the amount
+or the key applies -old and +new (two keys when the entry moves to another day,
+property or currency, none when only the category or description changed).
+
+All of a write's deltas go in one `INSERT ... ON CONFLICT DO UPDATE SET total = total +
+EXCLUDED.total` statement, keys sorted; a create's and a delete's is the same statement
+as the entry's own INSERT or DELETE (a CTE), so they cost no extra round trip. The caller has already taken the org's counter
+row (changelog.services.org_version_take), so the lock order is always: org counter,
+entry rows, totals rows; and since the repair (finance.totals_repair) takes the same
+counter lock, it never races an increment.
+"""
+
+import datetime
+import uuid
+from decimal import Decimal
+from typing import NamedTuple
+
+from django.db import connections, router
+
+from finance.models import DailyTotal, FinanceEntry
+
+
+class TotalKey(NamedTuple):
+    org_id: str
+    day: datetime.date
+    property_id: str
+    currency: str
+    kind: str
+
+
+class Delta(NamedTuple):
+    total: Decimal
+    count: int
+
+
+COLUMNS = "org_id, day, property_id, currency, kind, total, count"
+CONFLICT = """
+ON CONFLICT (org_id, day, property_id, currency, kind)
+DO UPDATE SET total = finance_daily_total.total + EXCLUDED.total,
+              count = finance_daily_total.count + EXCLUDED.count
+"""
+
+
+def entry_total_key(entry: FinanceEntry) -> TotalKey:
+    return TotalKey(
+        org_id=str(entry.org_id),
+        day=entry.occurred_on,
+        property_id=str(entry.property_id),
+        currency=entry.currency,
+        kind=entry.kind,
+    )
+
+
+def totals_database() -> str:
+    """The org's primary, as for every other write of the org."""
+    return router.db_for_write(DailyTotal)
+
+
+def totals_add(*, deltas: dict[TotalKey, Delta]) -> None:
+    """Apply `deltas` in one statement, keys in sorted order (deadlock-free with any
+    other transaction that takes the same keys). Keys whose delta is zero are skipped;
+    nothing at all is sent when every delta is zero."""
+    changed = sorted((key, delta) for key, delta in deltas.items() if delta.total or delta.count)
+    if not changed:
+        return
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(changed))
+    params: list[object] = []
+    for key, delta in changed:
+        params += [key.org_id, key.day, key.property_id, key.currency, key.kind, delta.total, delta.count]
+    with connections[totals_database()].cursor() as cursor:
+        cursor.execute(f"INSERT INTO finance_daily_total ({COLUMNS}) VALUES {rows} {CONFLICT}", params)
+
+
+def entry_move_deltas(*, old: FinanceEntry | None, new: FinanceEntry | None) -> dict[TotalKey, Delta]:
+    """The deltas of replacing `old` by `new` (either may be None: create, delete)."""
+    deltas: dict[TotalKey, Delta] = {}
+    for entry, sign in ((old, -1), (new, 1)):
+        if entry is None:
+            continue
+        key = entry_total_key(entry)
+        total, count = deltas.get(key, Delta(Decimal(0), 0))
+        deltas[key] = Delta(total + sign * entry.amount, count + sign)
+    return deltas
+
+
+def entry_insert_counted(*, entry: FinanceEntry) -> None:
+    """Insert the new (unsaved) entry and add it to its total in one statement (a CTE):
+    what `save()` would write, with the same field preparation, and no second round trip."""
+    model = type(entry)
+    database = totals_database()
+    connection = connections[database]
+    fields = list(model._meta.concrete_fields)
+    values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
+    columns = ", ".join(field.column for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"""
+        WITH entry AS (
+            INSERT INTO {model._meta.db_table} ({columns}) VALUES ({placeholders})
+            RETURNING org_id, occurred_on, property_id, currency, amount
+        )
+        INSERT INTO finance_daily_total ({COLUMNS})
+        SELECT org_id, occurred_on, property_id, currency, %s, amount, 1 FROM entry
+        {CONFLICT}
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, model.kind])
+    entry._state.adding = False
+    entry._state.db = database
+
+
+def entry_delete_returning(
+    *, model: type[FinanceEntry], org_id: uuid.UUID, entry_id: uuid.UUID
+) -> FinanceEntry | None:
+    """Delete the entry and take it off its total in one statement (a CTE); the
+    deleted row, or None if there was none."""
+    fields = [field for field in model._meta.concrete_fields]
+    columns = ", ".join(field.column for field in fields)
+    sql = f"""
+        WITH gone AS (
+            DELETE FROM {model._meta.db_table} WHERE org_id = %s AND id = %s RETURNING {columns}
+        ), total AS (
+            INSERT INTO finance_daily_total ({COLUMNS})
+            SELECT org_id, occurred_on, property_id, currency, %s, -amount, -1 FROM gone
+            {CONFLICT}
+        )
+        SELECT {columns} FROM gone
+    """
+    database = totals_database()
+    with connections[database].cursor() as cursor:
+        cursor.execute(sql, [org_id, entry_id, model.kind])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return model.from_db(database, [field.attname for field in fields], row)

@@ -1,0 +1,51 @@
+"""Operators' view of push: devices (deactivate one by hand) and deliveries, read-only
+(a dead letter is a delivery with status `dead`; filter by status and org)."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from core.admin_filters import OrgIdFilter
+from core.admin_paginator import EstimatedCountPaginator
+from push.models import Delivery, Device
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ("id", "user", "kind", "active", "last_error", "created_at")
+    list_filter = ("kind", "active")
+    list_select_related = ("user",)
+    search_fields = ("=id", "user__username")
+    raw_id_fields = ("user",)
+    fields = ("id", "user", "kind", "active", "last_error", "created_at", "deactivated_at")
+    readonly_fields = ("id", "user", "kind", "last_error", "created_at", "deactivated_at")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # devices register themselves (POST /v1/devices)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "notification_type",
+        "status",
+        "attempts",
+        "last_status_code",
+        "device",
+        "created_at",
+    )
+    list_filter = ("status", "notification_type", OrgIdFilter)
+    list_select_related = ("device",)
+    search_fields = ("=id", "event_key")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the worker owns a delivery's state

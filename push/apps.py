@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class PushConfig(AppConfig):
+    name = "push"
+    verbose_name = "Push notifications"
+
+    def ready(self) -> None:
+        from changelog.dispatch import register_handler
+        from push.fanout import push_fanout
+
+        # Deferred: runs in the outbox worker, never on the request path (CONTRACT §11).
+        register_handler("push_fanout", push_fanout, inline=False, order=50)

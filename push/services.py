@@ -1,0 +1,68 @@
+"""Writes for push: registering and removing devices, setting preferences."""
+
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from push.models import Device, NotificationPreference
+from tenancy.models import Organization
+
+
+@transaction.atomic
+def device_register(
+    *, user: User, kind: str, address: str, p256dh: str = "", auth: str = ""
+) -> tuple[Device, bool]:
+    """Register (or refresh) the device with this endpoint or token; returns it and
+    whether it is new to this user.
+
+    A token or endpoint names one app install, so registering one that another user
+    holds moves it to the caller (the phone changed hands, or its user logged in as
+    someone else): the previous user's notifications stop reaching it at once.
+    """
+    device = Device.objects.select_for_update().filter(kind=kind, address=address).first()
+    if device is None:
+        try:
+            with transaction.atomic():
+                device = Device.objects.create(
+                    user=user, kind=kind, address=address, p256dh=p256dh, auth=auth
+                )
+            return device, True
+        except IntegrityError:  # a concurrent registration of the same address won
+            device = Device.objects.select_for_update().get(kind=kind, address=address)
+    is_new_to_user = device.user_id != user.id
+    device.user = user
+    device.p256dh, device.auth = p256dh, auth
+    device.active, device.last_error, device.deactivated_at = True, "", None
+    device.save(update_fields=["user", "p256dh", "auth", "active", "last_error", "deactivated_at"])
+    return device, is_new_to_user
+
+
+def device_delete(*, device: Device) -> None:
+    """Its pending deliveries go with it (cascade); one already being sent finishes."""
+    Device.objects.filter(id=device.id).delete()
+
+
+def device_deactivate(*, device_id: object, error: str) -> None:
+    """The push service said the subscription or token is gone (404/410)."""
+    Device.objects.filter(id=device_id, active=True).update(
+        active=False, last_error=error[:300], deactivated_at=timezone.now()
+    )
+
+
+def preference_set(
+    *,
+    org: Organization,
+    user: User,
+    large_expense_enabled: bool,
+    thresholds: dict[str, Decimal],
+    sync: bool,
+) -> NotificationPreference:
+    values = {
+        "large_expense_enabled": large_expense_enabled,
+        "large_expense_thresholds": {code: f"{amount:.2f}" for code, amount in sorted(thresholds.items())},
+        "sync": sync,
+    }
+    preference, _ = NotificationPreference.objects.update_or_create(org=org, user=user, defaults=values)
+    return preference

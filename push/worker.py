@@ -1,0 +1,168 @@
+"""The push worker: claims due deliveries and sends them, PUSH_WORKER_CONCURRENCY at a
+time, on a thread pool (sends wait on the network; the main thread alone touches the
+database). It wakes on the fan-out's NOTIFY, on a finished send, or at the next due
+time (at most PUSH_WORKER_POLL_SECONDS later), so a new delivery leaves within
+milliseconds of its commit. Several workers may run: SKIP LOCKED splits the rows.
+"""
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
+
+from push import metrics
+from push.delivery import (
+    Claimed,
+    deliveries_claim,
+    deliveries_mark_lost,
+    deliveries_prune,
+    deliveries_record,
+    queue_state,
+)
+from push.fanout import NOTIFY_CHANNEL
+from push.senders.outgoing import Outcome, SendResult
+from push.senders.registry import SENDERS
+
+logger = logging.getLogger(__name__)
+HOUSEKEEPING_SECONDS = 5.0
+GAUGE_SECONDS = 0.5
+
+
+def send_one(claimed: Claimed) -> SendResult:
+    try:
+        return SENDERS[claimed.outgoing.kind](claimed.outgoing)
+    except Exception as error:  # a bug or a credential problem: never resent blindly
+        logger.exception("push send %s failed", claimed.outgoing.delivery_id)
+        return SendResult(Outcome.REJECTED, error=f"sender error: {type(error).__name__}")
+
+
+class NotificationListener(threading.Thread):
+    """LISTEN on its own autocommit connection; sets `wake` on every NOTIFY. Reconnects
+    after a database restart (the poll interval covers the gap)."""
+
+    def __init__(self, wake: threading.Event, stopping: threading.Event) -> None:
+        super().__init__(name="push-listen", daemon=True)
+        self.wake, self.stopping = wake, stopping
+
+    def run(self) -> None:
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(**params, autocommit=True) as listen:
+                    listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.wake.set()  # anything queued while we were not listening
+                    while not self.stopping.is_set():
+                        for _ in listen.notifies(timeout=1.0):
+                            self.wake.set()
+            except psycopg.Error as error:
+                logger.warning("push worker: LISTEN connection lost (%s); reconnecting", error)
+                self.stopping.wait(1.0)
+
+
+class PushWorker:
+    def __init__(self, *, concurrency: int | None = None) -> None:
+        self.concurrency = concurrency or settings.PUSH_WORKER_CONCURRENCY
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="push-send")
+        self.in_flight: dict[Future, Claimed] = {}
+        self.next_housekeeping = 0.0
+        self.next_gauges = 0.0
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _on_done(self, _: Future) -> None:
+        self.wake.set()
+
+    def _record_finished(self) -> None:
+        finished = [f for f in self.in_flight if f.done()]
+        if finished:
+            deliveries_record(outcomes=[(self.in_flight[f], f.result()) for f in finished])
+            for future in finished:
+                del self.in_flight[future]
+
+    def _claim_and_send(self) -> None:
+        free = self.concurrency - len(self.in_flight)
+        # Under load, claim in batches (a quarter of the slots) rather than one row per
+        # finished send: one claiming transaction serves many sends.
+        if self.stopping.is_set() or free == 0 or (self.in_flight and free < max(1, self.concurrency // 4)):
+            return
+        for claimed in deliveries_claim(limit=free):
+            future = self.pool.submit(send_one, claimed)
+            self.in_flight[future] = claimed
+            future.add_done_callback(self._on_done)
+
+    def _housekeeping(self) -> float:
+        """Mark lost rows and prune old ones (every few seconds), refresh the queue
+        gauges; returns how long to sleep at most before something is due."""
+        now = time.monotonic()
+        if now >= self.next_housekeeping:
+            deliveries_mark_lost()
+            deliveries_prune()
+            self.next_housekeeping = now + HOUSEKEEPING_SECONDS
+        depth, earliest = queue_state()
+        wall_now = timezone.now()
+        metrics.push_queue_depth.set(depth)
+        overdue = (wall_now - earliest).total_seconds() if earliest else 0.0
+        metrics.push_queue_oldest_due_seconds.set(max(0.0, overdue))
+        wait = settings.PUSH_WORKER_POLL_SECONDS
+        if earliest is not None:
+            wait = min(wait, max(0.0, -overdue))
+        return wait
+
+    def run_forever(self) -> None:
+        metrics.touch_label_sets()
+        listener = NotificationListener(self.wake, self.stopping)
+        listener.start()
+        logger.info("push worker started (concurrency %s)", self.concurrency)
+        while not (self.stopping.is_set() and not self.in_flight):
+            self.wake.clear()
+            wait = settings.PUSH_WORKER_POLL_SECONDS
+            try:
+                close_old_connections()
+                self._record_finished()
+                self._claim_and_send()
+                if not self.in_flight or time.monotonic() >= self.next_gauges:
+                    wait = self._housekeeping()  # when idle: also tells when the next row is due
+                    self.next_gauges = time.monotonic() + GAUGE_SECONDS
+            except DatabaseError as error:  # the database restarts: keep the sends, try again
+                logger.warning("push worker: database error (%s); retrying", error)
+                connection.close()
+                wait = 1.0
+            self.wake.wait(timeout=wait)
+        self.pool.shutdown(wait=True)
+        listener.join(timeout=2.0)
+        logger.info("push worker stopped")
+
+
+def serve_metrics() -> None:
+    """The worker is not behind gunicorn's scrape: it answers its own, on loopback."""
+    port = settings.PUSH_WORKER_METRICS_PORT
+    if port:
+        from prometheus_client import start_http_server
+
+        from monitoring.exposition import metrics_source
+
+        start_http_server(port, addr="127.0.0.1", registry=metrics_source())  # type: ignore[arg-type]
+        logger.info("push worker metrics on http://127.0.0.1:%s/metrics", port)
+
+
+def run_worker() -> None:
+    # One INFO line per HTTP request would cost more CPU than the send's own bookkeeping.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    serve_metrics()
+    worker = PushWorker()
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    worker.run_forever()
