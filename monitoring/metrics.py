@@ -37,7 +37,7 @@ ROUTER_REASONS = (
     "no_replica_available",
     "position_unknown",
     "replica_behind_client",
-    "access_check",  # token and membership checks read the primary (accounts, tenancy)
+    "access_check",  # token and membership checks: always the primary (docs/security.md)
     "replica_connection",  # pinned after a replica failed mid-request
     "replica_conflict",
     "retry_after_connection",

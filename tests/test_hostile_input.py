@@ -194,7 +194,7 @@ def test_a_hung_replica_and_a_reader_ahead_of_it_never_hold_the_request_past_the
         assert paused["X-DB-Read-From"] == "default"  # neither paused replica has the position
         assert time.monotonic() - started < 12
 
-    with replicas_live.replica_hung("replica1"), replicas_live.replica_hung("replica2"):
+    with replicas_live.server_hung("replica1"), replicas_live.server_hung("replica2"):
         started = time.monotonic()
         response = viewer.get(tenant.url("/expenses"), HTTP_X_DB_POSITION=str(ahead))
         elapsed = time.monotonic() - started
