@@ -142,27 +142,22 @@ def publish_change(change: Change) -> None:
     if change.version is None or change.org_id is None or change.entity not in PUBLISHED_ENTITIES:
         return
     org_id, version = change.org_id, change.version
-    outcome, detail = _publish(
-        org_id=org_id,
-        version=version,
-        topic=change.topic,
-        data=change.data,
-        committed_at=change.committed_at,
-        floor="",
-        force=False,
-    )
-    if outcome == "unknown":
-        lowest = outbox_lowest_pending_version(database=change.database, org_id=org_id)
-        floor = min(version, lowest if lowest is not None else version) - 1
-        outcome, detail = _publish(
+
+    def publish_own(*, floor: str = "", force: bool = False) -> tuple[str, str]:
+        return _publish(
             org_id=org_id,
             version=version,
             topic=change.topic,
             data=change.data,
             committed_at=change.committed_at,
-            floor=str(floor),
-            force=False,
+            floor=floor,
+            force=force,
         )
+
+    outcome, detail = publish_own()
+    if outcome == "unknown":
+        lowest = outbox_lowest_pending_version(database=change.database, org_id=org_id)
+        outcome, detail = publish_own(floor=str(min(version, lowest if lowest is not None else version) - 1))
     if outcome != "gap":
         return
     last = int(detail)
@@ -181,23 +176,7 @@ def publish_change(change: Change) -> None:
             force=missing_version != last + 1,
         )
         last = missing_version
-    outcome, _ = _publish(
-        org_id=org_id,
-        version=version,
-        topic=change.topic,
-        data=change.data,
-        committed_at=change.committed_at,
-        floor="",
-        force=False,
-    )
+    outcome, _ = publish_own()
     if outcome == "gap":  # versions that are nowhere any more (dead-lettered and pruned by hand)
         logger.warning("realtime: org %s skips unrecoverable versions %s..%s", org_id, last + 1, version - 1)
-        _publish(
-            org_id=org_id,
-            version=version,
-            topic=change.topic,
-            data=change.data,
-            committed_at=change.committed_at,
-            floor="",
-            force=True,
-        )
+        publish_own(force=True)

@@ -47,6 +47,16 @@ class LiveServer:
         return "ws" + self.url.removeprefix("http")
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """TERM, then KILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def server_process(
     database_url: str, kind: str = "wsgi", ready_path: str = "/v1/system/health", **extra_env: str
@@ -73,12 +83,7 @@ def server_process(
         wait_until_up(server.url, process, path=ready_path)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextmanager
@@ -109,9 +114,4 @@ def outbox_worker(database_url: str, **extra_env: str) -> Iterator[subprocess.Po
         assert "outbox worker" in first_line, f"worker did not start: {first_line!r}"
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

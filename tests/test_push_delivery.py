@@ -115,9 +115,10 @@ def book_expense(
         status, expense = response.status_code, response.json()
     else:
         import httpx
-        from rest_framework.authtoken.models import Token
 
-        token = Token.objects.get(user=tenant.users["owner"]).key
+        from tests.tokens import token_for
+
+        token = token_for(tenant.users["owner"])
         response = httpx.post(
             server + tenant.url("/expenses"),
             json=payload,
@@ -435,13 +436,12 @@ def test_an_open_socket_suppresses_the_members_sync_poke(
 ) -> None:
     import asyncio
 
-    from rest_framework.authtoken.models import Token
-
     from tests.realtime_client import open_socket
+    from tests.tokens import token_for
 
     manager_device = register(tenant, "manager", {"kind": "fcm", "token": "manager-token:APA91b" + "m" * 40})
     viewer_device = register(tenant, "viewer", {"kind": "apns", "token": "cd" * 32})
-    token = Token.objects.get(user=tenant.users["manager"]).key
+    token = token_for(tenant.users["manager"])
 
     def book_in_thread() -> None:
         from django.db import connection

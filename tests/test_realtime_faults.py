@@ -92,7 +92,7 @@ def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_
             children = subprocess.run(
                 ["pgrep", "-P", str(serve.pid)], check=True, capture_output=True, text=True
             ).stdout.split()
-            assert len(children) == 3  # gunicorn, uvicorn and the outbox worker
+            assert len(children) == 4  # gunicorn, uvicorn, the outbox worker and the push worker
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(timeout=20) == 0
             for pid in children:
