@@ -96,10 +96,14 @@ def test_n_requests_over_two_workers_are_scraped_as_exactly_n(django_db_setup, d
     (metrics_dir / "counter_999999.db").write_bytes(b"stale")
     with (
         django_db_blocker.unblock(),
-        running_server(
-            database_url_for_servers(), METRICS_TOKEN=METRICS_TOKEN, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
-        ) as url,
+        server_process(
+            database_url_for_servers(),
+            ready_path="/v1/schema",  # not the health route this test counts
+            METRICS_TOKEN=METRICS_TOKEN,
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        ) as server,
     ):
+        url = server.url
         assert not (metrics_dir / "counter_999999.db").exists()
         assert sample_value(scrape_samples(url), "api_requests_total", route=HEALTH) == 0
 
