@@ -22,6 +22,15 @@ from core.serializers import StrictSerializer
 _DETAIL = inline_serializer("AuthErrorDetail", {"detail": serializers.CharField()})
 
 
+_REVOKE_SCHEMA = extend_schema(
+    request=None,
+    responses={
+        204: None,
+        401: OpenApiResponse(_DETAIL, description="Missing, bad, revoked or expired token."),
+    },
+)
+
+
 class LoginInput(StrictSerializer):
     username = serializers.CharField(max_length=150, trim_whitespace=False)
     password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
@@ -83,13 +92,7 @@ class TokenApi(APIView):
         row, token = token_issue(user=user)
         return Response(TokenOutput({"token": token, "expires_at": row.expiry}).data)
 
-    @extend_schema(
-        request=None,
-        responses={
-            204: None,
-            401: OpenApiResponse(_DETAIL, description="Missing, bad, revoked or expired token."),
-        },
-    )
+    @_REVOKE_SCHEMA
     def delete(self, request: Request) -> Response:
         token_revoke(token=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -98,13 +101,7 @@ class TokenApi(APIView):
 class TokensApi(APIView):
     """DELETE /v1/auth/tokens: every token of the caller stops working."""
 
-    @extend_schema(
-        request=None,
-        responses={
-            204: None,
-            401: OpenApiResponse(_DETAIL, description="Missing, bad, revoked or expired token."),
-        },
-    )
+    @_REVOKE_SCHEMA
     def delete(self, request: Request) -> Response:
         tokens_revoke_all(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
