@@ -12,6 +12,12 @@ they received to the same journal when they stop.
 
 Locust has no websocket user in core; `RealtimeUser` is a small one on websocket-client
 (synchronous, so gevent's monkey-patched sockets make it cooperative).
+
+`MobileSyncUser` is an offline-capable phone on the reference sync client (syncclient/):
+it books expenses and revenues into its local queue, goes offline for random spells,
+comes back, pushes in batches, pulls, and now and then loses a push's response and
+pushes again. Its store is saved under LOADTEST_SYNC_STORES, where `loadtest/run.py`
+reopens it after the run for the convergence audit.
 """
 
 import contextlib
@@ -24,8 +30,11 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import websocket
 from locust import FastHttpUser, User, between, events, task
+
+from syncclient import LocalStore, SyncClient, SyncError
 
 CREDENTIALS = os.environ.get("LOADTEST_CREDENTIALS", "reports/credentials.csv")
 JOURNAL = os.environ.get("LOADTEST_JOURNAL", "reports/journal.jsonl")
@@ -51,8 +60,14 @@ def _load_credentials() -> list[dict[str, str]]:
     return rows
 
 
+SYNC_STORES = os.environ.get("LOADTEST_SYNC_STORES", "reports/sync-stores")
+MOBILE_ORGS = int(os.environ.get("LOADTEST_MOBILE_ORGS", "10"))
+OFFLINE_SECONDS = (float(os.environ.get("LOADTEST_OFFLINE_MIN", "2")),
+                   float(os.environ.get("LOADTEST_OFFLINE_MAX", "60")))  # fmt: skip
+
 _credentials: list[dict[str, str]] = []
 _writers_by_org: dict[str, list[dict[str, str]]] = {}
+_mobile_writers_by_org: dict[str, list[dict[str, str]]] = {}
 
 
 @events.init.add_listener
@@ -62,6 +77,10 @@ def _load(environment: Any, **kwargs: Any) -> None:
         # owners (u0) and managers (u1) may write; the first HOT_ORGS orgs take the writes.
         if row["username"].endswith(("-u0", "-u1")):
             _writers_by_org.setdefault(row["org_id"], []).append(row)
+    # Phones get orgs of their own (after the hot ones): their audit compares each
+    # phone's store with its org's final state, which no REST writer changes.
+    for org in list(_writers_by_org)[HOT_ORGS : HOT_ORGS + MOBILE_ORGS]:
+        _mobile_writers_by_org[org] = _writers_by_org[org]
     for org in list(_writers_by_org)[HOT_ORGS:]:
         del _writers_by_org[org]
 
@@ -289,3 +308,110 @@ class RealtimeUser(User):
             with contextlib.suppress(Exception):  # the socket may already be gone
                 self.socket.close()
         self.reader.join(timeout=5)
+
+
+class _ReportingHttp(httpx.Client):
+    """The sync client's HTTP, each request reported to Locust's statistics."""
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        started = time.perf_counter()
+        name = f"/v1/orgs/{{org}}/sync/{request.url.path.rstrip('/').rsplit('/', 1)[-1]}"
+        try:
+            response = super().send(request, **kwargs)
+        except httpx.HTTPError as exc:
+            events.request.fire(request_type="POST", name=name, response_time=(time.perf_counter() - started) * 1000,
+                                response_length=0, exception=exc)  # fmt: skip
+            raise
+        failed = (
+            None if response.status_code < 400 or response.status_code == 409 else f"{response.status_code}"
+        )
+        events.request.fire(request_type="POST", name=name, response_time=(time.perf_counter() - started) * 1000,
+                            response_length=len(response.content), exception=failed)  # fmt: skip
+        return response
+
+
+class MobileSyncUser(User):
+    """A phone at a front desk or in a manager's pocket, often out of coverage."""
+
+    fixed_count = int(os.environ.get("LOADTEST_MOBILE_USERS", "10"))
+    wait_time = between(1, 4)
+
+    def on_start(self) -> None:
+        if not _mobile_writers_by_org:
+            raise SystemExit("no orgs left for phones: seed more orgs or lower LOADTEST_HOT_ORGS")
+        self.org = random.choice(list(_mobile_writers_by_org))
+        self.row = random.choice(_mobile_writers_by_org[self.org])
+        os.makedirs(SYNC_STORES, exist_ok=True)
+        path = os.path.join(SYNC_STORES, f"{uuid.uuid4()}.json")
+        self.sync_client = SyncClient(self.host, self.row["token"], self.org, LocalStore.open(path),
+                                      http=_ReportingHttp(timeout=30))  # fmt: skip
+        journal({"op": "sync_client", "org_id": self.org, "token": self.row["token"], "store": path,
+                 "client_id": self.sync_client.store.client_id})  # fmt: skip
+        self.offline_until = 0.0
+        self._sync()
+
+    def _sync(self) -> bool:
+        """Push and pull, riding out a restart (503 with Retry-After, a refused
+        connection) like the app would: the queue stays until a pull confirms it."""
+        for attempt in range(MAX_RETRIES):
+            try:
+                self.sync_client.sync()
+                return True
+            except SyncError as error:
+                retry_after = error.response.headers.get("Retry-After")
+                if error.response.status_code < 500 or attempt + 1 == MAX_RETRIES:
+                    return False
+                time.sleep(float(retry_after or 0.5))
+            except httpx.TransportError:
+                time.sleep(0.5)
+        return False
+
+    def _book(self) -> None:
+        """One change in the local queue: mostly new entries, some edits and deletions."""
+        entries = [key for key in self.sync_client.store.view() if not key.startswith("property:")]
+        roll = random.random()
+        if entries and roll < 0.12:
+            kind, entry_id = random.choice(entries).split(":", 1)
+            self.sync_client.update(kind, entry_id, amount=f"{random.randint(100, 99_999) / 100:.2f}")
+        elif entries and roll < 0.16:
+            kind, entry_id = random.choice(entries).split(":", 1)
+            self.sync_client.delete(kind, entry_id)
+        else:
+            self.sync_client.create(
+                random.choice(("expense", "revenue")),
+                property_id=random.choice(self.row["property_ids"].split()),
+                amount=f"{random.randint(100, 99_999) / 100:.2f}",
+                currency="EUR",
+                category=random.choice(("laundry", "food", "energy", "rooms")),
+                occurred_on=time.strftime("%Y-%m-%d"),
+            )
+
+    @task
+    def work(self) -> None:
+        for _ in range(random.randint(1, 3)):
+            self._book()
+        now = time.time()
+        if now < self.offline_until:
+            return  # out of coverage: the queue grows
+        if random.random() < 0.15:
+            self.offline_until = now + random.uniform(*OFFLINE_SECONDS)
+            return
+        if random.random() < 0.1:
+            # The push arrives but its response is lost (the lift doors close): the
+            # app does not know, and pushes the same mutations again below.
+            with contextlib.suppress(httpx.HTTPError):
+                self.sync_client.http.post(
+                    f"{self.sync_client.org_url}/sync/push",
+                    json={
+                        "client_id": self.sync_client.store.client_id,
+                        "mutations": self.sync_client.outgoing(),
+                    },
+                    headers=self.sync_client.headers,
+                )
+        self._sync()
+        for conflict in list(self.sync_client.store.rejections):
+            self.sync_client.dismiss(conflict)  # the server's value stands (docs/sync.md)
+
+    def on_stop(self) -> None:
+        self.offline_until = 0.0
+        self._sync()

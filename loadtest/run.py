@@ -38,6 +38,7 @@ DURATION = int(os.environ.get("LOADTEST_DURATION", "120"))
 USERS = int(os.environ.get("LOADTEST_USERS", "40"))
 SPAWN_RATE = int(os.environ.get("LOADTEST_SPAWN_RATE", "10"))
 WS_USERS = int(os.environ.get("LOADTEST_WS_USERS", "10"))
+MOBILE_USERS = int(os.environ.get("LOADTEST_MOBILE_USERS", "10"))
 ORGS = int(os.environ.get("LOADTEST_ORGS", "100000"))
 BASELINE_SECONDS = int(os.environ.get("LOADTEST_BASELINE_SECONDS", "30"))
 BASELINE_USERS = int(os.environ.get("LOADTEST_BASELINE_USERS", "20"))
@@ -92,16 +93,25 @@ class Servers:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
+# The youngest child of the gunicorn master: a worker, busy (the load never stops).
+KILL_A_GUNICORN_WORKER = (
+    "master=$(pgrep -of 'gunicorn -c config/gunicorn.py') && worker=$(pgrep -nP \"$master\") "
+    '&& kill -KILL "$worker"'
+)
+
+
 @dataclass
 class Drill:
     """The fault drill: (fraction of the run, description, command)."""
 
     steps: list[tuple[float, str, list[str]]] = field(
         default_factory=lambda: [
-            (0.20, "stop replica 1", ["bin/stack", "pg-replica-stop", "1"]),
-            (0.35, "start replica 1", ["bin/stack", "pg-replica-start", "1"]),
+            (0.15, "restart the primary (pg_ctl restart -m fast)", ["bin/stack", "pg-restart"]),
+            (0.25, "stop replica 1", ["bin/stack", "pg-replica-stop", "1"]),
+            (0.40, "start replica 1", ["bin/stack", "pg-replica-start", "1"]),
             (0.50, "restart Redis", ["bin/stack", "redis-restart"]),
             (0.65, "restart Varnish", ["bin/stack", "varnish-restart"]),
+            (0.80, "SIGKILL a gunicorn worker mid-request", ["bash", "-c", KILL_A_GUNICORN_WORKER]),
         ]
     )
     log: list[tuple[float, str, int]] = field(default_factory=list)
@@ -227,6 +237,69 @@ def check_websockets(journal: list[dict[str, Any]], grace: float = 2.0) -> dict[
     }
 
 
+def check_sync_clients(journal: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every phone's store, reopened from disk, finishes its queue (all phones first),
+    then pulls: it must equal a fresh full pull of its org and the org's rows, and the
+    server must have processed each of its mutation ids exactly once, in order."""
+    import django
+
+    django.setup()
+    from finance.models import Expense, Revenue
+    from sync.models import SyncClient as SyncClientRow
+    from syncclient import LocalStore, SyncClient
+
+    phones = [r for r in journal if r["op"] == "sync_client"]
+    clients = [(r, SyncClient(ORIGIN, r["token"], r["org_id"], LocalStore.open(r["store"]))) for r in phones]
+    unfinished = 0
+    for _, client in clients:  # every queue reaches the server before anyone's last pull
+        client.push()
+        unfinished += bool(client.outgoing())
+    diverged, lost_or_doubled, queued_left = [], 0, 0
+    for record, client in clients:
+        client.pull()
+        queued_left += len(client.store.pending)
+        fresh = SyncClient(ORIGIN, record["token"], record["org_id"], LocalStore())
+        fresh.pull()
+        entries = {k: v for k, v in fresh.store.base.items() if not k.startswith("property:")}
+        rows = sum(m.objects.filter(org_id=record["org_id"]).count() for m in (Expense, Revenue))
+        if client.store.base != fresh.store.base or len(entries) != rows:
+            diverged.append(record["client_id"])
+        server = SyncClientRow.objects.filter(org_id=record["org_id"], client_id=record["client_id"]).first()
+        processed = server.last_mutation_id if server else 0
+        if processed != client.store.next_mutation_id - 1:
+            lost_or_doubled += 1
+    return {
+        "phones": len(phones),
+        "mutations_queued": sum(c.store.next_mutation_id - 1 for _, c in clients),
+        "stores_diverged_from_server": len(diverged),
+        "phones_whose_mutation_ids_the_server_did_not_all_process": lost_or_doubled,
+        "mutations_still_queued_after_final_sync": queued_left,
+        "queues_blocked": unfinished,
+    }
+
+
+def check_after_effects() -> dict[str, Any]:
+    """The outbox drains (every after-write effect ran) and the read model matches."""
+    import django
+
+    django.setup()
+    from changelog.selectors import outbox_status
+
+    deadline = time.monotonic() + 60
+    status = outbox_status()
+    while status.pending and time.monotonic() < deadline:
+        time.sleep(1)
+        status = outbox_status()
+    verify = subprocess.run([sys.executable, "manage.py", "finance_totals", "verify"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    return {
+        "outbox_pending_after_60s": status.pending,
+        "outbox_dead_letters": status.dead,
+        "finance_totals_verify_exit": verify.returncode,
+        "finance_totals_verify_output": verify.stdout.strip().splitlines()[-1:] or [""],
+    }
+
+
 def replica_share(stats: dict[str, Any]) -> str:
     """Share of GET reads that replicas served (reads inside write requests are pinned
     to the primary by design and left out). One gunicorn process's view."""
@@ -262,23 +335,30 @@ def main() -> None:
 
     journal_path = out / "journal.jsonl"
     locust_env = {"LOADTEST_CREDENTIALS": str(credentials), "LOADTEST_JOURNAL": str(journal_path),
-                  "LOADTEST_WS_USERS": str(WS_USERS), "LOADTEST_WS_URL": f"ws://127.0.0.1:{PORT}"}  # fmt: skip
+                  "LOADTEST_WS_USERS": str(WS_USERS), "LOADTEST_WS_URL": f"ws://127.0.0.1:{PORT}",
+                  "LOADTEST_MOBILE_USERS": str(MOBILE_USERS), "LOADTEST_SYNC_STORES": str(out / "sync-stores")}  # fmt: skip
 
     with Servers():
-        say(f"full path: {USERS} users ({WS_USERS} on websockets) for {DURATION}s through {EDGE}")
+        say(
+            f"full path: {USERS} API users, {WS_USERS} on websockets, {MOBILE_USERS} offline-capable phones, "
+            f"for {DURATION}s through {EDGE}"
+        )
         drill = Drill()
         started = time.time()
         if FAULTS:
             drill.run_in_background(started, DURATION)
-        full_stats = locust(out, host=EDGE, users=USERS + WS_USERS, seconds=DURATION,
-                            classes=["ApiUser", "RealtimeUser"], env=locust_env)  # fmt: skip
+        full_stats = locust(out, host=EDGE, users=USERS + WS_USERS + MOBILE_USERS, seconds=DURATION,
+                            classes=["ApiUser", "RealtimeUser", "MobileSyncUser"], env=locust_env)  # fmt: skip
         aggregated = get_json(f"{ORIGIN}/v1/system/metrics/aggregated")
         replica_stats = get_json(f"{ORIGIN}/v1/system/database/replicas/stats")
         say("full path, create+list only (for the baseline ratio)")
         full_cl = locust(out / "full-create-list", host=EDGE, users=BASELINE_USERS, seconds=BASELINE_SECONDS,
                          classes=["CreateListUser"], env=locust_env)  # fmt: skip
 
-    journal = read_journal(journal_path)
+        journal = read_journal(journal_path)
+        say("audit: the phones finish their queues and pull; the outbox drains; totals verify")
+        sync_check = check_sync_clients(journal)
+        after_effects = check_after_effects()
     db_check = check_database(journal, started)
     ws_check = check_websockets(journal)
 
@@ -289,14 +369,15 @@ def main() -> None:
                          classes=["CreateListUser"], env=locust_env | {"LOADTEST_BARE": "1"})  # fmt: skip
 
     write_report(out, full_stats=full_stats, full_cl=full_cl, bare_cl=bare_cl, aggregated=aggregated,
-                 replica_stats=replica_stats, db_check=db_check, ws_check=ws_check, drill=drill)  # fmt: skip
+                 replica_stats=replica_stats, db_check=db_check | after_effects, ws_check=ws_check,
+                 sync_check=sync_check, drill=drill)  # fmt: skip
 
 
 def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, aggregated: dict, replica_stats: dict,
-                 db_check: dict, ws_check: dict, drill: Drill) -> None:  # fmt: skip
+                 db_check: dict, ws_check: dict, sync_check: dict, drill: Drill) -> None:  # fmt: skip
     stats = read_stats(full_stats)
     lines = [f"# Load test {out.name}", "",
-             f"{USERS} API users + {WS_USERS} websocket users, {DURATION}s, spawn rate {SPAWN_RATE}/s, "
+             f"{USERS} API users + {WS_USERS} websocket users + {MOBILE_USERS} phones, {DURATION}s, spawn rate {SPAWN_RATE}/s, "
              f"{ORGS} orgs seeded; machine: {os.cpu_count()} cores.", "",
              "## Endpoints (through the edge)", "",
              "| endpoint | requests | failures | req/s | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -318,6 +399,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
     lines += [f"| {at:.0f} | {name} | {code} |" for at, name, code in drill.log]
     lines += ["", "## Database check", "", *(f"- {k}: {v}" for k, v in db_check.items())]
     lines += ["", "## Websockets", "", *(f"- {k}: {v}" for k, v in ws_check.items())]
+    lines += ["", "## Offline phones (sync)", "", *(f"- {k}: {v}" for k, v in sync_check.items())]
     lines += ["", "## Reads served by replicas", "", replica_share(replica_stats)]
     lines += ["", "## Service view (GET /v1/system/metrics/aggregated)", "", "```json",
               json.dumps(aggregated, indent=2)[:6000], "```", "",
@@ -334,7 +416,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
         writer = csv.writer(f)
         writer.writerow(["metric", "value"])
         writer.writerow(["error_rate", f"{error_rate:.6f}"])
-        for source in (db_check, ws_check):
+        for source in (db_check, ws_check, sync_check):
             for key, value in source.items():
                 writer.writerow([key, value])
     say(f"report: {out / 'report.md'}")
