@@ -23,6 +23,7 @@ reopens it after the run for the convergence audit.
 import contextlib
 import csv
 import json
+import logging
 import os
 import random
 import threading
@@ -44,6 +45,7 @@ BARE = os.environ.get("LOADTEST_BARE", "") == "1"  # baseline: no Idempotency-Ke
 MAX_RETRIES = 6  # writes (same Idempotency-Key each time) and reads, 0.5 s apart: a 3 s
 # edge restart is ridden out, as a client library with retries would
 
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sync request otherwise
 _journal_lock = threading.Lock()
 
 
@@ -311,22 +313,33 @@ class RealtimeUser(User):
 
 
 class _ReportingHttp(httpx.Client):
-    """The sync client's HTTP, each request reported to Locust's statistics."""
+    """The sync client's HTTP, each request reported to Locust's statistics. As for the
+    REST users, only final outcomes count as failures: an attempt the phone will retry
+    (a refused connection, a 5xx) is reported under "[retried]"; MobileSyncUser._sync
+    reports a failure when it gives up."""
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
         name = f"/v1/orgs/{{org}}/sync/{request.url.path.rstrip('/').rsplit('/', 1)[-1]}"
+
+        def report(suffix: str, length: int, error: str | None = None) -> None:
+            events.request.fire(request_type="POST", name=name + suffix, response_length=length, exception=error,
+                                response_time=(time.perf_counter() - started) * 1000)  # fmt: skip
+
         try:
             response = super().send(request, **kwargs)
-        except httpx.HTTPError as exc:
-            events.request.fire(request_type="POST", name=name, response_time=(time.perf_counter() - started) * 1000,
-                                response_length=0, exception=exc)  # fmt: skip
+        except httpx.TransportError:
+            report(" [retried]", 0)
             raise
-        failed = (
-            None if response.status_code < 400 or response.status_code == 409 else f"{response.status_code}"
-        )
-        events.request.fire(request_type="POST", name=name, response_time=(time.perf_counter() - started) * 1000,
-                            response_length=len(response.content), exception=failed)  # fmt: skip
+        if response.status_code >= 500:
+            report(" [retried]", len(response.content))
+        else:  # a 409 is the protocol asking to resend from an id, not an error
+            failed = (
+                None
+                if response.status_code < 400 or response.status_code == 409
+                else f"{response.status_code}"
+            )
+            report("", len(response.content), failed)
         return response
 
 
@@ -353,17 +366,21 @@ class MobileSyncUser(User):
     def _sync(self) -> bool:
         """Push and pull, riding out a restart (503 with Retry-After, a refused
         connection) like the app would: the queue stays until a pull confirms it."""
-        for attempt in range(MAX_RETRIES):
+        error: Exception | None = None
+        for _ in range(MAX_RETRIES):
             try:
                 self.sync_client.sync()
                 return True
-            except SyncError as error:
-                retry_after = error.response.headers.get("Retry-After")
-                if error.response.status_code < 500 or attempt + 1 == MAX_RETRIES:
-                    return False
-                time.sleep(float(retry_after or 0.5))
-            except httpx.TransportError:
+            except SyncError as failed:
+                if failed.response.status_code < 500:
+                    return False  # reported as it happened: a client error is not retried
+                error = failed
+                time.sleep(float(failed.response.headers.get("Retry-After") or 0.5))
+            except httpx.TransportError as failed:
+                error = failed
                 time.sleep(0.5)
+        events.request.fire(request_type="SYNC", name="sync [gave up]", response_time=0, response_length=0,
+                            exception=error)  # fmt: skip
         return False
 
     def _book(self) -> None:
