@@ -42,8 +42,14 @@ JOURNAL = os.environ.get("LOADTEST_JOURNAL", "reports/journal.jsonl")
 HOT_ORGS = int(os.environ.get("LOADTEST_HOT_ORGS", "20"))
 WS_URL = os.environ.get("LOADTEST_WS_URL", "")  # e.g. ws://127.0.0.1:8000; empty: derive from host
 BARE = os.environ.get("LOADTEST_BARE", "") == "1"  # baseline: no Idempotency-Key, writes only
-MAX_RETRIES = 6  # writes (same Idempotency-Key each time) and reads, 0.5 s apart: a 3 s
-# edge restart is ridden out, as a client library with retries would
+MAX_RETRIES = 7  # writes (same Idempotency-Key each time), reads and syncs, as a client
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry `attempt` (0-based): 0.25, 0.5, 1, 2, 4, 4: a restart of the
+    edge or the primary (several seconds) is ridden out, as a client library would."""
+    return min(4.0, 0.25 * 2**attempt)
+
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sync request otherwise
 _journal_lock = threading.Lock()
@@ -114,7 +120,7 @@ class ApiClient(FastHttpUser):
             ) as response:
                 if response.status_code == 0 and attempt + 1 < MAX_RETRIES:
                     response.success()  # only the final outcome counts
-                    time.sleep(0.5)
+                    time.sleep(backoff(attempt))
                     continue
                 if response.status_code != 200:
                     response.failure(f"{response.status_code}")
@@ -155,7 +161,7 @@ class ApiClient(FastHttpUser):
                     return key, response
                 if (status in {0, 409} or status >= 500) and attempt + 1 < MAX_RETRIES:
                     response.success()  # a retry follows; only the final outcome counts
-                    time.sleep(float((response.headers or {}).get("Retry-After") or 0.5))
+                    time.sleep(float((response.headers or {}).get("Retry-After") or backoff(attempt)))
                     continue
                 response.failure(f"{status}")
                 return key, None
@@ -367,7 +373,7 @@ class MobileSyncUser(User):
         """Push and pull, riding out a restart (503 with Retry-After, a refused
         connection) like the app would: the queue stays until a pull confirms it."""
         error: Exception | None = None
-        for _ in range(MAX_RETRIES):
+        for attempt in range(MAX_RETRIES):
             try:
                 self.sync_client.sync()
                 return True
@@ -375,10 +381,10 @@ class MobileSyncUser(User):
                 if failed.response.status_code < 500:
                     return False  # reported as it happened: a client error is not retried
                 error = failed
-                time.sleep(float(failed.response.headers.get("Retry-After") or 0.5))
+                time.sleep(float(failed.response.headers.get("Retry-After") or backoff(attempt)))
             except httpx.TransportError as failed:
                 error = failed
-                time.sleep(0.5)
+                time.sleep(backoff(attempt))
         events.request.fire(request_type="SYNC", name="sync [gave up]", response_time=0, response_length=0,
                             exception=error)  # fmt: skip
         return False
