@@ -39,6 +39,8 @@ USERS = int(os.environ.get("LOADTEST_USERS", "40"))
 SPAWN_RATE = int(os.environ.get("LOADTEST_SPAWN_RATE", "10"))
 WS_USERS = int(os.environ.get("LOADTEST_WS_USERS", "10"))
 MOBILE_USERS = int(os.environ.get("LOADTEST_MOBILE_USERS", "10"))
+HOT_ORGS = int(os.environ.get("LOADTEST_HOT_ORGS", "20"))  # the orgs that take REST writes
+LARGE_EXPENSE = "1000.00"  # EUR: the alert threshold of the hot orgs' managers
 ORGS = int(os.environ.get("LOADTEST_ORGS", "100000"))
 BASELINE_SECONDS = int(os.environ.get("LOADTEST_BASELINE_SECONDS", "30"))
 BASELINE_USERS = int(os.environ.get("LOADTEST_BASELINE_USERS", "20"))
@@ -237,6 +239,94 @@ def check_websockets(journal: list[dict[str, Any]], grace: float = 2.0) -> dict[
     }
 
 
+class PushDevices:
+    """Each hot org's manager has the large-expense alert on (EUR >= 1000) and two Web
+    Push subscriptions, made as a browser makes them, on one local push service that
+    records what arrives (tests/push_servers.py: answers 201 like the real ones)."""
+
+    ENDPOINT_PATH = "/loadtest-push/"
+
+    def __init__(self, credentials: Path) -> None:
+        import django
+
+        django.setup()
+        from push.models import Device, NotificationPreference
+        from tests.push_servers import Http1PushServer
+        from tests.push_support import Browser
+
+        self.server = Http1PushServer().__enter__()  # a daemon thread: it ends with the run
+        Device.objects.filter(address__contains=self.ENDPOINT_PATH).delete()  # an earlier run's
+        with open(credentials) as f:
+            rows = list(csv.DictReader(f))
+        hot = list(dict.fromkeys(r["org_id"] for r in rows))[:HOT_ORGS]
+        managers = {r["org_id"]: r for r in rows if r["org_id"] in hot and r["username"].endswith("-u1")}
+        self.browsers: dict[str, Any] = {}  # path -> Browser
+        self.devices_by_org: dict[str, list[str]] = defaultdict(list)
+        from accounts.models import User
+
+        for org_id, row in managers.items():
+            user = User.objects.get(username=row["username"])
+            NotificationPreference.objects.update_or_create(
+                org_id=org_id, user=user,
+                defaults={"large_expense_enabled": True, "large_expense_thresholds": {"EUR": LARGE_EXPENSE}},
+            )  # fmt: skip
+            for n in range(2):
+                path = f"{self.ENDPOINT_PATH}{org_id}/{n}"
+                browser = Browser(self.server.url + path)
+                keys = browser.subscription["keys"]
+                Device.objects.create(user=user, kind="webpush", address=browser.endpoint, p256dh=keys["p256dh"],
+                                      auth=keys["auth"])  # fmt: skip
+                self.browsers[path] = browser
+                self.devices_by_org[org_id].append(path)
+
+    def check(self, journal: list[dict[str, Any]]) -> dict[str, Any]:
+        """Every acknowledged large expense reached each of its org's devices exactly once."""
+        from decimal import Decimal
+
+        from django.db.models import Count
+
+        from push.models import Delivery
+
+        deadline = time.monotonic() + 60
+        while (
+            Delivery.objects.filter(status__in=("pending", "sending")).exists()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(1)
+        large = {r["id"]: r["org_id"] for r in journal if r["op"] == "create" and r["kind"] == "expenses"
+                 and r["org_id"] in self.devices_by_org and Decimal(r["amount"]) >= Decimal(LARGE_EXPENSE)}  # fmt: skip
+        received: dict[tuple[str, str], int] = defaultdict(int)
+        arrived_at: dict[str, float] = {}
+        pokes = 0
+        for request in list(self.server.requests):
+            payload = self.browsers[request.path].decrypt(request.body)
+            if "expense_id" not in payload:
+                pokes += 1
+                continue
+            received[(request.path, payload["expense_id"])] += 1
+            arrived_at.setdefault(payload["expense_id"], request.received_at)
+        expected = {(path, expense) for expense, org in large.items() for path in self.devices_by_org[org]}
+        alerts = Delivery.objects.filter(notification_type="expense.large")
+        committed = {
+            key.partition(":")[2]: at.timestamp()
+            for key, at in alerts.values_list("event_key", "committed_at")
+        }
+        delays = sorted(arrived_at[e] - committed[e] for e in arrived_at if e in committed)
+        outcomes = dict(alerts.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+        return {
+            "devices": sum(len(paths) for paths in self.devices_by_org.values()),
+            "large_expenses_acknowledged": len(large),
+            "alerts_expected": len(expected),
+            "alerts_missing": sum(1 for pair in expected if received[pair] == 0),
+            "alerts_doubled": sum(1 for pair in expected if received[pair] > 1),
+            "alerts_unexpected": sum(1 for pair in received if pair not in expected),
+            "alert_deliveries_by_status": outcomes,
+            "sync_pokes_received": pokes,
+            "commit_to_push_p50_ms": round(1000 * delays[len(delays) // 2]) if delays else None,
+            "commit_to_push_p95_ms": round(1000 * delays[int(0.95 * (len(delays) - 1))]) if delays else None,
+        }
+
+
 def check_sync_clients(journal: list[dict[str, Any]]) -> dict[str, Any]:
     """Every phone's store, reopened from disk, finishes its queue (all phones first),
     then pulls: it must equal a fresh full pull of its org and the org's rows, and the
@@ -338,6 +428,7 @@ def main() -> None:
                   "LOADTEST_WS_USERS": str(WS_USERS), "LOADTEST_WS_URL": f"ws://127.0.0.1:{PORT}",
                   "LOADTEST_MOBILE_USERS": str(MOBILE_USERS), "LOADTEST_SYNC_STORES": str(out / "sync-stores")}  # fmt: skip
 
+    push_devices = PushDevices(credentials)
     with Servers():
         say(
             f"full path: {USERS} API users, {WS_USERS} on websockets, {MOBILE_USERS} offline-capable phones, "
@@ -358,6 +449,7 @@ def main() -> None:
         journal = read_journal(journal_path)
         say("audit: the phones finish their queues and pull; the outbox drains; totals verify")
         sync_check = check_sync_clients(journal)
+        push_check = push_devices.check(journal)
         after_effects = check_after_effects()
     db_check = check_database(journal, started)
     ws_check = check_websockets(journal)
@@ -370,11 +462,11 @@ def main() -> None:
 
     write_report(out, full_stats=full_stats, full_cl=full_cl, bare_cl=bare_cl, aggregated=aggregated,
                  replica_stats=replica_stats, db_check=db_check | after_effects, ws_check=ws_check,
-                 sync_check=sync_check, drill=drill)  # fmt: skip
+                 sync_check=sync_check, push_check=push_check, drill=drill)  # fmt: skip
 
 
 def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, aggregated: dict, replica_stats: dict,
-                 db_check: dict, ws_check: dict, sync_check: dict, drill: Drill) -> None:  # fmt: skip
+                 db_check: dict, ws_check: dict, sync_check: dict, push_check: dict, drill: Drill) -> None:  # fmt: skip
     stats = read_stats(full_stats)
     lines = [f"# Load test {out.name}", "",
              f"{USERS} API users + {WS_USERS} websocket users + {MOBILE_USERS} phones, {DURATION}s, spawn rate {SPAWN_RATE}/s, "
@@ -400,6 +492,8 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
     lines += ["", "## Database check", "", *(f"- {k}: {v}" for k, v in db_check.items())]
     lines += ["", "## Websockets", "", *(f"- {k}: {v}" for k, v in ws_check.items())]
     lines += ["", "## Offline phones (sync)", "", *(f"- {k}: {v}" for k, v in sync_check.items())]
+    lines += ["", "## Push notifications (Web Push, local push service)", "",
+              *(f"- {k}: {v}" for k, v in push_check.items())]  # fmt: skip
     lines += ["", "## Reads served by replicas", "", replica_share(replica_stats)]
     lines += ["", "## Service view (GET /v1/system/metrics/aggregated)", "", "```json",
               json.dumps(aggregated, indent=2)[:6000], "```", "",
@@ -416,7 +510,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
         writer = csv.writer(f)
         writer.writerow(["metric", "value"])
         writer.writerow(["error_rate", f"{error_rate:.6f}"])
-        for source in (db_check, ws_check, sync_check):
+        for source in (db_check, ws_check, sync_check, push_check):
             for key, value in source.items():
                 writer.writerow([key, value])
     say(f"report: {out / 'report.md'}")
