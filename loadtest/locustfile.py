@@ -306,7 +306,8 @@ class RealtimeUser(User):
                 self.last_event_id = event["event_id"]
             if "data" in event:
                 received.append({"type": event.get("type"), "id": event["data"].get("id"),
-                                 "event_id": event.get("event_id")})  # fmt: skip
+                                 "event_id": event.get("event_id"), "ts": event.get("ts"),
+                                 "at": time.time()})  # fmt: skip
                 events.request.fire(request_type="WS", name="event", response_time=0,
                                     response_length=len(message), exception=None)  # fmt: skip
 

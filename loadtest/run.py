@@ -19,6 +19,7 @@ import csv
 import datetime
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -116,15 +117,16 @@ class Drill:
             (0.80, "SIGKILL a gunicorn worker mid-request", ["bash", "-c", KILL_A_GUNICORN_WORKER]),
         ]
     )
-    log: list[tuple[float, str, int]] = field(default_factory=list)
+    log: list[tuple[float, float, str, int]] = field(default_factory=list)  # start, took, step, exit
 
     def run_in_background(self, started: float, duration: int) -> threading.Thread:
         def drill() -> None:
             for fraction, name, command in self.steps:
                 time.sleep(max(0.0, started + fraction * duration - time.time()))
                 say(f"fault drill: {name}")
+                began = time.time()
                 result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-                self.log.append((time.time() - started, name, result.returncode))
+                self.log.append((began - started, time.time() - began, name, result.returncode))
                 if result.returncode:
                     say(f"fault drill step failed: {result.stderr.strip()[-300:]}")
 
@@ -140,8 +142,35 @@ def locust(
     command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "--users", str(users),
                "--spawn-rate", str(SPAWN_RATE), "--run-time", f"{seconds}s", "--host", host, "--csv", str(prefix),
                "--stop-timeout", "10", "--only-summary", *classes]  # fmt: skip
+    children_before, busy_before = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds()
     subprocess.run(command, cwd=ROOT, env=os.environ | env, check=False)
+    children_after, busy_after = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds()
+    used = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    busy = busy_after - busy_before
+    LOAD_GENERATOR_CPU[str(prefix)] = {"locust_cpu_seconds": round(used, 1), "machine_busy_cpu_seconds": round(busy, 1),
+                                       "locust_share_of_busy_cpu": f"{used / busy:.0%}" if busy else "n/a"}  # fmt: skip
     return Path(f"{prefix}_stats.csv")
+
+
+# The load generator shares the machine's cores: what it used, next to all CPU in use.
+LOAD_GENERATOR_CPU: dict[str, dict[str, Any]] = {}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (not idle or waiting), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def edge_hit_rate() -> str:
+    """Varnish's own counters (since its last start: the drill restarts it)."""
+    result = subprocess.run(["bin/stack", "varnishstat", "-1", "-f", "MAIN.cache_hit", "-f", "MAIN.cache_miss"],
+                            cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines() if line.strip()}
+    hits, misses = counts.get("MAIN.cache_hit", 0), counts.get("MAIN.cache_miss", 0)
+    return f"{hits / (hits + misses):.1%} ({hits} hits, {misses} misses)" if hits + misses else "n/a"
 
 
 def read_stats(path: Path) -> dict[str, dict[str, str]]:
@@ -230,7 +259,16 @@ def check_websockets(journal: list[dict[str, Any]], grace: float = 2.0) -> dict[
                     if socket["connected_at"] + grace <= c["t"] <= socket["left_at"] - grace}  # fmt: skip
         expected_total += len(expected)
         lost += len(expected - received)
+    # commit (the event's ts) to arrival, for live events (a replay after a reconnect
+    # carries old commits and is left out: it measures the outage, not the path)
+    delays = sorted(
+        e["at"] - datetime.datetime.fromisoformat(e["ts"]).timestamp()
+        for s in sockets for e in s["events"]
+        if e.get("ts") and e.get("at") and e["at"] - s["connected_at"] > grace
+    )  # fmt: skip
     return {
+        "commit_to_socket_p50_ms": round(1000 * delays[len(delays) // 2]) if delays else None,
+        "commit_to_socket_p95_ms": round(1000 * delays[int(0.95 * (len(delays) - 1))]) if delays else None,
         "sockets": len(sockets),
         "stayed_connected": len(stayed),
         "events_expected": expected_total,
@@ -441,6 +479,7 @@ def main() -> None:
         full_stats = locust(out, host=EDGE, users=USERS + WS_USERS + MOBILE_USERS, seconds=DURATION,
                             classes=["ApiUser", "RealtimeUser", "MobileSyncUser"], env=locust_env)  # fmt: skip
         aggregated = get_json(f"{ORIGIN}/v1/system/metrics/aggregated")
+        hit_rate = edge_hit_rate()
         replica_stats = get_json(f"{ORIGIN}/v1/system/database/replicas/stats")
         say("full path, create+list only (for the baseline ratio)")
         full_cl = locust(out / "full-create-list", host=EDGE, users=BASELINE_USERS, seconds=BASELINE_SECONDS,
@@ -448,6 +487,9 @@ def main() -> None:
 
         journal = read_journal(journal_path)
         say("audit: the phones finish their queues and pull; the outbox drains; totals verify")
+        from django.db import connections
+
+        connections.close_all()  # this process's connection died with the primary's restart
         sync_check = check_sync_clients(journal)
         push_check = push_devices.check(journal)
         after_effects = check_after_effects()
@@ -462,11 +504,12 @@ def main() -> None:
 
     write_report(out, full_stats=full_stats, full_cl=full_cl, bare_cl=bare_cl, aggregated=aggregated,
                  replica_stats=replica_stats, db_check=db_check | after_effects, ws_check=ws_check,
-                 sync_check=sync_check, push_check=push_check, drill=drill)  # fmt: skip
+                 sync_check=sync_check, push_check=push_check, drill=drill, hit_rate=hit_rate)  # fmt: skip
 
 
 def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, aggregated: dict, replica_stats: dict,
-                 db_check: dict, ws_check: dict, sync_check: dict, push_check: dict, drill: Drill) -> None:  # fmt: skip
+                 db_check: dict, ws_check: dict, sync_check: dict, push_check: dict, drill: Drill,
+                 hit_rate: str) -> None:  # fmt: skip
     stats = read_stats(full_stats)
     lines = [f"# Load test {out.name}", "",
              f"{USERS} API users + {WS_USERS} websocket users + {MOBILE_USERS} phones, {DURATION}s, spawn rate {SPAWN_RATE}/s, "
@@ -487,14 +530,17 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
         f"Error rate (including the fault drill): {error_rate:.4%} of {total_requests} requests.",
         "",
     ]
-    lines += ["## Fault drill", "", "| at (s) | step | exit |", "|---:|---|---:|"]
-    lines += [f"| {at:.0f} | {name} | {code} |" for at, name, code in drill.log]
+    lines += ["## Fault drill", "", "| started at (s) | took (s) | step | exit |", "|---:|---:|---|---:|"]
+    lines += [f"| {at:.0f} | {took:.1f} | {name} | {code} |" for at, took, name, code in drill.log]
     lines += ["", "## Database check", "", *(f"- {k}: {v}" for k, v in db_check.items())]
     lines += ["", "## Websockets", "", *(f"- {k}: {v}" for k, v in ws_check.items())]
     lines += ["", "## Offline phones (sync)", "", *(f"- {k}: {v}" for k, v in sync_check.items())]
     lines += ["", "## Push notifications (Web Push, local push service)", "",
               *(f"- {k}: {v}" for k, v in push_check.items())]  # fmt: skip
     lines += ["", "## Reads served by replicas", "", replica_share(replica_stats)]
+    lines += ["", "## Edge hit rate (Varnish, since the drill restarted it)", "", hit_rate]
+    lines += ["", "## The load generator's CPU (it shares the cores with everything it measures)", "",
+              *(f"- {Path(run).parent.name}/{Path(run).name}: {figures}" for run, figures in LOAD_GENERATOR_CPU.items())]  # fmt: skip
     lines += ["", "## Service view (GET /v1/system/metrics/aggregated)", "", "```json",
               json.dumps(aggregated, indent=2)[:6000], "```", "",
               "## Replica routing (GET /v1/system/database/replicas/stats)", "", "```json",
