@@ -324,4 +324,4 @@ def test_every_push_route_is_in_the_schema(tenant: Any) -> None:
     assert {"/v1/push/vapid-public-key", "/v1/devices", "/v1/devices/{device_id}"} <= set(paths)
     assert set(paths["/v1/orgs/{org_id}/notification-preferences"]) >= {"get", "put"}
     # Plus what every write can answer (core/openapi.py): 413, 415, 503.
-    assert set(paths["/v1/devices"]["post"]["responses"]) == {"200", "201", "400", "401", "413", "415", "503"}
+    assert set(paths["/v1/devices"]["post"]["responses"]) == {"200", "201", "400", "401", "413", "415", "429", "503"}
