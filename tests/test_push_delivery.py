@@ -418,6 +418,33 @@ def test_a_removed_member_gets_nothing_more(stack: PushStack, tenant: Any) -> No
     assert skipped.last_error == "no longer a member"
 
 
+def test_logout_everywhere_deactivates_the_users_devices_until_they_register_again(
+    stack: PushStack, tenant: Any
+) -> None:
+    from tests.tokens import token_for
+
+    browser = stack.browser("m")
+    device_id = register(tenant, "manager", {"kind": "webpush", "subscription": browser.subscription})
+    alerts_on(tenant, "manager", {"EUR": "1.00"})
+    book_expense(tenant, "5.00")  # queued while the device was active
+    assert tenant.manager.delete("/v1/auth/tokens").status_code == 204  # logout everywhere
+    assert Device.objects.get(id=device_id).active is False
+    book_expense(tenant, "6.00")  # after it: not even queued
+    with stack.worker():
+        [skipped] = wait_until(lambda: deliveries(status=DeliveryStatus.SKIPPED), 30)
+        assert skipped.last_error == "device inactive or no longer this user's"
+        assert stack.webpush.received() == []
+        # The next login registers the device again: alerts reach it once more.
+        tenant.manager.credentials(HTTP_AUTHORIZATION=f"Token {token_for(tenant.users['manager'])}")
+        again = tenant.manager.post(
+            "/v1/devices", {"kind": "webpush", "subscription": browser.subscription}, format="json"
+        )
+        assert again.status_code == 200 and again.json() == again.json() | {"id": device_id, "active": True}
+        book_expense(tenant, "7.00")
+        wait_until(lambda: len(stack.webpush.received()) == 1, 30)
+    assert len(deliveries()) == 2
+
+
 def test_a_raised_threshold_or_a_disabled_alert_is_honoured_at_send_time(
     stack: PushStack, tenant: Any
 ) -> None:
