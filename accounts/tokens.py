@@ -16,6 +16,7 @@ from knox.models import AuthToken
 from accounts.access_topics import TOPIC_TOKENS_REVOKED
 from accounts.models import User
 from changelog.services import access_change_record
+from push.services import devices_deactivate_of_user
 
 
 def token_issue(*, user: User) -> tuple[AuthToken, str]:
@@ -37,8 +38,13 @@ def token_revoke(*, token: AuthToken) -> None:
 
 
 def tokens_revoke_all(*, user: User) -> int:
-    """Revoke every token of `user` (logout everywhere, password change); returns how many."""
+    """Revoke every token of `user` (logout everywhere, password change); returns how many.
+
+    The user's push devices are deactivated in the same transaction: a phone that was
+    logged out (or stolen) must not keep showing the org's large expenses. The app
+    registers its device again after the next login (docs/push.md)."""
     with transaction.atomic():
+        devices_deactivate_of_user(user_id=user.pk, error="every token of the user was revoked")
         deleted, _ = AuthToken.objects.filter(user_id=user.pk).delete()
         if deleted:
             access_change_record(org_id=None, user_id=user.pk, topic=TOPIC_TOKENS_REVOKED, data={"all": True})

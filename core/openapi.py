@@ -9,7 +9,7 @@ documented exactly without repeating it:
   an id in the path; 400 for a request body or query parameters; 413 and 415 for a
   body; 409 (with Retry-After) and 422 for Idempotency-Key writes; 503 with
   Retry-After while the database is unreachable (core/errors.py) on every route that
-  reads it;
+  reads it; 429 with Retry-After on every throttled route (the per-token rate limit);
 - headers: the Idempotency-Key request header on idempotent writes, and on their
   responses Idempotent-Replayed and X-DB-Position;
 - `paginated(Output)`: the {"results", "next"} list shape of core/pagination.py.
@@ -68,6 +68,21 @@ WRITE_HEADERS = {
 }
 
 
+def decimal_pattern(whole_digits: int, decimal_places: int, *, positive: bool) -> str:
+    """The decimal strings a DecimalField accepts, as a regex a generator can use: up to
+    `whole_digits` before the point and `decimal_places` after, no leading zeros; with
+    `positive`, zero is excluded (min_value 0.01)."""
+    fraction = rf"(\.\d{{1,{decimal_places}}})?" if decimal_places else ""
+    whole = rf"[1-9]\d{{0,{whole_digits - 1}}}"
+    if not positive:
+        return rf"^-?(0|{whole}){fraction}$"
+    if not decimal_places:
+        return rf"^{whole}$"
+    zeros_then_digit = (rf"0{{{i}}}[1-9]\d{{0,{decimal_places - 1 - i}}}" for i in range(decimal_places))
+    below_one = rf"0\.({'|'.join(zeros_then_digit)})"
+    return rf"^({whole}{fraction}|{below_one})$"
+
+
 def paginated(output: type[serializers.Serializer]) -> type[serializers.Serializer]:
     """The documented shape of a cursor-paginated list of `output` (core/pagination.py)."""
     name = output.__name__.removesuffix("Output")
@@ -100,6 +115,28 @@ class ApiSchema(AutoSchema):
         from monitoring.permissions import IsStaffOrMetricsToken
 
         return any(issubclass(p, IsStaffOrMetricsToken) for p in self.view.permission_classes)
+
+    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.DecimalField) and direction == "request" and "pattern" in schema:
+            # drf-spectacular's pattern admits "", "-." and, with min_value, zero: exactly
+            # what the field refuses. State what it accepts.
+            positive = field.min_value is not None and field.min_value > 0
+            schema["pattern"] = decimal_pattern(
+                field.max_whole_digits, field.decimal_places, positive=positive
+            )
+        return schema
+
+    def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
+        if self.method == "PATCH" and not getattr(self.view, "patch_is_partial", True):
+            # drf-spectacular documents every PATCH body as partial (no required field);
+            # a view whose PATCH needs its fields says so (patch_is_partial = False).
+            self.method = "PUT"
+            try:
+                return super()._get_request_for_media_type(serializer, direction)
+            finally:
+                self.method = "PATCH"
+        return super()._get_request_for_media_type(serializer, direction)
 
     def get_operation_id(self) -> str:
         operation_id = super().get_operation_id()
@@ -146,6 +183,8 @@ class ApiSchema(AutoSchema):
         if has_body:
             errors["413"] = ("The request body is too large.", DETAIL, {})
             errors["415"] = ("The body is not JSON.", DETAIL, {})
+        if self.view.throttle_classes:  # e.g. the per-token rate limit (accounts/rate_limit.py)
+            errors["429"] = ("Too many requests; retry after Retry-After.", DETAIL, RETRY_AFTER)
         if getattr(self.view, "uses_database", True):
             errors["503"] = ("The database is unavailable; retry after Retry-After.", DETAIL, RETRY_AFTER)
         for code, description in getattr(self.view, "extra_error_statuses", {}).items():
@@ -175,9 +214,47 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     """Inputs of StrictSerializers refuse unknown fields: `additionalProperties: false`."""
     strict = {f"{name}Request" if name.endswith("Input") else name for name in _strict_serializer_names()}
     for name, schema in result.get("components", {}).get("schemas", {}).items():
-        if name in strict or name.removesuffix("Request") in strict:
+        if (name in strict or name.removesuffix("Request") in strict) and "properties" in schema:
             schema["additionalProperties"] = False
     return result
+
+
+def add_links(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """OpenAPI links from each create (a POST answering 201) to the operations on what it
+    created, `{collection}/{new_id}[/...]`: the new id from the 201 body (`id`, or the
+    field named like the path parameter, e.g. a member's `user_id`), the other path
+    parameters from the create's own. Clients and schemathesis's stateful phase follow
+    them (create, then read, update, delete)."""
+    paths = result.get("paths", {})
+    schemas = result.get("components", {}).get("schemas", {})
+    for collection, item in paths.items():
+        created = item.get("post", {}).get("responses", {}).get("201")
+        if not created:
+            continue
+        ref = created.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+        fields = schemas.get(ref.rsplit("/", 1)[-1], {}).get("properties", {})
+        links: dict[str, Any] = {}
+        for path, operations in paths.items():
+            head, _, rest = path.removeprefix(collection + "/{").partition("}")
+            if not path.startswith(collection + "/{") or "{" in rest:
+                continue
+            source = head if head in fields else "id"
+            parameters = {name: f"$request.path.{name}" for name in _path_parameters(collection)} | {
+                head: f"$response.body#/{source}"
+            }
+            for operation in operations.values():
+                if isinstance(operation, dict) and "operationId" in operation:
+                    links[operation["operationId"]] = {
+                        "operationId": operation["operationId"],
+                        "parameters": parameters,
+                    }
+        if links:
+            created["links"] = dict(sorted(links.items()))
+    return result
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
 
 def _strict_serializer_names() -> set[str]:

@@ -38,10 +38,14 @@ def _kind(value: Any) -> str:
     return "str"
 
 
+MAX_CURSOR_CHARS = 1000
+
 # The query parameters of every paginated list, for its schema (core/openapi.py).
 PAGE_PARAMETERS = [
     OpenApiParameter(
-        "cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, description="The `next` link's cursor."
+        "cursor",
+        {"type": "string", "pattern": "^[A-Za-z0-9_:-]+$", "maxLength": MAX_CURSOR_CHARS},
+        description="The `next` link's cursor (opaque and signed: a cursor this server did not make is 400).",
     ),
     OpenApiParameter(
         "page_size",
@@ -75,9 +79,6 @@ def page_size_from(request: Request) -> int:
     if not 1 <= size <= settings.PAGE_SIZE_MAX:
         raise ValidationError({"page_size": [f"Must be between 1 and {settings.PAGE_SIZE_MAX}."]})
     return size
-
-
-MAX_CURSOR_CHARS = 1000
 
 
 def _salt(scope: str) -> str:
@@ -117,7 +118,7 @@ def paginate_desc(queryset: QuerySet, request: Request, fields: tuple[str, ...])
     size = page_size_from(request)
     scope = f"{queryset.model._meta.label}:{','.join(fields)}"
     cursor = request.query_params.get("cursor")
-    if cursor:
+    if cursor is not None:  # an empty cursor is not the first page: a client bug, 400
         values = decode_cursor(cursor, expected_length=len(fields), scope=scope)
         queryset = queryset.filter(_after(fields, values))
     rows = list(queryset.order_by(*(f"-{name}" for name in fields))[: size + 1])

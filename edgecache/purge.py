@@ -7,25 +7,30 @@ calls it within seconds. If the CDN cannot take the purge, the write still succe
 to the durable queue (edgecache.queue), retried by `manage.py cdn_purge_retry`, and
 `s-maxage` bounds how stale the edge can be meanwhile.
 
-After a failure, a per-process breaker sends purges straight to the queue for
-CDN_PURGE_BREAKER_SECONDS, so an unreachable CDN costs writes a connect timeout once,
-not on every write.
+After a failure, a per-process breaker (the project's one, core.circuit_breaker) sends
+purges straight to the queue for CDN_PURGE_BREAKER_SECONDS, so an unreachable CDN costs
+writes a connect timeout once, not on every write; then one purge probes the CDN.
 """
 
+import functools
 import logging
-import time
 
 from django.conf import settings
 
 from accounts.access_topics import ACCESS_TOPICS
 from changelog.dispatch import Change
+from core.circuit_breaker import CircuitBreaker
 from edgecache.backends import PurgeFailed, purge_backend
 from edgecache.queue import purge_enqueue
 from edgecache.tags import finance_write_tags, org_section_tag, property_tag, user_access_tag
 
 logger = logging.getLogger(__name__)
 
-_breaker_open_until = 0.0  # per process; a monotonic deadline, not request state
+
+@functools.cache
+def _breaker(cooldown_seconds: float) -> CircuitBreaker:
+    """Per process, per cooldown setting (tests change it): one failure opens it."""
+    return CircuitBreaker(failure_threshold=1, cooldown_seconds=cooldown_seconds)
 
 
 def tags_for_change(change: Change) -> list[str]:
@@ -52,24 +57,25 @@ def purge_for_change(change: Change) -> None:
 
 def purge_now(tags: list[str], *, soft: bool = False) -> bool:
     """Purge now, or queue what could not be purged. True when nothing was queued."""
-    global _breaker_open_until  # noqa: PLW0603
     backend = purge_backend()
     if backend is None or not tags:
         return True
-    if time.monotonic() < _breaker_open_until:
+    breaker = _breaker(settings.CDN_PURGE_BREAKER_SECONDS)
+    if not breaker.allow():
         purge_enqueue(tags=tags, soft=soft, error="breaker open after a recent purge failure")
         return False
     try:
         backend.purge(tags, soft=soft)
     except PurgeFailed as exc:
-        _breaker_open_until = time.monotonic() + settings.CDN_PURGE_BREAKER_SECONDS
+        breaker.record_failure()
         logger.warning("edge purge failed, queued for retry: %s", exc)
         purge_enqueue(tags=exc.remaining, soft=soft, error=str(exc), retry_after=exc.retry_after)
         return False
+    if breaker.has_failures:
+        breaker.record_success()
     return True
 
 
 def breaker_reset() -> None:
     """Close the breaker (after the CDN is known to be back, and in tests)."""
-    global _breaker_open_until  # noqa: PLW0603
-    _breaker_open_until = 0.0
+    _breaker.cache_clear()

@@ -65,7 +65,9 @@ class IdempotentWritesMixin:
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]  # auth, org and role first
-        if request.method in WRITE_METHODS:
+        # A method the view does not have is a 405 whatever the key: claiming the key
+        # first would answer 422 (or replay) for a request that can never run.
+        if request.method in WRITE_METHODS and hasattr(self, request.method.lower()):
             self._idempotent_call = self._begin_idempotent_call(request)
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:

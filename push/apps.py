@@ -7,6 +7,7 @@ class PushConfig(AppConfig):
 
     def ready(self) -> None:
         from changelog.dispatch import register_handler
+        from push import openapi  # noqa: F401 (registers the device body's schema)
         from push.fanout import push_fanout
 
         # Deferred: runs in the outbox worker, never on the request path (CONTRACT §11).

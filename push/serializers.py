@@ -7,13 +7,19 @@ from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.serializers import StrictSerializer
-from finance.currencies import is_currency
+from finance.currencies import ISO_4217, is_currency
 from push.credentials import kind_configured
 from push.models import DeviceKind
-from push.webpush_endpoints import EndpointRefused, webpush_endpoint_check
+from push.webpush_endpoints import (
+    MAX_ENDPOINT_LENGTH,
+    EndpointRefused,
+    webpush_endpoint_check,
+    webpush_endpoint_pattern,
+)
 
 FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
 APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
@@ -52,11 +58,30 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+# JSON Schema cannot say "a point on the P-256 curve": the schema names a format
+# (tests/schemathesis_hooks.py generates real keys for it).
+@extend_schema_field({"type": "string", "format": "p256-public-key", "maxLength": 100})
+class P256PublicKeyField(StrictCharField):
+    pass
+
+
+@extend_schema_field({"type": "string", "pattern": "^[A-Za-z0-9_-]{22}={0,2}$"})
+class AuthSecretField(StrictCharField):
+    pass
+
+
+@extend_schema_field(
+    {"type": "string", "maxLength": MAX_ENDPOINT_LENGTH, "pattern": webpush_endpoint_pattern()}
+)
+class EndpointField(StrictCharField):
+    pass
+
+
 class WebPushKeysInput(StrictSerializer):
-    p256dh = StrictCharField(
+    p256dh = P256PublicKeyField(
         max_length=100, help_text="The browser's P-256 public key (65 bytes, URL-safe base64)."
     )
-    auth = StrictCharField(max_length=50, help_text="The 16-byte authentication secret (URL-safe base64).")
+    auth = AuthSecretField(max_length=50, help_text="The 16-byte authentication secret (URL-safe base64).")
 
     def validate_p256dh(self, value: str) -> str:
         raw = _b64url_decode(value)
@@ -78,7 +103,7 @@ class WebPushKeysInput(StrictSerializer):
 class WebPushSubscriptionInput(StrictSerializer):
     """A browser's PushSubscription.toJSON()."""
 
-    endpoint = StrictCharField(max_length=2048)
+    endpoint = EndpointField(max_length=MAX_ENDPOINT_LENGTH)
     expirationTime = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     keys = WebPushKeysInput()
 
@@ -146,6 +171,24 @@ class VapidPublicKeyOutput(serializers.Serializer):
     public_key = serializers.CharField(help_text="The VAPID public key (URL-safe base64) for subscribe().")
 
 
+def _thresholds_schema() -> dict[str, Any]:
+    from core.openapi import decimal_pattern
+
+    amount = {
+        "type": "string",
+        "pattern": decimal_pattern(
+            THRESHOLD_MAX_DIGITS - THRESHOLD_DECIMAL_PLACES, THRESHOLD_DECIMAL_PLACES, positive=True
+        ),
+    }
+    return {
+        "type": "object",
+        "properties": {code: amount for code in sorted(ISO_4217)},
+        "additionalProperties": False,
+        "description": 'Alert at or above this amount, per ISO 4217 currency: {"EUR": "500.00"}.',
+    }
+
+
+@extend_schema_field(_thresholds_schema())
 class ThresholdsField(serializers.DictField):
     child = serializers.DecimalField(
         max_digits=THRESHOLD_MAX_DIGITS, decimal_places=THRESHOLD_DECIMAL_PLACES, min_value=Decimal("0.01")

@@ -51,6 +51,14 @@ def device_deactivate(*, device_id: object, error: str) -> None:
     )
 
 
+def devices_deactivate_of_user(*, user_id: object, error: str) -> int:
+    """Every active device of the user stops receiving (logout everywhere): registering
+    one again reactivates it. Returns how many."""
+    return Device.objects.filter(user_id=user_id, active=True).update(
+        active=False, last_error=error[:300], deactivated_at=timezone.now()
+    )
+
+
 def preference_set(
     *,
     org: Organization,

@@ -9,6 +9,7 @@ followed when sending (push/senders/http.py), so an allowed host cannot bounce a
 elsewhere.
 """
 
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -56,3 +57,21 @@ def webpush_endpoint_check(endpoint: str) -> str:
     if parts.fragment:
         raise EndpointRefused("The URL may not have a fragment.")
     return endpoint
+
+
+def webpush_endpoint_pattern() -> str:
+    """The endpoints webpush_endpoint_check accepts, as a regex for the API schema: the
+    allowed hosts (https on the default port; http or https on any port for loopback),
+    printable ASCII, no fragment."""
+    alternatives = []
+    for raw in settings.PUSH_WEBPUSH_ALLOWED_HOSTS:
+        entry = raw.strip().lower().strip("[]")
+        if entry.startswith("*."):
+            host = r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*" + re.escape(entry[1:])
+        else:
+            host = re.escape(f"[{entry}]" if ":" in entry else entry)
+        if entry in LOOPBACK_HOSTS:
+            alternatives.append(rf"https?://{host}(:[0-9]{{1,4}})?")
+        else:
+            alternatives.append(rf"https://{host}(:443)?")
+    return rf"^({'|'.join(alternatives)})(/[!-\"$-~]*)?$"

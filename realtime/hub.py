@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.redis_clients import async_pubsub_redis
+from core.redis_clients import aredis_call, async_pubsub_redis
 from realtime import keys
 from realtime.access import parse_revocation
 from realtime.stats import DeliveryCounter
@@ -105,7 +105,9 @@ class OrgEventHub:
             if not self._access_subscribed:
                 channels.append(keys.ACCESS_CHANNEL)
             try:
-                await self._subscribe_confirmed(channels)
+                # Behind the project's Redis breaker: a hung Redis costs a few sockets one
+                # deadline each, then sockets are refused at once until it answers again.
+                await aredis_call(lambda: self._subscribe_confirmed(channels))
             except BaseException:
                 local.discard(subscriber)
                 if not local:
@@ -121,11 +123,10 @@ class OrgEventHub:
         waiting = {name: loop.create_future() for name in channels}
         self._confirmations.update(waiting)
         try:
-            await self._pubsub.subscribe(*channels)
-            self._ensure_reader()
-            await asyncio.wait_for(
-                asyncio.shield(asyncio.gather(*waiting.values())), SUBSCRIBE_TIMEOUT_SECONDS
-            )
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):  # connecting included
+                await self._pubsub.subscribe(*channels)
+                self._ensure_reader()
+                await asyncio.shield(asyncio.gather(*waiting.values()))
         except BaseException:
             for name in channels:
                 self._confirmations.pop(name, None)

@@ -53,11 +53,11 @@ class Membership(models.Model):
 
 
 def validate_timezone(value: str) -> None:
-    if value not in _TIMEZONES:
+    if value not in TIMEZONES:
         raise ValidationError(f"'{value}' is not an IANA time zone name.")
 
 
-_TIMEZONES = frozenset(available_timezones())
+TIMEZONES = frozenset(available_timezones())
 
 
 class Property(models.Model):

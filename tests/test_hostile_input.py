@@ -237,3 +237,33 @@ def test_the_local_stack_writes_a_random_secret_key_to_a_private_env_file():
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     assert len(values["SECRET_KEY"]) >= 50
     assert values["SECRET_KEY"] != django_settings.DEVELOPMENT_SECRET_KEY
+
+
+# --- values of the wrong JSON type, undeclared methods, empty cursors (found by schemathesis)
+@pytest.mark.django_db
+def test_values_of_the_wrong_json_type_are_400_not_coerced(tenant):
+    from tenancy.models import Organization
+
+    orgs = Organization.objects.count()
+    response = tenant.owner.post("/v1/orgs", {"name": 0}, format="json")
+    assert response.status_code == 400 and "JSON string" in response.json()["name"][0]
+    pull = tenant.viewer.post(tenant.url("/sync/pull"), {"client_id": False}, format="json")
+    assert pull.status_code == 400 and "client_id" in pull.json()  # not UUID(int=0)
+    role = tenant.owner.patch(tenant.url(f"/members/{tenant.users['viewer'].pk}"), {"role": 1}, format="json")
+    assert role.status_code == 400
+    assert Organization.objects.count() == orgs
+
+
+@pytest.mark.django_db
+def test_an_undeclared_method_with_an_idempotency_key_is_405_not_a_key_claim(tenant):
+    member = tenant.url(f"/members/{tenant.users['viewer'].pk}")
+    for _ in range(2):  # the second is not a 422 "key used for another request" either
+        response = tenant.owner.put(member, {"role": "owner"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+        assert response.status_code == 405
+
+
+@pytest.mark.django_db
+def test_an_empty_cursor_is_400(tenant):
+    response = tenant.owner.get(tenant.url("/expenses"), {"cursor": ""})
+    assert response.status_code == 400 and "cursor" in response.json()
+    assert tenant.owner.get(tenant.url("/expenses")).status_code == 200

@@ -14,11 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import test_database_url as database_url_for_servers
-from tests.live_server import ROOT, running_server
+from tests.live_server import ROOT, free_port, running_server
 from tests.metrics_scrape import METRICS_TOKEN, scrape_samples
-from tests.replica_support import replica_urls
+from tests.push_support import push_worker
+from tests.replica_support import replica_urls, wait_until
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
@@ -91,6 +93,20 @@ def test_alert_unit_tests_catch_a_broken_threshold(tmp_path):
     assert "DbPoolUseHigh" in result.stdout + result.stderr
 
 
+def test_push_alert_unit_tests_catch_a_broken_threshold(tmp_path):
+    """Loosen the push queue age alert and its unit test fails."""
+    shutil.copytree(PROMETHEUS, tmp_path / "prometheus")
+    alerts = tmp_path / "prometheus" / "rules" / "alerts.yml"
+    text = alerts.read_text()
+    assert "max(push_queue_oldest_due_seconds) > 60" in text
+    alerts.write_text(
+        text.replace("max(push_queue_oldest_due_seconds) > 60", "max(push_queue_oldest_due_seconds) > 600")
+    )
+    result = promtool("test", "rules", "tests/alerts_test.yml", cwd=tmp_path / "prometheus")
+    assert result.returncode != 0
+    assert "PushQueueStuck" in result.stdout + result.stderr
+
+
 def test_every_alert_has_a_firing_and_a_quiet_case():
     alerts = {rule["alert"] for rule in _rules() if "alert" in rule}
     fires, quiet = set(), set()
@@ -109,6 +125,10 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
         "ReplicaLagCritical",
         "DbPoolUseHigh",
         "EdgeCacheHitRateLow",
+        "PushDeadLetters",
+        "PushQueueStuck",
+        "PushQueueDeep",
+        "PushWorkerDown",
     } <= alerts
 
 
@@ -179,7 +199,10 @@ def test_dashboards_show_what_operators_need():
 
 
 @pytest.mark.live
-def test_every_metric_in_rules_and_dashboards_is_in_a_live_scrape(django_db_setup, django_db_blocker):
+def test_every_metric_in_rules_and_dashboards_is_in_a_live_scrape(
+    django_db_setup, django_db_blocker, tmp_path
+):
+    """Both jobs of prometheus.yml: the API servers and the push worker (its own scrape)."""
     rules = _rules()
     recorded = {rule["record"] for rule in rules if "record" in rule}
     named = set().union(*(metric_names(rule["expr"]) for rule in rules))
@@ -198,7 +221,21 @@ def test_every_metric_in_rules_and_dashboards_is_in_a_live_scrape(django_db_setu
     ):
         httpx.get(url + "/v1/orgs", timeout=10)  # any request: 4xx is traffic too
         samples = scrape_samples(url)
-    exported = {sample.name for sample in samples}
+        worker_port = free_port()
+        with push_worker(
+            database_url_for_servers(), tmp_path / "push-metrics", PUSH_WORKER_METRICS_PORT=str(worker_port)
+        ):
+            worker_text = wait_until(lambda: _scraped(f"http://127.0.0.1:{worker_port}/metrics"), 30)
+    worker_samples = [s for family in text_string_to_metric_families(worker_text) for s in family.samples]
+    exported = {sample.name for sample in samples + worker_samples}
     assert needed - exported == set(), "named in rules or dashboards but not exported"
     replicas = {s.labels["alias"] for s in samples if s.name == "db_replica_lag_seconds"}
     assert len(replicas) >= 2, "the stack's replicas should each have a lag series"
+
+
+def _scraped(url: str) -> str:
+    try:
+        response = httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return ""
+    return response.text if response.status_code == 200 and "push_sends_total" in response.text else ""

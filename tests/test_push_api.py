@@ -324,4 +324,30 @@ def test_every_push_route_is_in_the_schema(tenant: Any) -> None:
     assert {"/v1/push/vapid-public-key", "/v1/devices", "/v1/devices/{device_id}"} <= set(paths)
     assert set(paths["/v1/orgs/{org_id}/notification-preferences"]) >= {"get", "put"}
     # Plus what every write can answer (core/openapi.py): 413, 415, 503.
-    assert set(paths["/v1/devices"]["post"]["responses"]) == {"200", "201", "400", "401", "413", "415", "503"}
+    assert set(paths["/v1/devices"]["post"]["responses"]) == {
+        "200",
+        "201",
+        "400",
+        "401",
+        "413",
+        "415",
+        "429",
+        "503",
+    }
+
+
+def test_revoking_all_tokens_deactivates_only_that_users_devices(tenant: Any, providers: None) -> None:
+    mine = [
+        tenant.viewer.post("/v1/devices", webpush_body(), format="json").json()["id"],
+        tenant.viewer.post("/v1/devices", {"kind": "fcm", "token": FCM_TOKEN}, format="json").json()["id"],
+    ]
+    theirs = tenant.manager.post("/v1/devices", webpush_body(LOCAL_ENDPOINT + "-2"), format="json").json()[
+        "id"
+    ]
+    assert tenant.viewer.delete("/v1/auth/tokens").status_code == 204
+    assert list(Device.objects.filter(id__in=mine).values_list("active", flat=True)) == [False, False]
+    assert all(Device.objects.get(id=i).deactivated_at is not None for i in mine)
+    assert Device.objects.get(id=theirs).active is True
+    # One token revoked (DELETE /v1/auth/token) names no device: the devices stay.
+    assert tenant.manager.delete("/v1/auth/token").status_code == 204
+    assert Device.objects.get(id=theirs).active is True

@@ -107,3 +107,53 @@ def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_
                     serve.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(serve.pid, signal.SIGKILL)  # its children too: none may outlive a failed test
+
+
+def test_a_hung_redis_pubsub_subscribe_is_bounded_by_the_breaker_and_recovers(settings, monkeypatch):
+    """The hub's Pub/Sub subscribe (realtime/hub.py) behind the project's one Redis
+    breaker, in-process against a real redis-server: SIGSTOPped, each subscribe gives up
+    at its deadline until the breaker opens, then fails at once; after SIGCONT and the
+    cooldown, a subscribe succeeds and receives what is published."""
+    from realtime import hub as hub_module
+    from realtime import keys
+    from tests.redis_server import dedicated_redis
+    from tests.replica_support import wait_until
+
+    deadline = 0.5
+    monkeypatch.setattr(hub_module, "SUBSCRIBE_TIMEOUT_SECONDS", deadline)
+    with dedicated_redis() as server, asyncio.Runner() as runner:
+        settings.REDIS_URL = server.url  # a breaker of its own (one per URL)
+        settings.REDIS_BREAKER_FAILURES = 2
+        settings.REDIS_BREAKER_COOLDOWN_SECONDS = 1.0
+        hub = runner.run(_make_hub(hub_module))
+        runner.run(hub.subscribe(org_id="org-before", queue_size=10))  # connected, healthy
+
+        def attempt(org_id: str) -> tuple[str, float]:
+            started = time.monotonic()
+            try:
+                runner.run(hub.subscribe(org_id=org_id, queue_size=10))
+                outcome = "subscribed"
+            except Exception as error:  # TimeoutError at the deadline, RedisUnavailable once open
+                outcome = type(error).__name__
+            return outcome, time.monotonic() - started
+
+        with server.paused():
+            hung = [attempt(f"org-hung-{n}") for n in range(6)]
+        assert [outcome for outcome, _ in hung[:2]] == ["TimeoutError"] * 2, hung
+        assert [outcome for outcome, _ in hung[2:]] == ["RedisUnavailable"] * 4, hung
+        assert all(seconds < deadline + 1.0 for _, seconds in hung[:2]), hung  # bounded by the deadline
+        assert all(seconds < 0.05 for _, seconds in hung[2:]), hung  # open: Redis not even asked
+
+        # After SIGCONT: refused until the cooldown ends, then the probe subscribes.
+        wait_until(lambda: attempt("org-after")[0] == "subscribed", timeout=15, interval=0.2)
+        subscriber = hub._subscribers["org-after"]
+        (subscriber,) = subscriber
+        frame = '{"event_id":"1700000000000-0","type":"expense.created"}'
+        wait_until(lambda: server.client().publish(keys.org_channel("org-after"), f"{time.time()} {frame}"))
+        event = runner.run(asyncio.wait_for(subscriber.queue.get(), 10))
+        assert event.frame == frame
+    print(f"hung subscribes: {[(o, round(s * 1000)) for o, s in hung]} (outcome, ms)")
+
+
+async def _make_hub(hub_module):
+    return hub_module.OrgEventHub()

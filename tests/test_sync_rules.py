@@ -362,3 +362,80 @@ def test_a_user_demoted_while_pushing_gets_forbidden_rejections_that_still_advan
     assert outcome.results[0].status == "rejected" and outcome.results[0].error["code"] == "forbidden"
     assert outcome.last_mutation_id == 2
     assert Expense.objects.filter(org=tenant.org).count() == 1
+
+
+def test_a_deleted_property_is_a_delete_in_the_next_pull_and_absent_from_a_reset(tenant):
+    from tenancy.models import Property
+    from tenancy.services import property_delete
+
+    created = tenant.owner.post(
+        tenant.url("/properties"),
+        {"name": "Annex", "currency": "EUR", "timezone": "Europe/Paris"},
+        format="json",
+    )
+    assert created.status_code == 201
+    annex_id = created.json()["id"]
+    synced = pull_all(tenant.viewer, _pull_url(tenant))
+    assert ("property", annex_id) in synced["state"]
+    property_delete(prop=Property.objects.get(id=annex_id))  # as the admin does; no REST route deletes one
+    tombstone = Tombstone.objects.get(org_id=tenant.org.id, entity_id=annex_id)
+    page = tenant.viewer.post(_pull_url(tenant), {"cookie": synced["cookie"]}, format="json").json()
+    assert page["reset"] is False
+    assert page["changes"] == [{"op": "del", "entity": "property", "id": annex_id}]
+    assert page["cookie"] == f"1.{tombstone.version}"
+    after = pull_all(tenant.viewer, _pull_url(tenant), synced["cookie"], state=synced["state"])
+    assert after["state"] == server_state(tenant.org.id)
+    reset = pull_all(tenant.viewer, _pull_url(tenant))  # a new client: the state, no deletes
+    assert all(change["op"] == "put" for p in reset["pages"] for change in p["changes"])
+    assert ("property", annex_id) not in reset["state"]
+
+
+def test_a_cookie_from_before_really_pruned_tombstones_gets_reset_a_later_one_does_not(tenant, settings):
+    """The outbox worker's maintenance (changelog/maintenance.py) prunes tombstones older
+    than SYNC_TOMBSTONE_DAYS and raises the org's horizon; a cookie that would need a
+    pruned tombstone resets, one from after it pulls the deletions it has not seen."""
+    from django.utils import timezone
+
+    from tests import conftest
+    from tests.live_server import outbox_worker
+    from tests.replica_support import wait_until
+
+    _seed(tenant, 4)
+    old_cookie = pull_all(tenant.viewer, _pull_url(tenant))["cookie"]
+    old, recent = list(Expense.objects.filter(org_id=tenant.org.id)[:2])
+    assert tenant.manager.delete(tenant.url(f"/expenses/{old.id}")).status_code == 204
+    between_cookie = pull_all(tenant.viewer, _pull_url(tenant), old_cookie)["cookie"]
+    assert tenant.manager.delete(tenant.url(f"/expenses/{recent.id}")).status_code == 204
+    old_stone = Tombstone.objects.get(entity_id=old.id)
+    Tombstone.objects.filter(id=old_stone.id).update(  # deleted SYNC_TOMBSTONE_DAYS + 1 days ago
+        deleted_at=timezone.now() - timezone.timedelta(days=settings.SYNC_TOMBSTONE_DAYS + 1)
+    )
+    with outbox_worker(conftest.test_database_url(), CHANGELOG_MAINTENANCE_SECONDS="0.2"):
+        wait_until(lambda: not Tombstone.objects.filter(id=old_stone.id).exists(), 30)
+    assert Tombstone.objects.filter(entity_id=recent.id).exists()  # younger: kept
+    assert OrgChangeCounter.objects.get(org_id=tenant.org.id).pruned_through == old_stone.version
+
+    stale = tenant.viewer.post(_pull_url(tenant), {"cookie": old_cookie}, format="json").json()
+    assert stale["reset"] is True  # it never saw the pruned deletion: only a reset is exact
+    assert {(c["entity"], c["id"]) for c in stale["changes"]} == set(server_state(tenant.org.id))
+    fresh = tenant.viewer.post(_pull_url(tenant), {"cookie": between_cookie}, format="json").json()
+    assert fresh["reset"] is False
+    assert fresh["changes"] == [{"op": "del", "entity": "expense", "id": str(recent.id)}]
+
+
+def test_an_epoch_change_resets_a_cookie_of_the_current_version_then_pulls_go_on_from_the_new_cookie(tenant):
+    """A restore or an org move rewrites the org's history and changes its epoch
+    (nothing in this repository changes it yet: it is set here as they would)."""
+    _seed(tenant, 3)
+    synced = pull_all(tenant.viewer, _pull_url(tenant))
+    assert synced["cookie"].startswith("1.")
+    OrgChangeCounter.objects.filter(org_id=tenant.org.id).update(epoch="7")
+    page = tenant.viewer.post(_pull_url(tenant), {"cookie": synced["cookie"]}, format="json").json()
+    assert page["reset"] is True and not page["has_more"]
+    assert {(c["entity"], c["id"]) for c in page["changes"]} == set(server_state(tenant.org.id))
+    counter = OrgChangeCounter.objects.get(org_id=tenant.org.id)
+    assert page["cookie"] == f"7.{counter.version}"
+    _seed(tenant, 1)
+    after = tenant.viewer.post(_pull_url(tenant), {"cookie": page["cookie"]}, format="json").json()
+    assert after["reset"] is False and [c["op"] for c in after["changes"]] == ["put"]
+    assert after["cookie"].startswith("7.")

@@ -1,8 +1,10 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.serializers import StrictSerializer
+from finance.api.serializers import CurrencyField
 from finance.currencies import is_currency
-from tenancy.models import validate_timezone
+from tenancy.models import TIMEZONES, validate_timezone
 from tenancy.roles import Role
 
 
@@ -35,10 +37,15 @@ class MemberOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+@extend_schema_field({"type": "string", "enum": sorted(TIMEZONES), "description": "IANA time zone name"})
+class TimezoneField(serializers.CharField):
+    pass
+
+
 class PropertyInput(StrictSerializer):
     name = serializers.CharField(max_length=200)
-    currency = serializers.CharField(max_length=3)
-    timezone = serializers.CharField(max_length=64)
+    currency = CurrencyField()
+    timezone = TimezoneField(max_length=64)
 
     def validate_currency(self, value: str) -> str:
         code = value.upper()

@@ -95,6 +95,7 @@ class MemberDetailApi(OrgScopedApi):
     """PATCH (role) and DELETE one member: owners only; the last owner is kept (409)."""
 
     write_role = Role.OWNER
+    patch_is_partial = False  # core/openapi.py: PATCH needs its role
 
     _errors = {
         401: OpenApiResponse(_DETAIL, description="Missing, bad, revoked or expired token."),
