@@ -11,6 +11,10 @@ n+1 committed while n is still to come. `change_record` appends the outbox row i
 same transaction and, once the transaction commits, delivers it on this thread
 (changelog.delivery). A rollback leaves no version, no row and no effect.
 
+A service that commits many changes in one request (a sync push: a transaction per
+mutation) runs them inside `changelog.delivery.delivery_batch()`: their after-write handlers then run once
+for all of them when the block ends, before the response (changelog.delivery).
+
 Access changes (a membership removed or demoted, tokens revoked) are not part of the
 org's data and take no version; `access_change_record` sends them through the same
 outbox, so revocation survives a crash too.
