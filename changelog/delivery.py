@@ -35,11 +35,17 @@ logger = logging.getLogger(__name__)
 
 BATCH_MAX = 100
 
-# SKIP LOCKED: a row the worker holds is the worker's to finish; never wait for it here.
+# Rows younger than the worker's grace period cannot be the worker's yet: plain statements.
+_DELETE_YOUNG = "DELETE FROM changelog_outbox WHERE id = ANY(%s)"
+# Older ones may be (a slow handler): SKIP LOCKED, a row the worker holds is the worker's
+# to finish; never wait for it here.
 _DELETE_DONE = """
 DELETE FROM changelog_outbox WHERE id IN (
     SELECT id FROM changelog_outbox WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED)
 """
+_HAND_YOUNG_TO_WORKER = (
+    "UPDATE changelog_outbox SET inline_done = true, available_at = clock_timestamp() WHERE id = ANY(%s)"
+)
 _HAND_TO_WORKER = """
 UPDATE changelog_outbox SET inline_done = true, available_at = clock_timestamp() WHERE id IN (
     SELECT id FROM changelog_outbox WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED)
@@ -135,10 +141,18 @@ def deliver_changes(changes: list[Change]) -> None:
     deferred = bool(handlers(inline=False))
     for database in dict.fromkeys(change.database for change in changes):
         ids = [change.outbox_id for change in changes if change.database == database]
+        young = _young(changes)
         if deferred:
-            _execute(database, _HAND_TO_WORKER, [ids])
-        elif _execute(database, _DELETE_DONE, [ids]):
+            _execute(database, _HAND_YOUNG_TO_WORKER if young else _HAND_TO_WORKER, [ids])
+        elif _execute(database, _DELETE_YOUNG if young else _DELETE_DONE, [ids]):
             changelog_deliveries.labels(path=DELIVERY_PATHS.inline).inc(len(ids))
+
+
+def _young(changes: list[Change]) -> bool:
+    """Whether the worker cannot have claimed any of the rows yet: each becomes due
+    CHANGELOG_WORKER_GRACE_SECONDS after it was recorded (half of it kept as a margin)."""
+    oldest = min(change.committed_at for change in changes)
+    return time.time() - oldest < settings.CHANGELOG_WORKER_GRACE_SECONDS / 2
 
 
 def _execute(database: str, sql: str, params: list[object]) -> bool:
