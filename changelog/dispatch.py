@@ -11,6 +11,10 @@ Infrastructure apps register handlers in their AppConfig.ready():
 - deferred handlers (`inline=False`) run only in the outbox worker, never on the
   request path (push notifications).
 
+A handler may also register a `batch` form, called with several changes of one request
+in commit order (a sync push of 100 mutations: one purge of the union of the tags, one
+Redis round trip for the events) instead of once per change (changelog.delivery).
+
 Every handler must be idempotent: a change may be delivered twice (a worker that died
 after its handlers ran, a request thread racing the worker). A handler raises to have
 the change retried with backoff; it ignores topics it has no business with.
@@ -51,6 +55,7 @@ class Change:
 
 
 Handler = Callable[[Change], None]
+BatchHandler = Callable[[list[Change]], None]
 
 
 @dataclass(frozen=True)
@@ -59,15 +64,33 @@ class RegisteredHandler:
     handler: Handler
     inline: bool
     order: int
+    batch: BatchHandler | None = None
+
+    def run(self, changes: list[Change]) -> None:
+        if self.batch is not None and len(changes) > 1:
+            self.batch(changes)
+        else:
+            for change in changes:
+                self.handler(change)
 
 
 _handlers: list[RegisteredHandler] = []
 
 
-def register_handler(name: str, handler: Handler, *, inline: bool = True, order: int = 100) -> None:
-    """Add a handler (once per name; a second registration replaces the first)."""
+def register_handler(
+    name: str,
+    handler: Handler,
+    *,
+    inline: bool = True,
+    order: int = 100,
+    batch: BatchHandler | None = None,
+) -> None:
+    """Add a handler (once per name; a second registration replaces the first).
+
+    `batch`, if given, must have the same effect as calling `handler` for each change
+    in order."""
     global _handlers  # noqa: PLW0603
-    entry = RegisteredHandler(name=name, handler=handler, inline=inline, order=order)
+    entry = RegisteredHandler(name=name, handler=handler, inline=inline, order=order, batch=batch)
     others = [h for h in _handlers if h.name != name]
     _handlers = sorted([*others, entry], key=lambda h: (h.order, h.name))
 
@@ -84,22 +107,34 @@ class HandlerFailed(Exception):
 
 def run_handlers(change: Change, selected: list[RegisteredHandler]) -> None:
     """Run `selected` in order; the first failure stops the rest and is raised."""
+    run_handlers_batch([change], selected)
+
+
+def run_handlers_batch(changes: list[Change], selected: list[RegisteredHandler]) -> None:
+    """Run each of `selected`, in order, for all `changes` (in commit order); the first
+    failure stops the rest and is raised. Which changes it concerns is not known: the
+    caller delivers them again one by one."""
     for registered in selected:
         started = time.perf_counter()
         try:
-            registered.handler(change)
+            registered.run(changes)
         except Exception as error:
             changelog_handler_runs.labels(handler=registered.name, outcome=HANDLER_OUTCOMES.failed).inc()
+            first = changes[0]
             logger.warning(
-                "change handler %s failed for %s v%s of org %s: %s",
+                "change handler %s failed for %s v%s of org %s (%d change(s)): %s",
                 registered.name,
-                change.topic,
-                change.version,
-                change.org_id,
+                first.topic,
+                first.version,
+                first.org_id,
+                len(changes),
                 error,
             )
             raise HandlerFailed(registered.name, error) from error
-        changelog_handler_runs.labels(handler=registered.name, outcome=HANDLER_OUTCOMES.ok).inc()
+        changelog_handler_runs.labels(handler=registered.name, outcome=HANDLER_OUTCOMES.ok).inc(len(changes))
         logger.debug(
-            "change handler %s took %.2f ms", registered.name, (time.perf_counter() - started) * 1000
+            "change handler %s took %.2f ms for %d change(s)",
+            registered.name,
+            (time.perf_counter() - started) * 1000,
+            len(changes),
         )

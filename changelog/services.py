@@ -11,6 +11,10 @@ n+1 committed while n is still to come. `change_record` appends the outbox row i
 same transaction and, once the transaction commits, delivers it on this thread
 (changelog.delivery). A rollback leaves no version, no row and no effect.
 
+A service that commits many changes in one request (a sync push: a transaction per
+mutation) runs them inside `changelog.delivery.delivery_batch()`: their after-write handlers then run once
+for all of them when the block ends, before the response (changelog.delivery).
+
 Access changes (a membership removed or demoted, tokens revoked) are not part of the
 org's data and take no version; `access_change_record` sends them through the same
 outbox, so revocation survives a crash too.
@@ -29,19 +33,15 @@ from changelog.delivery import deliver_after_commit
 from changelog.dispatch import Change
 from changelog.models import OrgChangeCounter, OutboxEntry
 
-_TAKE_VERSION = """
+_TAKE_VERSION = "UPDATE org_changes SET version = version + 1 WHERE org_id = %s RETURNING version"
+# An org made before the change log (or by a fixture) has no counter row yet.
+_TAKE_FIRST_VERSION = """
 INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 1, '1', 0)
 ON CONFLICT (org_id) DO UPDATE SET version = org_changes.version + 1
 RETURNING version
 """
 
-# The outbox row and, for a deletion, its tombstone, in one round trip.
-_RECORD = """
-WITH tombstone AS (
-    INSERT INTO changelog_tombstone (org_id, entity, entity_id, version, deleted_at)
-    SELECT %(org_id)s, %(entity)s, %(entity_id)s, %(version)s, %(created_at)s WHERE %(tombstone)s
-    ON CONFLICT (org_id, entity_id) DO UPDATE SET version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at
-)
+_OUTBOX_INSERT = """
 INSERT INTO changelog_outbox
     (org_id, version, topic, entity_id, user_id, data, created_at, available_at, inline_done, attempts, state,
      last_error)
@@ -49,6 +49,18 @@ VALUES (%(org_id)s, %(version)s, %(topic)s, %(entity_id)s, %(user_id)s, %(data)s
         %(created_at)s + make_interval(secs => %(grace)s), false, 0, 'pending', '')
 RETURNING id
 """
+# A deletion: the outbox row and the entity's tombstone, in one round trip. (Every
+# other change uses the plain insert: a data-modifying CTE costs its planning even when
+# its WHERE is false.)
+_RECORD_DELETION = (
+    """
+WITH tombstone AS (
+    INSERT INTO changelog_tombstone (org_id, entity, entity_id, version, deleted_at)
+    VALUES (%(org_id)s, %(entity)s, %(entity_id)s, %(version)s, %(created_at)s)
+    ON CONFLICT (org_id, entity_id) DO UPDATE SET version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at
+)"""
+    + _OUTBOX_INSERT
+)
 
 
 def _database() -> str:
@@ -74,7 +86,11 @@ def org_version_take(*, org_id: uuid.UUID | str) -> int:
         raise RuntimeError("org_version_take must run inside the write's transaction (transaction.atomic)")
     with connection.cursor() as cursor:
         cursor.execute(_TAKE_VERSION, [str(org_id)])
-        return int(cursor.fetchone()[0])
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(_TAKE_FIRST_VERSION, [str(org_id)])
+            row = cursor.fetchone()
+        return int(row[0])
 
 
 _LOCK_COUNTER = "SELECT 1 FROM org_changes WHERE org_id = %s FOR NO KEY UPDATE"
@@ -178,10 +194,9 @@ def _record(
         "data": json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":")),
         "created_at": datetime.fromtimestamp(committed_at, tz=UTC),
         "grace": settings.CHANGELOG_WORKER_GRACE_SECONDS,
-        "tombstone": tombstone,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_RECORD, params)
+        cursor.execute(_RECORD_DELETION if tombstone else _OUTBOX_INSERT, params)
         outbox_id = int(cursor.fetchone()[0])
     change = Change(
         outbox_id=outbox_id,

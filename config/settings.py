@@ -358,6 +358,9 @@ CHANGELOG_ALERT_AGE_SECONDS = env.float("CHANGELOG_ALERT_AGE_SECONDS", default=3
 # handlers run (the crash the outbox exists for). Never set it in production.
 CHANGELOG_CRASH_AFTER_COMMIT = env.bool("CHANGELOG_CRASH_AFTER_COMMIT", default=False)
 SYNC_TOMBSTONE_DAYS = env.int("SYNC_TOMBSTONE_DAYS", default=90)
+# A sync push applies its mutations in transactions that hold the org's lock for at most
+# this long each (docs/sync.md "Push"): fewer commits, short waits for other writers.
+SYNC_PUSH_TRANSACTION_MAX_MS = env.float("SYNC_PUSH_TRANSACTION_MAX_MS", default=50.0)
 
 # --- Realtime (CONTRACT §5, docs/realtime.md) ---------------------------------------------
 # Caps hold across all server processes (leases in Redis). A crashed process's slots

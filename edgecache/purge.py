@@ -55,6 +55,13 @@ def purge_for_change(change: Change) -> None:
         purge_now(list(dict.fromkeys(tags)))
 
 
+def purge_for_changes(changes: list[Change]) -> None:
+    """The handler for several changes: one purge of the union of their tags."""
+    tags = [tag for change in changes for tag in tags_for_change(change)]
+    if tags:
+        purge_now(list(dict.fromkeys(tags)))
+
+
 def purge_now(tags: list[str], *, soft: bool = False) -> bool:
     """Purge now, or queue what could not be purged. True when nothing was queued."""
     backend = purge_backend()

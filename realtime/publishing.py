@@ -82,6 +82,36 @@ def poke_frame(*, org_id: str, version: int) -> str:
     return json.dumps({"type": "sync.poke", "org_id": org_id, "version": version}, separators=(",", ":"))
 
 
+def _script_args(
+    *,
+    org_id: str,
+    version: int,
+    topic: str,
+    data: dict[str, Any],
+    committed_at: float,
+    floor: str,
+    force: bool,
+) -> tuple[Any, ...]:
+    """The EVAL arguments of _PUBLISH_IN_ORDER for one event."""
+    body = event_body(event_type=topic, org_id=org_id, version=version, committed_at=committed_at, data=data)
+    return (
+        _PUBLISH_IN_ORDER,
+        4,
+        keys.org_stream_key(org_id),
+        keys.org_channel(org_id),
+        keys.org_version_key(org_id),
+        keys.STATS_KEY,
+        body,
+        settings.REALTIME_STREAM_MAXLEN,
+        settings.REALTIME_STREAM_TTL_SECONDS,
+        f"{committed_at:.6f}",
+        version,
+        floor,
+        "1" if force else "",
+        poke_frame(org_id=org_id, version=version),
+    )
+
+
 def _publish(
     *,
     org_id: str,
@@ -92,28 +122,19 @@ def _publish(
     floor: str,
     force: bool,
 ) -> tuple[str, str]:
-    body = event_body(event_type=topic, org_id=org_id, version=version, committed_at=committed_at, data=data)
+    args = _script_args(
+        org_id=org_id,
+        version=version,
+        topic=topic,
+        data=data,
+        committed_at=committed_at,
+        floor=floor,
+        force=force,
+    )
     client = sync_redis()
     # Behind the project's one Redis breaker (core/redis_clients.py): while Redis is down
     # this raises at once, and the change waits in the outbox for the worker's retry.
-    outcome, detail = redis_call(
-        lambda: client.eval(
-            _PUBLISH_IN_ORDER,
-            4,
-            keys.org_stream_key(org_id),
-            keys.org_channel(org_id),
-            keys.org_version_key(org_id),
-            keys.STATS_KEY,
-            body,
-            settings.REALTIME_STREAM_MAXLEN,
-            settings.REALTIME_STREAM_TTL_SECONDS,
-            f"{committed_at:.6f}",
-            version,
-            floor,
-            "1" if force else "",
-            poke_frame(org_id=org_id, version=version),
-        )
-    )
+    outcome, detail = redis_call(lambda: client.eval(*args))
     return outcome, detail
 
 
@@ -180,3 +201,41 @@ def publish_change(change: Change) -> None:
     if outcome == "gap":  # versions that are nowhere any more (dead-lettered and pruned by hand)
         logger.warning("realtime: org %s skips unrecoverable versions %s..%s", org_id, last + 1, version - 1)
         publish_own(force=True)
+
+
+def publish_changes(changes: list[Change]) -> None:
+    """The realtime handler for several changes (in commit order): one Redis round trip
+    (a pipeline of the same script, not a transaction) for all of them. An org whose
+    event met a gap or an unknown last version goes on from that change one by one,
+    through publish_change (which fills the gap from the outbox)."""
+    published = [
+        change
+        for change in changes
+        if change.version is not None and change.org_id is not None and change.entity in PUBLISHED_ENTITIES
+    ]
+    if not published:
+        return
+    client = sync_redis()
+
+    def run() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for change in published:
+            pipe.eval(
+                *_script_args(
+                    org_id=str(change.org_id),
+                    version=int(change.version or 0),
+                    topic=change.topic,
+                    data=change.data,
+                    committed_at=change.committed_at,
+                    floor="",
+                    force=False,
+                )
+            )
+        return pipe.execute(raise_on_error=True)
+
+    stalled: set[str] = set()  # orgs whose later changes go one by one
+    for change, (outcome, _) in zip(published, redis_call(run), strict=True):
+        org_id = str(change.org_id)
+        if org_id in stalled or outcome not in ("published", "duplicate"):
+            stalled.add(org_id)
+            publish_change(change)

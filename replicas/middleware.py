@@ -119,6 +119,11 @@ def record_position_for_change(change: object) -> None:
     record_write_position()
 
 
+def record_position_for_changes(changes: list) -> None:
+    """For several changes of one request: the position after the last covers them all."""
+    record_write_position()
+
+
 def _authenticated(request: HttpRequest) -> bool:
     """DRF sets the authenticated user on the Django request; the admin's session
     user is there too. Anonymous callers never get a position recorded for them."""

@@ -1,33 +1,42 @@
 """Push: apply a client's queued mutations exactly once, in order.
 
-Each mutation is its own transaction:
+Mutations are applied in short transactions, each holding the org's lock for at most
+SYNC_PUSH_TRANSACTION_MAX_MS (at least one mutation each):
 
     org_lock_take          the org's counter row (the lock order of every writer)
     lock the client row    (org_id, client_id): owner and last_mutation_id
-    id <= last             already_applied: nothing written
-    id >  last + 1         a gap: the push stops (409 with `expected`)
-    id == last + 1         apply it in a savepoint (applied, or rejected and undone),
-                           then last_mutation_id = id, committed with the change
+    for each mutation, while the time allows:
+      id <= last           already_applied: nothing written
+      id >  last + 1       a gap: the push stops (409 with `expected`)
+      id == last + 1       apply it in a savepoint (applied, or rejected and undone);
+                           it takes its own version (org_version_take), last = id
+    last_mutation_id = last, committed with the changes it counts
 
-The client row's update commits with the change it counts, so a retried, duplicated
+The client row's update commits with the changes it counts, so a retried, duplicated
 or concurrent push can never apply a mutation twice, and a rejected mutation still
-advances the id (it never blocks the queue). One transaction per mutation rather than
-per batch keeps the org's lock as short as a REST write's: a batch of 100 would hold
-up every other writer of the org for its whole run. The change's after-commit
-handlers (replica position, edge purge, realtime event and poke, notifications) run
-as for any REST write, since the mutation goes through the finance services.
+advances the id (it never blocks the queue). The time bound keeps the org's lock about
+as short as a few REST writes: a whole batch of 100 in one transaction would hold up
+every other writer of the org for its whole run, one transaction per mutation pays a
+commit, the org and client locks and the id update for each. The changes' after-commit
+handlers (replica position, edge purge, realtime event and poke, notifications) run as
+for any REST write, since the mutations go through the finance services; for the whole
+batch at once (changelog.delivery.delivery_batch): one purge, one Redis round trip for
+the events in version order, one statement for the outbox rows, before the response.
 
 Ids at or below the last one seen before any lock are skipped without one: the last
 id only ever grows.
 """
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
 
 from accounts.models import User
+from changelog.delivery import delivery_batch
 from changelog.services import org_lock_take
 from sync.models import SyncClient
 from sync.mutations import Mutation, Rejected, mutation_apply
@@ -62,11 +71,6 @@ class PushOutcome:
     results: list[MutationResult] = field(default_factory=list)
     last_mutation_id: int = 0
     expected: int | None = None  # set when a gap stopped the push
-
-
-@dataclass(frozen=True)
-class _Gap:
-    expected: int
 
 
 _PEEK = "SELECT user_id, last_mutation_id FROM sync_client WHERE org_id = %s AND client_id = %s"
@@ -120,20 +124,36 @@ def _client_lock(*, org_id: uuid.UUID, client_id: uuid.UUID, user: User) -> tupl
     return int(last), role
 
 
-def _mutation_push(
-    *, org: Organization, user: User, client_id: uuid.UUID, mutation: Mutation
-) -> MutationResult | _Gap:
+def _group_push(
+    *, org: Organization, user: User, client_id: uuid.UUID, mutations: list[Mutation], outcome: PushOutcome
+) -> int | None:
+    """Apply mutations from the start of `mutations` in one transaction, for at most
+    SYNC_PUSH_TRANSACTION_MAX_MS once the org's lock is held (at least one mutation).
+    Appends their results to `outcome`; returns how many it processed, or None on a gap
+    (`outcome.expected` set; the ones before it commit)."""
+    done = 0
     with transaction.atomic(using=_database()):
         org_lock_take(org_id=org.id)  # first: the lock order of every writer of the org
+        locked_at = time.monotonic()
         last, role = _client_lock(org_id=org.id, client_id=client_id, user=user)
-        if mutation.id <= last:
-            return MutationResult(id=mutation.id, status=ALREADY_APPLIED)
-        if mutation.id != last + 1:
-            return _Gap(expected=last + 1)
-        result = _mutation_run(org=org, user=user, role=role, mutation=mutation)
-        with connections[_database()].cursor() as cursor:
-            cursor.execute(_ADVANCE, {"id": mutation.id, "org": org.id, "client": client_id})
-        return result
+        advanced = last
+        for mutation in mutations:
+            if done and time.monotonic() - locked_at >= settings.SYNC_PUSH_TRANSACTION_MAX_MS / 1000:
+                break  # commit: other writers of the org wait no longer than this
+            if mutation.id <= advanced:
+                outcome.results.append(MutationResult(id=mutation.id, status=ALREADY_APPLIED))
+            elif mutation.id != advanced + 1:
+                outcome.expected = advanced + 1
+                break
+            else:
+                outcome.results.append(_mutation_run(org=org, user=user, role=role, mutation=mutation))
+                advanced = mutation.id
+            done += 1
+        if advanced > last:
+            with connections[_database()].cursor() as cursor:
+                cursor.execute(_ADVANCE, {"id": advanced, "org": org.id, "client": client_id})
+    outcome.last_mutation_id = max(outcome.last_mutation_id, advanced)
+    return None if outcome.expected is not None else done
 
 
 def _mutation_run(*, org: Organization, user: User, role: str | None, mutation: Mutation) -> MutationResult:
@@ -160,15 +180,24 @@ def sync_push(
 ) -> PushOutcome:
     """Process `mutations` in order; stops at a gap. Raises ClientOfAnotherUser."""
     outcome = PushOutcome(last_mutation_id=sync_client_peek(org_id=org.id, client_id=client_id, user=user))
-    for mutation in mutations:
-        if mutation.id <= outcome.last_mutation_id:
-            outcome.results.append(MutationResult(id=mutation.id, status=ALREADY_APPLIED))
-            continue
-        result = _mutation_push(org=org, user=user, client_id=client_id, mutation=mutation)
-        if isinstance(result, _Gap):
-            outcome.expected = result.expected
-            outcome.last_mutation_id = result.expected - 1
-            return outcome
-        outcome.results.append(result)
-        outcome.last_mutation_id = max(outcome.last_mutation_id, mutation.id)
+    with delivery_batch():  # the committed mutations' handlers run once, when the batch ends
+        _mutations_push(org=org, user=user, client_id=client_id, mutations=mutations, outcome=outcome)
     return outcome
+
+
+def _mutations_push(
+    *, org: Organization, user: User, client_id: uuid.UUID, mutations: list[Mutation], outcome: PushOutcome
+) -> None:
+    start = 0
+    while start < len(mutations):
+        if mutations[start].id <= outcome.last_mutation_id:
+            outcome.results.append(MutationResult(id=mutations[start].id, status=ALREADY_APPLIED))
+            start += 1
+            continue
+        done = _group_push(
+            org=org, user=user, client_id=client_id, mutations=mutations[start:], outcome=outcome
+        )
+        if done is None:
+            outcome.last_mutation_id = outcome.expected - 1
+            return
+        start += done

@@ -1,13 +1,16 @@
 """POST /v1/orgs/{org_id}/sync/pull and /sync/push (CONTRACT §10; docs/sync.md)."""
 
 import uuid
+from typing import Any
 
+from django.http import HttpRequest, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from changelog.delivery import delivery_batch
 from replicas.context import current_cluster
 from replicas.router import read_alias_for_read_only_post
 from sync.api.serializers import DetailOutput, GapOutput, PullInput, PullOutput, PushInput, PushOutput
@@ -103,6 +106,12 @@ class SyncPushApi(OrgScopedApi):
         return Response(
             {"results": [r.as_dict() for r in outcome.results], "last_mutation_id": outcome.last_mutation_id}
         )
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # Around the Idempotency-Key transaction too: with a key, the mutations commit
+        # together at its end, and are still delivered as one batch, before the response.
+        with delivery_batch():
+            return super().dispatch(request, *args, **kwargs)
 
     def idempotency_keeps(self, response: Response) -> bool:
         """A gap's 409 follows committed mutations: keep it with them (a replay answers it again)."""
