@@ -20,7 +20,7 @@ help:
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
 	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
-	@echo "    bench-summary"
+	@echo "    bench-summary | bench-origin"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -79,7 +79,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary bench-origin
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -96,6 +96,11 @@ bench-changelog: migrate bench-tools
 # Finance summary from per-day totals vs from rows, 1 000 - 1 000 000 rows; the totals' write cost.
 bench-summary: migrate bench-tools
 	@$(PY) bench/summary_latency.py
+
+# The origin (straight to gunicorn) vs a bare DRF service: keyed create, list, detail, summary
+# (docs/performance.md, docs/benchmarks.md "Origin"). BENCH_SECONDS, BENCH_ROUNDS; BENCH_PROFILE=dir adds py-spy profiles.
+bench-origin: migrate bench-tools
+	@$(PY) bench/origin.py
 
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools

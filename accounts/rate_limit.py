@@ -2,6 +2,9 @@
 token per clock minute, counted in Redis across every server process; beyond it 429
 with Retry-After (the seconds left in the minute). Requests without a token (login,
 health, metrics bearer) are not counted here. Redis down: not limited (degrade open).
+
+The count is the request's first Redis command; the stored read-your-writes position
+its reads may need (replicas/positions.py) rides in the same round trip.
 """
 
 import time
@@ -12,7 +15,8 @@ from knox.models import AuthToken
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from accounts.redis_counters import counter_increment
+from accounts.redis_counters import counter_increment, counter_increment_and_get
+from replicas.positions import position_store
 
 WINDOW_SECONDS = 60
 
@@ -27,7 +31,16 @@ class TokenRateThrottle(BaseThrottle):
         if not isinstance(token, AuthToken) or limit <= 0:
             return True
         minute = int(time.time()) // WINDOW_SECONDS
-        counted = counter_increment(f"rl:{token.digest[:40]}:{minute}", window_seconds=WINDOW_SECONDS + 1)
+        key, window = f"rl:{token.digest[:40]}:{minute}", WINDOW_SECONDS + 1
+        ahead = position_store.read_ahead_keys()
+        if ahead is None:
+            counted = counter_increment(key, window_seconds=window)
+        else:
+            cluster, keys = ahead
+            both = counter_increment_and_get(key, window_seconds=window, also_get=keys)
+            counted = None if both is None else both[:2]
+            if both is not None:
+                position_store.read_ahead_done(cluster, both[2])
         if counted is None or counted[0] <= limit:
             return True
         self._wait = WINDOW_SECONDS - time.time() % WINDOW_SECONDS

@@ -35,6 +35,26 @@ def counter_increment(key: str, *, window_seconds: int) -> tuple[int, int] | Non
     return int(count), max(int(ttl), 1)
 
 
+def counter_increment_and_get(
+    key: str, *, window_seconds: int, also_get: list[str]
+) -> tuple[int, int, list[str | None]] | None:
+    """`counter_increment` and a GET of each of `also_get`, in one round trip (a
+    pipeline): (count, seconds left, values); None if Redis failed."""
+
+    def run() -> list:
+        pipe = sync_redis().pipeline(transaction=False)
+        pipe.eval(_INCREMENT, 1, key, window_seconds)
+        pipe.mget(also_get)
+        return pipe.execute()
+
+    try:
+        (count, ttl), values = redis_call(run)
+    except (redis.RedisError, OSError) as error:
+        logger.info("shared counters: Redis unavailable, throttles are open for now: %s", error)
+        return None
+    return int(count), max(int(ttl), 1), values
+
+
 def counters_read(keys: list[str]) -> list[tuple[int, int]] | None:
     """(count, seconds left) for each key (0, 0 when absent); None if Redis failed."""
 

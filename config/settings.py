@@ -112,6 +112,9 @@ DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
 # DB_PRIMARY_BREAKER_FAILURES connection failures in a row, new connections are
 # refused (503) for DB_PRIMARY_BREAKER_COOLDOWN_SECONDS, then probed.
 DB_CHECK_TIMEOUT_SECONDS = env.float("DB_CHECK_TIMEOUT_SECONDS", default=1.0)
+# ... except one that answered a statement within this and has nothing unread on its
+# socket (a restart leaves an error or EOF there): no round trip (replicas/pools.py).
+DB_CHECK_SKIP_SECONDS = env.float("DB_CHECK_SKIP_SECONDS", default=1.0)
 DB_STATEMENT_DEADLINE_MARGIN_SECONDS = env.float("DB_STATEMENT_DEADLINE_MARGIN_SECONDS", default=2.0)
 DB_KEEPALIVES_IDLE_SECONDS = env.int("DB_KEEPALIVES_IDLE_SECONDS", default=10)
 DB_TCP_USER_TIMEOUT_MS = env.int("DB_TCP_USER_TIMEOUT_MS", default=10000)

@@ -36,10 +36,20 @@ class RequestRouting:
     # (writes routed by then, position) once stored before the response (on commit)
     recorded: tuple[int, int] | None = None
     _positions: dict[str, int | None] = field(default_factory=dict)
+    # cluster -> stored position read ahead in another Redis round trip (positions.py)
+    _preloaded: dict[str, int | None] = field(default_factory=dict)
 
     def pin(self, reason: str) -> None:
         if self.pinned is None:
             self.pinned = reason
+
+    def preload_stored_position(self, cluster: str, stored: int | None) -> None:
+        """The stored position of `cluster`, read with another Redis command of this
+        request: `min_position` then needs no Redis round trip of its own."""
+        self._preloaded[cluster] = stored
+
+    def needs_stored_position(self, cluster: Cluster) -> bool:
+        return cluster.name not in self._positions and cluster.name not in self._preloaded
 
     def note_commit(self, cluster: Cluster) -> None:
         self.wrote_on = cluster
@@ -56,11 +66,12 @@ class RequestRouting:
         Positions are per cluster: LSNs of different primaries do not compare."""
         if cluster.name not in self._positions:
             header = self.header_positions.get(cluster.name)
-            stored = (
-                self.load_position(cluster.name, self.client_ids)
-                if self.load_position and self.client_ids
-                else None
-            )
+            if cluster.name in self._preloaded:
+                stored = self._preloaded[cluster.name]
+            elif self.load_position and self.client_ids:
+                stored = self.load_position(cluster.name, self.client_ids)
+            else:
+                stored = None
             if stored == UNKNOWN_POSITION:
                 position = header if header is not None else UNKNOWN_POSITION
             else:

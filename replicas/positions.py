@@ -25,7 +25,7 @@ import redis
 
 from core.redis_clients import RedisUnavailable, redis_call, sync_redis
 from replicas.conf import replica_settings
-from replicas.context import UNKNOWN_POSITION
+from replicas.context import UNKNOWN_POSITION, current_cluster, current_routing
 
 logger = logging.getLogger("replicas.positions")
 
@@ -56,6 +56,11 @@ def _failed(action: str, exc: redis.RedisError) -> None:
         logger.warning("replicas: redis failed while %s positions; reads fall back to the primary", action)
 
 
+def _newest(values: list[str | None]) -> int | None:
+    found = [int(v, 16) for v in values if v]
+    return max(found) if found else None
+
+
 class PositionStore:
     def load(self, cluster: str, clients: list[str]) -> int | None:
         """The newest stored position of these clients in `cluster`: None if none,
@@ -66,8 +71,27 @@ class PositionStore:
         except redis.RedisError as exc:
             _failed("reading", exc)
             return UNKNOWN_POSITION
-        found = [int(v, 16) for v in values if v]
-        return max(found) if found else None
+        return _newest(values)
+
+    def read_ahead_keys(self) -> tuple[str, list[str]] | None:
+        """(cluster, keys) of the stored positions this request's reads may need, for a
+        caller that talks to Redis anyway (the per-token rate limit) to fetch them in
+        the same round trip; None when the reads cannot go to a replica or the position
+        is known already. A GET's reads are routed after the access checks, so a
+        request that makes its first Redis call there saves one round trip of two."""
+        state = current_routing()
+        cluster = current_cluster()
+        if state is None or state.pinned or not state.client_ids or not cluster.replicas:
+            return None
+        if not replica_settings().enabled or not state.needs_stored_position(cluster):
+            return None
+        return cluster.name, [_key(cluster.name, c) for c in state.client_ids]
+
+    def read_ahead_done(self, cluster: str, values: list[str | None]) -> None:
+        """The values the read-ahead keys had (MGET order)."""
+        state = current_routing()
+        if state is not None:
+            state.preload_stored_position(cluster, _newest(values))
 
     def remember(self, cluster: str, clients: list[str], position: int) -> bool:
         ttl_ms = str(int(replica_settings().position_ttl_seconds * 1000))

@@ -352,3 +352,23 @@ def test_a_read_that_cannot_connect_is_retried_on_another_replica(replicas_live)
         assert replicas.replicas["replica1"].status == "down"
         assert not replicas.is_usable("replica1")
         assert elapsed < 3  # bounded by the replica pool's short wait, not a hang
+
+
+def test_a_stored_position_read_with_the_rate_limit_count_routes_the_read(replicas_live, tenant, monkeypatch):
+    """The per-token rate limit's Redis round trip also reads the stored position
+    (replicas/positions.py read-ahead): the read is routed by it with no load of its own.
+    (The separate load is replaced by a failure to prove it is not called.)"""
+    from replicas.middleware import org_reader_id
+    from replicas.positions import client_id, position_store
+
+    replicas_live.wait_caught_up()
+    clients = [client_id(tenant.viewer._credentials["HTTP_AUTHORIZATION"]), org_reader_id(str(tenant.org.id))]
+    assert position_store.remember("main", clients, 0xFFFFFFFF_FFFFFFFF)  # ahead of every replica
+
+    def no_separate_load(cluster: str, clients: list[str]) -> int | None:
+        raise AssertionError("the stored position was loaded in a round trip of its own")
+
+    monkeypatch.setattr(position_store, "load", no_separate_load)
+    response = tenant.viewer.get(tenant.url("/expenses"))
+    assert response.status_code == 200
+    assert response["X-DB-Read-From"] == "default"  # the stored position held it off the replicas

@@ -1,7 +1,8 @@
 """Database backend for primary aliases (ENGINE "replicas.primary"): django-prometheus'
 instrumented PostgreSQL backend, made to ride out a primary restart or hang.
 
-- Pooled connections are checked when handed out, with a deadline (replicas/pools.py).
+- Pooled connections are checked when handed out, with a deadline (replicas/pools.py),
+  unless they answered within DB_CHECK_SKIP_SECONDS and nothing waits on their socket.
   A connection that died with the server is never used: its siblings in the pool most
   likely died with it (a restart), so the pool is replaced and the connection comes
   from the fresh one.
@@ -25,7 +26,7 @@ from django_prometheus.db.backends.postgresql.base import DatabaseWrapper as Pos
 
 from core.db_errors import is_connection_failure
 from replicas import primary_outage
-from replicas.pools import check_within_deadline, discard_pool
+from replicas.pools import check_within_deadline, discard_pool, mark_alive, recently_alive
 from replicas.watchdog import watchdog
 
 _READ_ONLY_PREFIXES = ("SELECT", "WITH", "SHOW")  # WITH: our code has no writable CTEs
@@ -52,6 +53,8 @@ class DatabaseWrapper(PostgresDatabaseWrapper):
         connection = super().get_new_connection(conn_params)
         if self.pool is None:
             return connection  # not pooled: brand new
+        if recently_alive(connection):
+            return connection  # answered a moment ago and nothing is waiting on its socket
         try:
             check_within_deadline(self.alias, connection)
             return connection
@@ -84,6 +87,7 @@ class DatabaseWrapper(PostgresDatabaseWrapper):
                     primary_outage.primary_failed(self.alias, type(retry_exc.__cause__ or retry_exc).__name__)
                 raise
         primary_outage.primary_succeeded(self.alias)
+        mark_alive(self.connection)
         return result
 
     def _run_with_deadline(self, execute: Any, sql: str, params: Any, many: bool, context: dict) -> Any:
