@@ -13,8 +13,18 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from accounts.redis_counters import counter_increment
+from core.redis_keys import key_pattern
 
 WINDOW_SECONDS = 60
+
+
+def rate_key(digest: str, minute: int) -> str:
+    """Tagged by the token (one key per command)."""
+    return f"rl:{{{digest[:40]}}}:{minute}"
+
+
+key_pattern("accounts.token_rate", pattern="rl:{<token digest>}:<minute>", hash_tag="token",
+            sample=lambda s: rate_key(s.token_digest, 1))  # fmt: skip
 
 
 class TokenRateThrottle(BaseThrottle):
@@ -27,7 +37,7 @@ class TokenRateThrottle(BaseThrottle):
         if not isinstance(token, AuthToken) or limit <= 0:
             return True
         minute = int(time.time()) // WINDOW_SECONDS
-        counted = counter_increment(f"rl:{token.digest[:40]}:{minute}", window_seconds=WINDOW_SECONDS + 1)
+        counted = counter_increment(rate_key(token.digest, minute), window_seconds=WINDOW_SECONDS + 1)
         if counted is None or counted[0] <= limit:
             return True
         self._wait = WINDOW_SECONDS - time.time() % WINDOW_SECONDS

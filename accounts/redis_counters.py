@@ -12,6 +12,7 @@ import logging
 import redis
 
 from core.redis_clients import redis_breaker, redis_call, sync_redis
+from core.redis_keys import atomic_script
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
 end
 return {count, redis.call('TTL', KEYS[1])}
 """
+atomic_script("accounts.counter_increment", _INCREMENT, keys=lambda s: [f"rl:{{{s.token_digest[:40]}}}:1"])
 
 
 def counter_increment(key: str, *, window_seconds: int) -> tuple[int, int] | None:

@@ -19,6 +19,7 @@ import redis
 from django.conf import settings
 
 from core.redis_clients import aredis_call, async_redis
+from core.redis_keys import atomic_script
 from realtime import keys
 
 logger = logging.getLogger(__name__)
@@ -38,12 +39,22 @@ for i = 1, 3 do
 end
 return 0
 """
+atomic_script(
+    "realtime.lease_take",
+    _PRUNE_CHECK_ADD,
+    keys=lambda s: [
+        keys.user_connections_key(s.user_id),
+        keys.org_connections_key(s.org_id),
+        keys.all_connections_key(),
+    ],
+)
 
 _COUNT_LIVE = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
 """
+atomic_script("realtime.leases_live", _COUNT_LIVE, keys=lambda s: [keys.all_connections_key()])
 
 
 # ARGV: the org's key, then user ids; returns the user ids holding a live lease on a
@@ -64,6 +75,15 @@ for i = 1, #KEYS - 1 do
 end
 return found
 """
+atomic_script(
+    "realtime.users_with_socket",
+    _USERS_WITH_SOCKET,
+    keys=lambda s: [
+        keys.user_connections_key(s.user_id),
+        keys.user_connections_key(s.other_user_id),
+        keys.org_connections_key(s.org_id),
+    ],
+)
 
 
 class SlotOutcome(enum.Enum):
@@ -130,12 +150,13 @@ class LeaseRenewer:
         if not held:
             return
         client = async_redis()
-        script = client.register_script(_PRUNE_CHECK_ADD)
 
         async def renew() -> list:
+            # EVAL, not EVALSHA: a promoted cluster replica has no loaded scripts, and
+            # Redis caches the text's compiled form anyway.
             async with client.pipeline(transaction=False) as pipe:
                 for slot, _ in held:
-                    await script(keys=slot.redis_keys, args=_script_args(slot), client=pipe)
+                    pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
                 return await pipe.execute()
 
         results = await aredis_call(renew)
