@@ -29,6 +29,7 @@ which are not behind the breaker: on one node one client, on a cluster one per m
 
 import asyncio
 import logging
+import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -176,8 +177,7 @@ async def async_pubsub_target(channel: str) -> tuple[str, aioredis.Redis | None]
         return "single", None
     cluster = async_redis()
     assert isinstance(cluster, aiocluster.RedisCluster)
-    await aredis_call(cluster.initialize)
-    node = cluster.nodes_manager.get_node_from_slot(key_slot(channel))
+    node = await aredis_call(lambda: _node_of(cluster, channel))
     # No retries: a lost shard connection must surface (the hub closes its sockets,
     # clients resume with last_event_id), never silently reconnect past a gap.
     client = aioredis.Redis(
@@ -191,11 +191,16 @@ async def async_pubsub_target(channel: str) -> tuple[str, aioredis.Redis | None]
     return node.name, client
 
 
+async def _node_of(cluster: aiocluster.RedisCluster, key: str) -> aiocluster.ClusterNode:
+    await cluster.initialize()
+    return cluster.nodes_manager.get_node_from_slot(key_slot(key))
+
+
 async def async_topology_refresh() -> None:
     """Reload the cluster's slot map (after a lost shard connection: a failover)."""
     cluster = async_redis()
     if isinstance(cluster, aiocluster.RedisCluster):
-        await aredis_call(cluster.nodes_manager.initialize)
+        await cluster.nodes_manager.initialize()
 
 
 def redis_breaker() -> CircuitBreaker:
@@ -222,6 +227,24 @@ def _answered(breaker: CircuitBreaker) -> None:
         breaker.record_success()
 
 
+# A cluster node did not answer (a master died?): reload the slot map before the next
+# call, so calls follow a promoted replica instead of knocking at the dead master.
+_sync_topology_stale = threading.Event()
+_async_topology_stale: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sync_topology_refresh() -> None:
+    if _sync_topology_stale.is_set():
+        _sync_topology_stale.clear()
+        if cluster_mode():
+            for decode in (True, False):
+                client = sync_redis(decode_responses=decode)
+                assert isinstance(client, redis.RedisCluster)
+                client.nodes_manager.initialize()
+
+
 def redis_call(call: Callable[[], T]) -> T:
     """Run one Redis call behind the breaker; RedisError (RedisUnavailable while open)
     when Redis does not answer."""
@@ -229,8 +252,10 @@ def redis_call(call: Callable[[], T]) -> T:
     if not breaker.allow():
         raise RedisUnavailable("redis circuit open")
     try:
+        _sync_topology_refresh()
         result = call()
     except _UNREACHABLE as exc:
+        _sync_topology_stale.set()
         _failed(breaker, exc)
         raise
     except redis.RedisError:
@@ -245,9 +270,13 @@ async def aredis_call(call: Callable[[], Awaitable[T]]) -> T:
     breaker = redis_breaker()
     if not breaker.allow():
         raise RedisUnavailable("redis circuit open")
+    loop = asyncio.get_running_loop()
     try:
+        if _async_topology_stale.pop(loop, False):
+            await async_topology_refresh()
         result = await call()
     except _UNREACHABLE as exc:
+        _async_topology_stale[loop] = cluster_mode()
         _failed(breaker, exc)
         raise
     except redis.RedisError:

@@ -16,13 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio.cluster as aiocluster
 from django.conf import settings
 
-from core.redis_clients import aredis_call, async_redis
+from core.redis_clients import aredis_call, async_redis, key_slot
 from core.redis_keys import atomic_script
 from realtime import keys
 
 logger = logging.getLogger(__name__)
+
+# How long a new lease may wait for a replica's acknowledgement (Redis Cluster only).
+LEASE_WAIT_MS = 500
 
 _PRUNE_CHECK_ADD = """
 local now = redis.call('TIME')
@@ -113,12 +117,37 @@ def _script_args(slot: ConnectionSlot) -> list[object]:
 
 
 async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
-    """Take (or renew, if already held) the slot's lease; raises redis errors."""
+    """Take (or renew, if already held) the slot's lease; raises redis errors.
+
+    On a Redis Cluster a new lease counts only once a replica has it (WAIT 1, on the
+    connection that wrote it): a master that dies right after cannot take a granted
+    lease with it, so the promoted replica never lets an extra socket in. Not
+    replicated in time: the lease is given back and the socket refused (1013, retry).
+    A master without a replica (its own died; the slot map says so) has no failover
+    to lose a lease to: nothing to wait for."""
     client = async_redis()
-    result = await aredis_call(
-        lambda: client.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
-    )
-    return SlotOutcome(int(result))
+    if not isinstance(client, aiocluster.RedisCluster):
+        result = await aredis_call(
+            lambda: client.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+        )
+        return SlotOutcome(int(result))
+
+    async def take_and_wait() -> tuple[int, int, int]:
+        await client.initialize()
+        slot_nodes = client.nodes_manager.slots_cache[key_slot(slot.redis_keys[0])]
+        wanted = min(len(slot_nodes) - 1, 1)  # a master whose replica is gone: nothing to wait for
+        async with client.pipeline(transaction=False) as pipe:  # one node: one connection
+            pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+            pipe.execute_command("WAIT", wanted, LEASE_WAIT_MS, target_nodes=slot_nodes[0])
+            result, acknowledged = await pipe.execute()
+        return int(result), int(acknowledged), wanted
+
+    result, acknowledged, wanted = await aredis_call(take_and_wait)
+    outcome = SlotOutcome(result)
+    if outcome is SlotOutcome.GRANTED and acknowledged < wanted:
+        await slot_release(slot=slot)
+        raise redis.ConnectionError("connection lease not replicated in time")
+    return outcome
 
 
 class LeaseRenewer:
