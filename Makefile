@@ -140,6 +140,17 @@ bench-push: migrate
 bench-sync: migrate
 	@$(PY) bench/sync_bench.py
 
+# Redis Cluster vs one node (docs/benchmarks.md "Redis Cluster"): the idempotency and the
+# realtime benchmarks once per topology, in one run, single node first.
+.PHONY: bench-redis-cluster
+bench-redis-cluster: migrate bench-tools
+	@bin/stack redis-cluster-up
+	@for nodes in "" "$$(bin/stack redis-cluster-nodes)"; do \
+	  echo "==> REDIS_CLUSTER_NODES=$$nodes"; \
+	  REDIS_CLUSTER_NODES=$$nodes $(PY) bench/idempotency.py || exit 1; \
+	  REDIS_CLUSTER_NODES=$$nodes $(PY) bench/realtime_fanout.py $(BENCH_ARGS) || exit 1; \
+	done
+
 # --- load test (docs/benchmarks.md "Load test"): LOADTEST_DURATION, LOADTEST_USERS, ---
 # LOADTEST_SPAWN_RATE, LOADTEST_WS_USERS, LOADTEST_ORGS; report in reports/loadtest-*/
 loadtest: migrate

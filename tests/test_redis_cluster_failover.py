@@ -176,6 +176,10 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
         writes_done.set()
 
     frames: list[dict] = []
+
+    def _is_last(frame: dict) -> bool:
+        return frame.get("type") == "expense.created" and frame["data"]["category"] == f"fo-{total - 1}"
+
     connect_codes: list[int] = []
 
     async def read_events() -> None:
@@ -190,14 +194,13 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
             frames.extend(ready["before_ready"])
             last_event_id = ready["last_event_id"]
             try:
-                while True:
+                while not any(_is_last(frame) for frame in frames):
                     frame = await next_event(socket, timeout=60)
                     frames.append(frame)
                     if "event_id" in frame:
                         last_event_id = frame["event_id"]
-                    if frame.get("data", {}).get("category") == f"fo-{total - 1}":
-                        await socket.close()
-                        return
+                await socket.close()
+                return
             except ConnectionClosed:
                 continue  # 1012: the hub lost its shard; resume from last_event_id
 
@@ -215,7 +218,13 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
 
     async def scenario() -> None:
         writer = asyncio.create_task(asyncio.to_thread(write_all))
-        await asyncio.wait_for(asyncio.gather(read_events(), churn_sockets(), writer), 120)
+        try:
+            await asyncio.wait_for(asyncio.gather(read_events(), churn_sockets(), writer), 120)
+        except TimeoutError:
+            seen = [(frame["type"], frame.get("version")) for frame in frames]
+            raise AssertionError(
+                f"stuck: frames {seen}, writes {len(results)}, connects {connect_codes[-20:]}"
+            ) from None
 
     asyncio.run(scenario())
 
@@ -244,6 +253,16 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
     # Socket connects during the failover: let in, or refused with 1013 (retry), never more.
     assert set(connect_codes) <= {0, 1013}, connect_codes
     assert connect_codes.count(0) > 0
+
+    async def churn_connects() -> bool:
+        try:
+            socket, _ = await open_socket(second.ws_url, churn.org.id, churn_token)
+        except ConnectionClosed:
+            return False
+        await socket.close()
+        return True
+
+    wait_until(lambda: asyncio.run(churn_connects()), timeout=20, interval=0.2)  # clients followed
 
     # Caps stay exact on the promoted master: 12 at once across both processes, 8 get in.
     capped = make_tenant()
