@@ -62,6 +62,23 @@ client-deps: client/node_modules/.installed
 
 test: venv stack tools client-deps
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-redis-topologies
+
+# The Redis-dependent tests (idempotency, caps, positions, events and resume, throttles,
+# key slots, failover) once more on the other Redis topology: on a Redis Cluster after a
+# single node's run, on a single node after a cluster's (REDIS_MODE=cluster). docs/redis.md
+REDIS_TESTS := tests/test_redis_keys.py tests/test_redis_cluster.py tests/test_idempotency.py \
+	tests/test_realtime_events.py tests/test_realtime_resume.py tests/test_realtime_limits.py \
+	tests/test_replicas_routing.py tests/test_login_throttle.py
+.PHONY: test-redis-topologies
+test-redis-topologies: venv
+	@if [[ -n "$$(bin/stack env | sed -n 's/^REDIS_CLUSTER_NODES=//p')" ]]; then \
+	  echo "==> Redis-dependent tests on a single Redis node"; \
+	  REDIS_CLUSTER_NODES= $(VENV)/bin/pytest -q $(REDIS_TESTS); \
+	else \
+	  bin/stack redis-cluster-up && echo "==> Redis-dependent tests on the Redis Cluster" && \
+	  REDIS_CLUSTER_NODES=$$(bin/stack redis-cluster-nodes) $(VENV)/bin/pytest -q $(REDIS_TESTS); \
+	fi
 
 # Metrics overhead: a bare endpoint with and without the metrics middleware.
 bench-metrics: migrate bench-tools
@@ -127,6 +144,17 @@ bench-push: migrate
 # Sync: pull and push vs the REST lists and creates (docs/benchmarks.md "Sync").
 bench-sync: migrate
 	@$(PY) bench/sync_bench.py
+
+# Redis Cluster vs one node (docs/benchmarks.md "Redis Cluster"): the idempotency and the
+# realtime benchmarks once per topology, in one run, single node first.
+.PHONY: bench-redis-cluster
+bench-redis-cluster: migrate bench-tools
+	@bin/stack redis-cluster-up
+	@for nodes in "" "$$(bin/stack redis-cluster-nodes)"; do \
+	  echo "==> REDIS_CLUSTER_NODES=$$nodes"; \
+	  REDIS_CLUSTER_NODES=$$nodes $(PY) bench/idempotency.py || exit 1; \
+	  REDIS_CLUSTER_NODES=$$nodes $(PY) bench/realtime_fanout.py $(BENCH_ARGS) || exit 1; \
+	done
 
 # --- load test (docs/benchmarks.md "Load test"): LOADTEST_DURATION, LOADTEST_USERS, ---
 # LOADTEST_SPAWN_RATE, LOADTEST_WS_USERS, LOADTEST_ORGS; report in reports/loadtest-*/

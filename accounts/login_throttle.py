@@ -17,6 +17,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.redis_counters import counter_clear, counter_increment, counters_read
+from core.redis_keys import key_pattern
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,20 @@ def client_address(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")[:64]
 
 
+# Tagged by the hashed username / address; read together in a pipeline, one GET each.
 def _username_key(username: str) -> str:
-    return "auth:fail:user:" + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    digest = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return "auth:fail:user:{" + digest + "}"
 
 
 def _address_key(address: str) -> str:
-    return "auth:fail:addr:" + hashlib.sha256(address.encode()).hexdigest()[:40]
+    return "auth:fail:addr:{" + hashlib.sha256(address.encode()).hexdigest()[:40] + "}"
+
+
+key_pattern("accounts.login_failures_user", pattern="auth:fail:user:{<username sha256>}", hash_tag="username",
+            sample=lambda s: _username_key(s.user_id))  # fmt: skip
+key_pattern("accounts.login_failures_address", pattern="auth:fail:addr:{<address sha256>}", hash_tag="address",
+            sample=lambda s: _address_key(s.client_id))  # fmt: skip
 
 
 def login_blocked_for(attempt: LoginAttempt) -> int | None:

@@ -16,9 +16,19 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from accounts.redis_counters import counter_increment, counter_increment_and_get
+from core.redis_keys import key_pattern
 from replicas.positions import position_store
 
 WINDOW_SECONDS = 60
+
+
+def rate_key(digest: str, minute: int) -> str:
+    """Tagged by the token (one key per command)."""
+    return f"rl:{{{digest[:40]}}}:{minute}"
+
+
+key_pattern("accounts.token_rate", pattern="rl:{<token digest>}:<minute>", hash_tag="token",
+            sample=lambda s: rate_key(s.token_digest, 1))  # fmt: skip
 
 
 class TokenRateThrottle(BaseThrottle):
@@ -31,7 +41,7 @@ class TokenRateThrottle(BaseThrottle):
         if not isinstance(token, AuthToken) or limit <= 0:
             return True
         minute = int(time.time()) // WINDOW_SECONDS
-        key, window = f"rl:{token.digest[:40]}:{minute}", WINDOW_SECONDS + 1
+        key, window = rate_key(token.digest, minute), WINDOW_SECONDS + 1
         ahead = position_store.read_ahead_keys()
         if ahead is None:
             counted = counter_increment(key, window_seconds=window)

@@ -12,6 +12,7 @@ import logging
 import redis
 
 from core.redis_clients import redis_breaker, redis_call, sync_redis
+from core.redis_keys import atomic_script
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
 end
 return {count, redis.call('TTL', KEYS[1])}
 """
+atomic_script("accounts.counter_increment", _INCREMENT, keys=lambda s: [f"rl:{{{s.token_digest[:40]}}}:1"])
 
 
 def counter_increment(key: str, *, window_seconds: int) -> tuple[int, int] | None:
@@ -39,16 +41,18 @@ def counter_increment_and_get(
     key: str, *, window_seconds: int, also_get: list[str]
 ) -> tuple[int, int, list[str | None]] | None:
     """`counter_increment` and a GET of each of `also_get`, in one round trip (a
-    pipeline): (count, seconds left, values); None if Redis failed."""
+    pipeline): (count, seconds left, values); None if Redis failed. One GET per key, not
+    an MGET: on a Redis Cluster the keys may live in other slots than the counter."""
 
     def run() -> list:
         pipe = sync_redis().pipeline(transaction=False)
         pipe.eval(_INCREMENT, 1, key, window_seconds)
-        pipe.mget(also_get)
+        for other in also_get:
+            pipe.get(other)
         return pipe.execute()
 
     try:
-        (count, ttl), values = redis_call(run)
+        (count, ttl), *values = redis_call(run)
     except (redis.RedisError, OSError) as error:
         logger.info("shared counters: Redis unavailable, throttles are open for now: %s", error)
         return None

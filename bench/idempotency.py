@@ -62,11 +62,20 @@ def make_tenant() -> tuple[Organization, Property, str]:
     return org, prop, token_issue(user=user)[1]
 
 
-def stack_pids() -> list[int]:
-    """The local stack's Postgres primary (postmaster) and Redis, from bin/stack's files."""
+def stack_pids() -> list[list[int]]:
+    """The local stack's Postgres primary (postmaster) and Redis processes, from
+    bin/stack's files: the single node, or with REDIS_CLUSTER_NODES every cluster node."""
     state = dict(line.split("=", 1) for line in (ROOT / ".stack/stack.state").read_text().split())
     postmaster = int((Path(state["PG_ROOT"]) / "primary/postmaster.pid").read_text().split()[0])
-    return [postmaster, int((ROOT / ".stack/redis/redis.pid").read_text().strip())]
+    if settings.REDIS_CLUSTER_NODES:
+        files = sorted((ROOT / ".stack/redis-cluster").glob("*/redis.pid"))
+    else:
+        files = [ROOT / ".stack/redis/redis.pid"]
+    return [[postmaster], [int(path.read_text().strip()) for path in files]]
+
+
+def cpu_seconds(groups: list[list[int]]) -> list[float]:
+    return [sum(tree_cpu_seconds(pid) for pid in group) for group in groups]
 
 
 def start_server(database_url: str) -> tuple[subprocess.Popen, str]:
@@ -104,7 +113,7 @@ def main() -> None:
     db_url = f"postgres://{database_url['USER']}@{database_url['HOST']}:{database_url['PORT']}/{database_url['NAME']}"
     results: dict[str, list[dict]] = {name: [] for name in SCENARIOS}
     server, base_url = start_server(db_url)
-    measured = [server.pid, *stack_pids()]
+    measured = [[server.pid], *stack_pids()]
     try:
         url = f"{base_url}/v1/orgs/{org.id}/expenses"
         headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
@@ -119,10 +128,10 @@ def main() -> None:
             for name in SCENARIOS:
                 rows_before = Expense.objects.filter(org=org).count()
                 prefix = "replay" if name == "replay" else f"r{round_number}-{time.time_ns()}"
-                cpu_before = [tree_cpu_seconds(pid) for pid in measured]
+                cpu_before = cpu_seconds(measured)
                 result = run_wrk(url, env | {"BENCH_MODE": name, "BENCH_KEY_PREFIX": prefix})
                 cpu = [
-                    tree_cpu_seconds(pid) - before for pid, before in zip(measured, cpu_before, strict=True)
+                    after - before for after, before in zip(cpu_seconds(measured), cpu_before, strict=True)
                 ]
                 result["cpu_ms"] = 1000 * sum(cpu) / result["requests"]
                 result["cpu_split"] = "/".join(f"{1000 * part / result['requests']:.2f}" for part in cpu)
@@ -145,7 +154,8 @@ def main() -> None:
     def median(name: str, field: str) -> float:
         return statistics.median(r[field] for r in results[name])
 
-    print(f"\nload average before/after: {load_before} / {os.getloadavg()[0]:.2f} (2 cores)")
+    print(f"\nRedis: {'Redis Cluster (3 masters + 3 replicas)' if settings.REDIS_CLUSTER_NODES else 'one node'};"
+          f" load average before/after: {load_before} / {os.getloadavg()[0]:.2f} (2 cores)")  # fmt: skip
     print(f"POST expenses, gunicorn 2 workers x {os.environ.get('WEB_THREADS', '4')} threads, "
           f"wrk {CONNECTIONS} connections, {ROUNDS} rounds x {SECONDS}s, medians:")  # fmt: skip
     print(

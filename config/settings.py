@@ -206,6 +206,9 @@ DATABASE_CLUSTERS = {
 
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
+# Comma-separated host:port seeds of a Redis Cluster; set, every Redis use goes to the
+# cluster instead of REDIS_URL (core/redis_clients.py, docs/redis.md).
+REDIS_CLUSTER_NODES = env.list("REDIS_CLUSTER_NODES", default=[])
 REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=0.25)
 # One circuit breaker per process for every Redis path (core/redis_clients.py): open
 # after this many failures in a row, try Redis again after the cooldown.

@@ -1,5 +1,12 @@
 """The one place Redis connections come from, and the one breaker in front of them.
 
+One Redis node (REDIS_URL, the default) or a Redis Cluster (REDIS_CLUSTER_NODES, comma-
+separated host:port seeds): every client below is a redis-py `RedisCluster` then, which
+routes each command by its key's slot and follows MOVED and failovers (docs/redis.md).
+Features never care which: their multi-key commands and scripts keep their keys in one
+slot by hash tag (core/redis_keys.py), and live events go through `publish_command()`
+(SPUBLISH on a cluster, PUBLISH on one node).
+
 Every Redis use in the project (idempotency's fast path, replica write positions,
 realtime caps, replay, publishing and stats, health, throttles) takes its client here
 and makes its calls through `redis_call` / `aredis_call`:
@@ -15,12 +22,14 @@ and makes its calls through `redis_call` / `aredis_call`:
 
 Clients: one sync client per process and decoding (WSGI workers' threads share its
 pool), one async client per event loop (redis.asyncio connections belong to a loop),
-and a Pub/Sub client whose reads may wait indefinitely (a reader waiting for events),
-which is not behind the breaker.
+and Pub/Sub clients whose reads may wait indefinitely (a reader waiting for events),
+which are not behind the breaker: on one node one client, on a cluster one per master
+(`async_pubsub_target`), for sharded Pub/Sub.
 """
 
 import asyncio
 import logging
+import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -28,8 +37,11 @@ from typing import TypeVar
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 from django.conf import settings
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode
+from redis.crc import key_slot as _key_slot
 from redis.retry import Retry
 
 from core.circuit_breaker import CircuitBreaker
@@ -39,7 +51,13 @@ logger = logging.getLogger("core.redis")
 T = TypeVar("T")
 ASYNC_POOL_CONNECTIONS = 32
 
-_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
+# Per node, per process and event loop: a burst of socket connects on one cluster node.
+ASYNC_CLUSTER_NODE_CONNECTIONS = 64
+
+SyncClient = redis.Redis | redis.RedisCluster
+AsyncClient = aioredis.Redis | aiocluster.RedisCluster
+
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient]" = (
     weakref.WeakKeyDictionary()
 )
 
@@ -48,9 +66,54 @@ class RedisUnavailable(redis.ConnectionError):
     """Refused without calling Redis: the breaker is open."""
 
 
-def sync_redis(*, decode_responses: bool = True) -> redis.Redis:
+def cluster_nodes() -> tuple[tuple[str, int], ...]:
+    """The cluster's seed nodes from REDIS_CLUSTER_NODES; () on a single node."""
+    seeds = []
+    for seed in settings.REDIS_CLUSTER_NODES:
+        host, _, port = seed.strip().rpartition(":")
+        if seed.strip():
+            seeds.append((host or "127.0.0.1", int(port)))
+    return tuple(seeds)
+
+
+def cluster_mode() -> bool:
+    return bool(cluster_nodes())
+
+
+def key_slot(key: str) -> int:
+    """The cluster slot of a key or shard channel (hash tags honoured), as Redis computes it."""
+    return _key_slot(key.encode())
+
+
+def publish_command() -> str:
+    """How live announcements go out: SPUBLISH on a cluster (only the shard that owns
+    the channel's slot carries it), PUBLISH on one node."""
+    return "SPUBLISH" if cluster_mode() else "PUBLISH"
+
+
+def sync_redis(*, decode_responses: bool = True) -> SyncClient:
     """This process's client for the current settings (read lazily: tests change them)."""
-    return _sync_client(settings.REDIS_URL, settings.REDIS_SOCKET_TIMEOUT_SECONDS, decode_responses)
+    timeout = settings.REDIS_SOCKET_TIMEOUT_SECONDS
+    seeds = cluster_nodes()
+    if seeds:
+        return _sync_cluster_client(seeds, timeout, decode_responses)
+    return _sync_client(settings.REDIS_URL, timeout, decode_responses)
+
+
+@lru_cache(maxsize=8)
+def _sync_cluster_client(
+    seeds: tuple[tuple[str, int], ...], timeout: float, decode_responses: bool
+) -> redis.RedisCluster:
+    # No retries, as on one node; a call that meets a dead master fails once, and the
+    # client reloads the slot map on the next call (it follows the promoted replica).
+    return redis.RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        require_full_coverage=False,
+        decode_responses=decode_responses,
+    )
 
 
 @lru_cache(maxsize=8)
@@ -65,12 +128,25 @@ def _sync_client(url: str, timeout: float, decode_responses: bool) -> redis.Redi
     )
 
 
-def async_redis() -> aioredis.Redis:
+def async_redis() -> AsyncClient:
     """The client of the running event loop."""
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
         timeout = max(settings.REDIS_SOCKET_TIMEOUT_SECONDS, 1.0)
+        seeds = cluster_nodes()
+        if seeds:
+            client = aiocluster.RedisCluster(
+                startup_nodes=[aiocluster.ClusterNode(host, port) for host, port in seeds],
+                max_connections=ASYNC_CLUSTER_NODE_CONNECTIONS,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+                require_full_coverage=False,
+                decode_responses=True,
+            )
+            _async_clients[loop] = client
+            return client
         # Bounded and blocking: a burst of connects waits briefly for a connection
         # instead of opening hundreds (or failing with "Too many connections").
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -93,10 +169,43 @@ def async_pubsub_redis() -> aioredis.Redis:
     )
 
 
-def redis_breaker() -> CircuitBreaker:
-    return _breaker(
-        settings.REDIS_URL, settings.REDIS_BREAKER_FAILURES, settings.REDIS_BREAKER_COOLDOWN_SECONDS
+async def async_pubsub_target(channel: str) -> tuple[str, aioredis.Redis | None]:
+    """Where a subscriber of `channel` connects: ("single", None) on one node (use
+    async_pubsub_redis), else the name of the cluster master owning the channel's slot
+    and a new client for that node alone (sharded Pub/Sub: SSUBSCRIBE there)."""
+    if not cluster_mode():
+        return "single", None
+    cluster = async_redis()
+    assert isinstance(cluster, aiocluster.RedisCluster)
+    node = await aredis_call(lambda: _node_of(cluster, channel))
+    # No retries: a lost shard connection must surface (the hub closes its sockets,
+    # clients resume with last_event_id), never silently reconnect past a gap.
+    client = aioredis.Redis(
+        host=node.host,
+        port=node.port,
+        socket_connect_timeout=1.0,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
     )
+    return node.name, client
+
+
+async def _node_of(cluster: aiocluster.RedisCluster, key: str) -> aiocluster.ClusterNode:
+    await cluster.initialize()
+    return cluster.nodes_manager.get_node_from_slot(key_slot(key))
+
+
+async def async_topology_refresh() -> None:
+    """Reload the cluster's slot map (after a lost shard connection: a failover)."""
+    cluster = async_redis()
+    if isinstance(cluster, aiocluster.RedisCluster):
+        await cluster.nodes_manager.initialize()
+
+
+def redis_breaker() -> CircuitBreaker:
+    target = ",".join(settings.REDIS_CLUSTER_NODES) or settings.REDIS_URL
+    return _breaker(target, settings.REDIS_BREAKER_FAILURES, settings.REDIS_BREAKER_COOLDOWN_SECONDS)
 
 
 @lru_cache(maxsize=8)
@@ -118,6 +227,24 @@ def _answered(breaker: CircuitBreaker) -> None:
         breaker.record_success()
 
 
+# A cluster node did not answer (a master died?): reload the slot map before the next
+# call, so calls follow a promoted replica instead of knocking at the dead master.
+_sync_topology_stale = threading.Event()
+_async_topology_stale: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sync_topology_refresh() -> None:
+    if _sync_topology_stale.is_set():
+        _sync_topology_stale.clear()
+        if cluster_mode():
+            for decode in (True, False):
+                client = sync_redis(decode_responses=decode)
+                assert isinstance(client, redis.RedisCluster)
+                client.nodes_manager.initialize()
+
+
 def redis_call(call: Callable[[], T]) -> T:
     """Run one Redis call behind the breaker; RedisError (RedisUnavailable while open)
     when Redis does not answer."""
@@ -125,8 +252,10 @@ def redis_call(call: Callable[[], T]) -> T:
     if not breaker.allow():
         raise RedisUnavailable("redis circuit open")
     try:
+        _sync_topology_refresh()
         result = call()
     except _UNREACHABLE as exc:
+        _sync_topology_stale.set()
         _failed(breaker, exc)
         raise
     except redis.RedisError:
@@ -141,9 +270,13 @@ async def aredis_call(call: Callable[[], Awaitable[T]]) -> T:
     breaker = redis_breaker()
     if not breaker.allow():
         raise RedisUnavailable("redis circuit open")
+    loop = asyncio.get_running_loop()
     try:
+        if _async_topology_stale.pop(loop, False):
+            await async_topology_refresh()
         result = await call()
     except _UNREACHABLE as exc:
+        _async_topology_stale[loop] = cluster_mode()
         _failed(breaker, exc)
         raise
     except redis.RedisError:

@@ -41,7 +41,8 @@ class IdempotencyScope:
         return int.from_bytes(digest[:8], "big", signed=True)
 
     def redis_key(self) -> str:
-        return f"idem:{self.org_id.hex}:{self.user_id.hex}:{self.key_hash.hex()}"
+        """Tagged by org (one key per command: the tag only spreads orgs over a cluster)."""
+        return f"idem:{{{self.org_id.hex}}}:{self.user_id.hex}:{self.key_hash.hex()}"
 
 
 def request_fingerprint(*, method: str, path: str, body: Any) -> bytes:

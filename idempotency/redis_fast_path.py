@@ -18,6 +18,7 @@ the breaker is open a dead or hung Redis costs nothing at all until the cooldown
 
 import logging
 import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -26,7 +27,8 @@ from typing import Any
 import redis
 
 from core.circuit_breaker import CircuitBreaker
-from core.redis_clients import RedisUnavailable, redis_breaker, redis_call, sync_redis
+from core.redis_clients import RedisUnavailable, SyncClient, redis_breaker, redis_call, sync_redis
+from core.redis_keys import atomic_script, key_pattern
 from idempotency.identity import IdempotencyScope
 from idempotency.stored_response import StoredResponse
 
@@ -38,6 +40,16 @@ _FINGERPRINT_BYTES = 32
 
 # KEYS[1] the scope's key, ARGV[1] our claim: delete it only if it is still ours.
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def _sample_key(sample: "object") -> str:
+    scope = IdempotencyScope.of(org_id=uuid.UUID(sample.org_id), user_id=uuid.UUID(sample.user_id), key="k")
+    return scope.redis_key()
+
+
+key_pattern("idempotency.scope", pattern="idem:{<org id hex>}:<user id hex>:<key sha256>", hash_tag="org",
+            sample=_sample_key)  # fmt: skip
+atomic_script("idempotency.release", _RELEASE, keys=lambda s: [_sample_key(s)])
 
 
 class ClaimOutcome(Enum):
@@ -55,8 +67,9 @@ class Claim:
 
 
 class RedisFastPath:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncClient) -> None:
         self._client = client
+        self._cluster = isinstance(client, redis.RedisCluster)
         self._release = self._client.register_script(_RELEASE)
 
     @property
@@ -89,7 +102,10 @@ class RedisFastPath:
     def _command(self, *args: Any) -> Any:
         """One command on a pooled connection, without redis-py's per-call machinery
         (retry wrapper, observability hooks): it halves the client CPU of the two
-        commands every idempotent write makes. Any error drops the connection."""
+        commands every idempotent write makes. Any error drops the connection. On a
+        cluster the client routes by the key's slot (and follows MOVED) instead."""
+        if self._cluster:  # `get`: SET ... GET answers the old value, not a bool
+            return self._client.execute_command(*args, get="GET" in args)
         pool = self._client.connection_pool
         connection = pool.get_connection()
         try:

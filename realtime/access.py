@@ -22,7 +22,7 @@ import redis
 
 from accounts.access_topics import TOPIC_MEMBERSHIP_REMOVED, TOPIC_TOKENS_REVOKED
 from changelog.dispatch import Change
-from core.redis_clients import redis_call, sync_redis
+from core.redis_clients import publish_command, redis_call, sync_redis
 from realtime import keys
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def access_change_publish(change: Change) -> None:
         {"topic": change.topic, "user_id": change.user_id, "org_id": change.org_id, "data": change.data}
     )
     try:
-        redis_call(lambda: sync_redis().publish(keys.ACCESS_CHANNEL, message))
+        redis_call(lambda: sync_redis().execute_command(publish_command(), keys.ACCESS_CHANNEL, message))
     except redis.RedisError as error:
         # Raised, so the outbox worker announces it again once Redis is back; the
         # sockets' own re-check closes them meanwhile at the latest.

@@ -16,12 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio.cluster as aiocluster
 from django.conf import settings
 
-from core.redis_clients import aredis_call, async_redis
+from core.redis_clients import aredis_call, async_redis, key_slot
+from core.redis_keys import atomic_script
 from realtime import keys
 
 logger = logging.getLogger(__name__)
+
+# How long a new lease may wait for a replica's acknowledgement (Redis Cluster only).
+LEASE_WAIT_MS = 500
 
 _PRUNE_CHECK_ADD = """
 local now = redis.call('TIME')
@@ -38,12 +43,22 @@ for i = 1, 3 do
 end
 return 0
 """
+atomic_script(
+    "realtime.lease_take",
+    _PRUNE_CHECK_ADD,
+    keys=lambda s: [
+        keys.user_connections_key(s.user_id),
+        keys.org_connections_key(s.org_id),
+        keys.all_connections_key(),
+    ],
+)
 
 _COUNT_LIVE = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
 """
+atomic_script("realtime.leases_live", _COUNT_LIVE, keys=lambda s: [keys.all_connections_key()])
 
 
 # ARGV: the org's key, then user ids; returns the user ids holding a live lease on a
@@ -64,6 +79,15 @@ for i = 1, #KEYS - 1 do
 end
 return found
 """
+atomic_script(
+    "realtime.users_with_socket",
+    _USERS_WITH_SOCKET,
+    keys=lambda s: [
+        keys.user_connections_key(s.user_id),
+        keys.user_connections_key(s.other_user_id),
+        keys.org_connections_key(s.org_id),
+    ],
+)
 
 
 class SlotOutcome(enum.Enum):
@@ -93,12 +117,37 @@ def _script_args(slot: ConnectionSlot) -> list[object]:
 
 
 async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
-    """Take (or renew, if already held) the slot's lease; raises redis errors."""
+    """Take (or renew, if already held) the slot's lease; raises redis errors.
+
+    On a Redis Cluster a new lease counts only once a replica has it (WAIT 1, on the
+    connection that wrote it): a master that dies right after cannot take a granted
+    lease with it, so the promoted replica never lets an extra socket in. Not
+    replicated in time: the lease is given back and the socket refused (1013, retry).
+    A master without a replica (its own died; the slot map says so) has no failover
+    to lose a lease to: nothing to wait for."""
     client = async_redis()
-    result = await aredis_call(
-        lambda: client.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
-    )
-    return SlotOutcome(int(result))
+    if not isinstance(client, aiocluster.RedisCluster):
+        result = await aredis_call(
+            lambda: client.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+        )
+        return SlotOutcome(int(result))
+
+    async def take_and_wait() -> tuple[int, int, int]:
+        await client.initialize()
+        slot_nodes = client.nodes_manager.slots_cache[key_slot(slot.redis_keys[0])]
+        wanted = min(len(slot_nodes) - 1, 1)  # a master whose replica is gone: nothing to wait for
+        async with client.pipeline(transaction=False) as pipe:  # one node: one connection
+            pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+            pipe.execute_command("WAIT", wanted, LEASE_WAIT_MS, target_nodes=slot_nodes[0])
+            result, acknowledged = await pipe.execute()
+        return int(result), int(acknowledged), wanted
+
+    result, acknowledged, wanted = await aredis_call(take_and_wait)
+    outcome = SlotOutcome(result)
+    if outcome is SlotOutcome.GRANTED and acknowledged < wanted:
+        await slot_release(slot=slot)
+        raise redis.ConnectionError("connection lease not replicated in time")
+    return outcome
 
 
 class LeaseRenewer:
@@ -130,12 +179,13 @@ class LeaseRenewer:
         if not held:
             return
         client = async_redis()
-        script = client.register_script(_PRUNE_CHECK_ADD)
 
         async def renew() -> list:
+            # EVAL, not EVALSHA: a promoted cluster replica has no loaded scripts, and
+            # Redis caches the text's compiled form anyway.
             async with client.pipeline(transaction=False) as pipe:
                 for slot, _ in held:
-                    await script(keys=slot.redis_keys, args=_script_args(slot), client=pipe)
+                    pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
                 return await pipe.execute()
 
         results = await aredis_call(renew)

@@ -1,12 +1,15 @@
-"""One Redis Pub/Sub connection per server process, fanning each org's live events out
-to that process's sockets of the org.
+"""One Redis Pub/Sub connection per server process (on a Redis Cluster: one per shard,
+i.e. per master owning a subscribed channel, with sharded SSUBSCRIBE), fanning each
+org's live events out to that process's sockets of the org.
 
 Publishing costs one PUBLISH per event whatever the number of sockets; each process
 receives the event once and copies a reference into each local socket's bounded
 queue. A socket whose queue is full is dropped from the hub at once (the consumer
 then closes it), so a client that does not read cannot grow the server's memory.
-If the Pub/Sub connection breaks, every socket is closed with 1012 and clients resume
-with last_event_id: live events are never silently skipped.
+If a Pub/Sub connection breaks (on a cluster: a master failed; or the server moved a
+channel's slot away, SUNSUBSCRIBE), every socket is closed with 1012, the cluster's
+slot map is reloaded, and clients resume with last_event_id: live events are never
+silently skipped.
 
 The hub also listens to the access channel and closes the sockets a revocation
 concerns (realtime/access.py).
@@ -19,8 +22,9 @@ import weakref
 from dataclasses import dataclass, field
 
 import redis
+import redis.asyncio as aioredis
 
-from core.redis_clients import aredis_call, async_pubsub_redis
+from core.redis_clients import aredis_call, async_pubsub_redis, async_pubsub_target, async_topology_refresh
 from realtime import keys
 from realtime.access import parse_revocation
 from realtime.stats import DeliveryCounter
@@ -76,15 +80,52 @@ def parse_announcement(message: str) -> LiveEvent:
     return LiveEvent(event_id=event_id, frame=frame, committed_at=float(committed_at), poke=poke)
 
 
+class _Shard:
+    """One Pub/Sub connection and its reader: the single node's (SUBSCRIBE), or one
+    cluster master's (SSUBSCRIBE; a multi-channel SSUBSCRIBE must stay in one slot, so
+    channels are subscribed one by one)."""
+
+    def __init__(self, name: str, client: aioredis.Redis, *, sharded: bool) -> None:
+        self.name = name
+        self.sharded = sharded
+        self.client = client
+        self.pubsub = client.pubsub()
+        self.reader: asyncio.Task[None] | None = None
+
+    async def subscribe(self, channel: str) -> None:
+        if self.sharded:
+            await self.pubsub.ssubscribe(channel)
+        else:
+            await self.pubsub.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        if self.sharded:
+            await self.pubsub.sunsubscribe(channel)
+        else:
+            await self.pubsub.unsubscribe(channel)
+
+    async def close(self) -> None:
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()
+        if self.sharded:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+
+
 class OrgEventHub:
     def __init__(self) -> None:
         self.deliveries = DeliveryCounter()
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
-        self._client = async_pubsub_redis()
-        self._pubsub = self._client.pubsub()
-        self._reader: asyncio.Task[None] | None = None
+        self._single_client = async_pubsub_redis()
+        self._shards: dict[str, _Shard] = {}
+        self._channel_shard: dict[str, _Shard] = {}
+        self._leaving: set[str] = set()  # channels we unsubscribe from ourselves
+        self._generation = 0
+        self._topology_stale = False
         self._access_subscribed = False
         self._flusher = asyncio.get_running_loop().create_task(self.deliveries.run_flusher())
 
@@ -116,6 +157,20 @@ class OrgEventHub:
             self._access_subscribed = True
         return subscriber
 
+    async def _shard_for(self, channel: str) -> _Shard:
+        if self._topology_stale:
+            await async_topology_refresh()
+            self._topology_stale = False
+        name, client = await async_pubsub_target(channel)
+        shard = self._shards.get(name)
+        if shard is None:
+            sharded = client is not None
+            shard = _Shard(name, client if client is not None else self._single_client, sharded=sharded)
+            self._shards[name] = shard
+        elif client is not None:
+            await client.aclose()
+        return shard
+
     async def _subscribe_confirmed(self, channels: list[str]) -> None:
         if not channels:
             return
@@ -124,12 +179,18 @@ class OrgEventHub:
         self._confirmations.update(waiting)
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):  # connecting included
-                await self._pubsub.subscribe(*channels)
-                self._ensure_reader()
+                for channel in channels:
+                    shard = await self._shard_for(channel)
+                    self._leaving.discard(channel)
+                    await shard.subscribe(channel)
+                    self._channel_shard[channel] = shard
+                    self._ensure_reader(shard)
                 await asyncio.shield(asyncio.gather(*waiting.values()))
-        except BaseException:
+        except BaseException as error:
             for name in channels:
                 self._confirmations.pop(name, None)
+            if isinstance(error, (redis.RedisError, OSError)):
+                self._topology_stale = True  # e.g. a master that just died: reload the map
             raise
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -141,27 +202,39 @@ class OrgEventHub:
                 if local:
                     return
                 del self._subscribers[subscriber.org_id]
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._pubsub.unsubscribe(keys.org_channel(subscriber.org_id))
+            channel = keys.org_channel(subscriber.org_id)
+            shard = self._channel_shard.pop(channel, None)
+            if shard is not None:
+                self._leaving.add(channel)
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await shard.unsubscribe(channel)
 
-    def _ensure_reader(self) -> None:
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+    def _ensure_reader(self, shard: _Shard) -> None:
+        if shard.reader is None or shard.reader.done():
+            shard.reader = asyncio.get_running_loop().create_task(self._read(shard, self._generation))
 
-    async def _read(self) -> None:
+    async def _read(self, shard: _Shard, generation: int) -> None:
         try:
             while True:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await shard.pubsub.get_message(timeout=1.0)
                 if message is None:
                     continue
-                if message["type"] == "message":
+                kind = message["type"]
+                if kind in ("message", "smessage"):
                     self._dispatch(message["channel"], message["data"])
-                elif message["type"] == "subscribe":
+                elif kind in ("subscribe", "ssubscribe"):
                     confirmed = self._confirmations.pop(message["channel"], None)
                     if confirmed is not None and not confirmed.done():
                         confirmed.set_result(None)
+                elif kind == "sunsubscribe" and message["channel"] not in self._leaving:
+                    # The server dropped us: the channel's slot moved to another master.
+                    raise redis.ConnectionError(f"shard channel {message['channel']} moved")
+                elif kind == "sunsubscribe":
+                    self._leaving.discard(message["channel"])
         except (redis.RedisError, OSError) as error:
-            logger.error("realtime hub lost its Redis Pub/Sub connection: %s", error)
+            if generation != self._generation:
+                return  # an earlier connection, already replaced
+            logger.error("realtime hub lost its Redis Pub/Sub connection (%s): %s", shard.name, error)
             await self._restart()
 
     def _dispatch(self, channel: str, data: str) -> None:
@@ -204,9 +277,13 @@ class OrgEventHub:
                     confirmed.set_exception(ConnectionError("Pub/Sub connection lost"))
             self._confirmations.clear()
             self._access_subscribed = False
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
-            self._pubsub = self._client.pubsub()
+            self._generation += 1
+            self._topology_stale = True
+            shards, self._shards = list(self._shards.values()), {}
+            self._channel_shard.clear()
+            self._leaving.clear()
+            for shard in shards:
+                await shard.close()
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrgEventHub]" = weakref.WeakKeyDictionary()

@@ -17,6 +17,10 @@ duplicates, whoever publishes. The live announcement also carries the change's
 not kept in the stream: a poke only says "pull now", a reconnecting client pulls once
 anyway (docs/sync.md), and replayed events carry their `version` too. The stream id
 is the event id (`last_event_id` replay).
+On a Redis Cluster the script runs on the org's shard (its keys share the org's hash
+tag) and announces with SPUBLISH, so only that shard carries the org's live events;
+the global `events_published` figure is added after it, alone (a figure lost with a
+failing Redis is a figure, never an event).
 Redis failing (or the Redis breaker open) raises: the change stays in the outbox and is published again once Redis
 takes writes (docs/changelog.md). If Redis lost the org's last version (a restart
 without persistence), the lowest undelivered version in the outbox is the floor.
@@ -28,22 +32,25 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from changelog.dispatch import Change
 from changelog.selectors import outbox_changes_between, outbox_lowest_pending_version
-from core.redis_clients import redis_call, sync_redis
+from core.redis_clients import publish_command, redis_call, sync_redis
+from core.redis_keys import atomic_script
 from realtime import keys
 
 logger = logging.getLogger(__name__)
 
 PUBLISHED_ENTITIES = frozenset({"expense", "revenue", "property"})
 
-# KEYS: stream, channel, last-version key, stats.
+# KEYS: stream, channel, last-version key (all tagged by the org: one slot).
 # ARGV: body (JSON without event_id), maxlen, ttl seconds, committed-at epoch seconds,
 #       version, floor ('' = none: report 'unknown' when Redis has no last version),
-#       force ('1': accept a version past a gap that no longer exists anywhere), poke frame.
+#       force ('1': accept a version past a gap that no longer exists anywhere), poke frame,
+#       'PUBLISH' or 'SPUBLISH' (a cluster's shard channel).
 _PUBLISH_IN_ORDER = """
 local last = redis.call('GET', KEYS[3])
 if not last then
@@ -57,10 +64,18 @@ if version > previous + 1 and ARGV[7] ~= '1' then return {'gap', last} end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'b', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[4] .. ' {"event_id":"' .. id .. '",' .. string.sub(ARGV[1], 2) .. '\\n' .. ARGV[8])
-redis.call('HINCRBY', KEYS[4], 'events_published', 1)
+redis.call(ARGV[9], KEYS[2], ARGV[4] .. ' {"event_id":"' .. id .. '",' .. string.sub(ARGV[1], 2) .. '\\n' .. ARGV[8])
 return {'published', id}
 """
+atomic_script(
+    "realtime.publish_in_order",
+    _PUBLISH_IN_ORDER,
+    keys=lambda s: [
+        keys.org_stream_key(s.org_id),
+        keys.org_channel(s.org_id),
+        keys.org_version_key(s.org_id),
+    ],
+)
 
 
 def event_body(
@@ -96,11 +111,10 @@ def _script_args(
     body = event_body(event_type=topic, org_id=org_id, version=version, committed_at=committed_at, data=data)
     return (
         _PUBLISH_IN_ORDER,
-        4,
+        3,
         keys.org_stream_key(org_id),
         keys.org_channel(org_id),
         keys.org_version_key(org_id),
-        keys.STATS_KEY,
         body,
         settings.REALTIME_STREAM_MAXLEN,
         settings.REALTIME_STREAM_TTL_SECONDS,
@@ -109,6 +123,7 @@ def _script_args(
         floor,
         "1" if force else "",
         poke_frame(org_id=org_id, version=version),
+        publish_command(),
     )
 
 
@@ -135,7 +150,16 @@ def _publish(
     # Behind the project's one Redis breaker (core/redis_clients.py): while Redis is down
     # this raises at once, and the change waits in the outbox for the worker's retry.
     outcome, detail = redis_call(lambda: client.eval(*args))
+    if outcome == "published":
+        _count_published(client)
     return outcome, detail
+
+
+def _count_published(client: Any, count: int = 1) -> None:
+    try:
+        redis_call(lambda: client.hincrby(keys.STATS_KEY, "events_published", count))
+    except redis.RedisError as error:  # a figure lost, never an event
+        logger.warning("realtime: events_published not counted: %s", error)
 
 
 def event_publish(*, org_id: str, event_type: str, data: dict[str, Any]) -> str:
@@ -234,7 +258,10 @@ def publish_changes(changes: list[Change]) -> None:
         return pipe.execute(raise_on_error=True)
 
     stalled: set[str] = set()  # orgs whose later changes go one by one
-    for change, (outcome, _) in zip(published, redis_call(run), strict=True):
+    outcomes = redis_call(run)
+    if sum(outcome == "published" for outcome, _ in outcomes):
+        _count_published(client, sum(outcome == "published" for outcome, _ in outcomes))
+    for change, (outcome, _) in zip(published, outcomes, strict=True):
         org_id = str(change.org_id)
         if org_id in stalled or outcome not in ("published", "duplicate"):
             stalled.add(org_id)

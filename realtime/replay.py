@@ -9,9 +9,11 @@ last id L, with F the oldest id kept:
   L is older than the TTL: resync only then;
 - never trimmed, but L older than F by more than the TTL: L belongs to an earlier,
   expired stream: resync.
+- L is newer than the newest id the stream ever generated: the stream lost its tail
+  (a cluster master failed over before its replica had it): resync.
 Doubt always resolves to resync: the cost of a false one is one REST refetch.
-Redis losing data (restart without persistence) is not detectable here; see
-docs/realtime.md.
+Redis losing the whole stream (restart without persistence) is not detectable here;
+see docs/realtime.md and docs/redis.md.
 """
 
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import redis
 from django.conf import settings
 
 from core.redis_clients import aredis_call, async_redis
+from core.redis_keys import atomic_script
 from realtime import keys
 from realtime.event_ids import event_id_key, frame_with_id
 
@@ -34,6 +37,7 @@ if #newest > 0 then return newest[1][1] end
 local now = redis.call('TIME')
 return (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - 1) .. '-{MAX_SEQUENCE}'
 """
+atomic_script("realtime.stream_position", _POSITION, keys=lambda s: [keys.org_stream_key(s.org_id)])
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ async def events_since(*, org_id: str, last_event_id: str) -> Replay:
         if last[0] >= await _now_ms() - ttl_ms:
             return Replay(frames=[], complete=True, position=last_event_id)
         return Replay(frames=[], complete=False, position=await stream_position(org_id=org_id))
+    if last > event_id_key(info["last-generated-id"]):
+        # The client saw an event this stream never made: Redis lost the stream's tail
+        # (a master failed over before replicating it, or restarted): resync.
+        return Replay(frames=[], complete=False, position=info["last-generated-id"])
     first = event_id_key(info["first-entry"][0]) if info.get("first-entry") else None
     trimmed = int(info["entries-added"]) > int(info["length"])
     if first is not None and ((trimmed and last < first) or (not trimmed and last[0] < first[0] - ttl_ms)):

@@ -24,6 +24,7 @@ import logging
 import redis
 
 from core.redis_clients import RedisUnavailable, redis_call, sync_redis
+from core.redis_keys import atomic_script, key_pattern
 from replicas.conf import replica_settings
 from replicas.context import UNKNOWN_POSITION, current_cluster, current_routing
 
@@ -40,6 +41,7 @@ else
 end
 return 1
 """
+atomic_script("replicas.position_raise", _RAISE_SCRIPT, keys=lambda s: [_key("default", s.client_id)])
 
 
 def client_id(credentials: str) -> str:
@@ -48,7 +50,13 @@ def client_id(credentials: str) -> str:
 
 
 def _key(cluster: str, client: str) -> str:
-    return f"{_KEY_PREFIX}{cluster}:{client}"
+    """Tagged by the client: a request's clients (token, org readers, session) are read
+    with one GET each, in one pipeline, never with a multi-key command."""
+    return f"{_KEY_PREFIX}{cluster}:{{{client}}}"
+
+
+key_pattern("replicas.position", pattern="replicas:pos:<db cluster>:{<client id>}", hash_tag="client",
+            sample=lambda s: _key("default", s.client_id))  # fmt: skip
 
 
 def _failed(action: str, exc: redis.RedisError) -> None:
@@ -66,8 +74,15 @@ class PositionStore:
         """The newest stored position of these clients in `cluster`: None if none,
         UNKNOWN_POSITION if Redis fails."""
         client = sync_redis()
+
+        def read_all() -> list:
+            with client.pipeline(transaction=False) as pipe:
+                for name in clients:
+                    pipe.get(_key(cluster, name))
+                return pipe.execute()
+
         try:
-            values = redis_call(lambda: client.mget([_key(cluster, c) for c in clients]))
+            values = redis_call(read_all)
         except redis.RedisError as exc:
             _failed("reading", exc)
             return UNKNOWN_POSITION
@@ -88,7 +103,7 @@ class PositionStore:
         return cluster.name, [_key(cluster.name, c) for c in state.client_ids]
 
     def read_ahead_done(self, cluster: str, values: list[str | None]) -> None:
-        """The values the read-ahead keys had (MGET order)."""
+        """The values the read-ahead keys had, in their order."""
         state = current_routing()
         if state is not None:
             state.preload_stored_position(cluster, _newest(values))
@@ -100,7 +115,10 @@ class PositionStore:
         def raise_all() -> None:
             with client.pipeline(transaction=False) as pipe:
                 for name in clients:
-                    pipe.eval(_RAISE_SCRIPT, 1, _key(cluster, name), f"{position:016x}", ttl_ms)
+                    # execute_command: a cluster pipeline has no eval() (same EVAL on the wire)
+                    pipe.execute_command(
+                        "EVAL", _RAISE_SCRIPT, 1, _key(cluster, name), f"{position:016x}", ttl_ms
+                    )
                 pipe.execute()
 
         try:

@@ -57,6 +57,13 @@ def stop_process(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _redis(extra_env: dict[str, str]) -> dict[str, str]:
+    """A test that names a REDIS_URL means that one node, also in the cluster pass."""
+    if "REDIS_URL" in extra_env:
+        return {"REDIS_CLUSTER_NODES": "", **extra_env}
+    return extra_env
+
+
 @contextmanager
 def server_process(
     database_url: str, kind: str = "wsgi", ready_path: str = "/v1/system/health", **extra_env: str
@@ -70,7 +77,12 @@ def server_process(
     development database, not the test database.
     """
     port = free_port()
-    env = os.environ | {"DATABASE_URL": database_url, "ACCESS_LOG": "", "REPLICA_URLS": "", **extra_env}
+    env = os.environ | {
+        "DATABASE_URL": database_url,
+        "ACCESS_LOG": "",
+        "REPLICA_URLS": "",
+        **_redis(extra_env),
+    }
     if kind == "wsgi":
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         env |= {"REST_PORT": str(port), "WEB_CONCURRENCY": extra_env.get("WEB_CONCURRENCY", "1")}
@@ -105,7 +117,7 @@ def running_servers(
 @contextmanager
 def outbox_worker(database_url: str, **extra_env: str) -> Iterator[subprocess.Popen]:
     """`manage.py outbox_worker` on the test database (as `bin/serve worker` runs it)."""
-    env = os.environ | {"DATABASE_URL": database_url, "REPLICA_URLS": "", **extra_env}
+    env = os.environ | {"DATABASE_URL": database_url, "REPLICA_URLS": "", **_redis(extra_env)}
     command = [sys.executable, "manage.py", "outbox_worker", "--poll", "0.05"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:

@@ -271,15 +271,16 @@ def test_a_change_that_keeps_failing_is_dead_lettered_and_reported(settings, ten
 def test_redis_down_at_commit_the_write_succeeds_and_the_worker_publishes_later(settings, tenant):
     """Redis is a real closed port at commit: the write succeeds, its change waits in the
     outbox with the realtime failure; with Redis back, the worker publishes it."""
-    good_url = settings.REDIS_URL
+    good_url, good_nodes = settings.REDIS_URL, settings.REDIS_CLUSTER_NODES
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # clients and breakers are per URL
+    settings.REDIS_CLUSTER_NODES = []  # this one node, not the cluster
     try:
         entry = entry_create(
             model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
             amount=Decimal("7.00"), currency="EUR", category="redis-down", occurred_on="2026-11-02",
         )  # fmt: skip
     finally:
-        settings.REDIS_URL = good_url
+        settings.REDIS_URL, settings.REDIS_CLUSTER_NODES = good_url, good_nodes
     row = OutboxEntry.objects.get(org_id=tenant.org.id)
     assert row.version == entry.version and "realtime_event" in row.last_error and row.attempts == 1
     OutboxEntry.objects.filter(id=row.id).update(available_at=row.created_at)  # skip the backoff

@@ -43,6 +43,7 @@ def degraded_count() -> float:
 def redis_server(settings) -> Iterator[DedicatedRedis]:
     with dedicated_redis() as server:
         settings.REDIS_URL = server.url
+        settings.REDIS_CLUSTER_NODES = []  # this one node, not the cluster
         settings.REDIS_SOCKET_TIMEOUT_SECONDS = TIMEOUT
         settings.REDIS_BREAKER_FAILURES = 3
         settings.REDIS_BREAKER_COOLDOWN_SECONDS = 30

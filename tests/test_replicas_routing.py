@@ -247,6 +247,7 @@ def test_with_redis_down_reads_fall_back_to_the_primary_or_the_header(replicas_l
 
     replicas_live.wait_caught_up()
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings.REDIS_CLUSTER_NODES = []  # this one node, not the cluster
     try:
         created = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json")
         assert created.status_code == 201  # a write does not need Redis

@@ -59,6 +59,7 @@ def test_every_log_line_of_a_request_carries_its_id(client_for, settings, json_l
     # Redis unreachable: the health check logs a warning from inside the request, and
     # Django logs the 404 after the middleware has returned: both carry the id.
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    settings.REDIS_CLUSTER_NODES = []  # this one node, not the cluster
     client = client_for(None)
     health = client.get("/v1/system/health", HTTP_X_REQUEST_ID="req-health-0001")
     missing = client.get(f"/v1/orgs/{uuid.uuid4()}/nothing-here", HTTP_X_REQUEST_ID="req-missing-0002")

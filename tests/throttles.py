@@ -3,15 +3,15 @@
 import contextlib
 
 import redis
-from django.conf import settings
 
 from accounts.redis_counters import breaker_reset
+from core.redis_clients import sync_redis
 
 PATTERNS = ("auth:fail:*", "rl:*")
 
 
 def clear_throttle_counters() -> None:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    client = sync_redis()  # on a cluster, SCAN visits every master
     with contextlib.suppress(redis.RedisError):
         for pattern in PATTERNS:
             keys = list(client.scan_iter(match=pattern, count=1000))
