@@ -93,6 +93,19 @@ def async_pubsub_redis() -> aioredis.Redis:
     )
 
 
+def sync_pubsub_redis(*, timeout: float) -> redis.Redis:
+    """A client for a thread that waits on a subscription (the org directory's
+    listener): not behind the breaker, its reads bounded by `timeout`."""
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, 1.0),
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        decode_responses=True,
+    )
+
+
 def redis_breaker() -> CircuitBreaker:
     return _breaker(
         settings.REDIS_URL, settings.REDIS_BREAKER_FAILURES, settings.REDIS_BREAKER_COOLDOWN_SECONDS

@@ -6,22 +6,35 @@ not do the action 403. The membership is read from the primary, never a replica 
 may not have replayed a removal or a demotion yet (revocation within 1 s).
 """
 
+import contextlib
 import logging
 import uuid
+from typing import Any
 
-from rest_framework.exceptions import NotFound, PermissionDenied
+from django.http import HttpRequest
+from rest_framework import status
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from idempotency.api import IdempotentWritesMixin
 from replicas.context import bind_org_cluster, primary_reads
-from replicas.topology import OrgNotRouted
+from replicas.topology import ClusterNotConfigured, OrgNotRouted
 from tenancy.models import Membership, Organization
 from tenancy.roles import Role, role_allows
 from tenancy.selectors import membership_get
 
 logger = logging.getLogger("tenancy.access")
+
+
+class OrgClusterUnavailable(APIException):
+    """The directory places the org on a cluster this server cannot reach (a deploy
+    error): fail closed, never serve or write the org from another cluster."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The organization's database is not available on this server; retry later."
+    default_code = "org_cluster_unavailable"
 
 
 class OrgScopedApi(IdempotentWritesMixin, APIView):
@@ -42,9 +55,11 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
         org_id = self.kwargs["org_id"]
         try:
             bind_org_cluster(org_id)  # the org's database cluster, for the request
+        except ClusterNotConfigured:
+            logger.error("org %s is placed on a cluster this server has no database for", org_id)
+            raise OrgClusterUnavailable() from None
         except OrgNotRouted:
-            logger.error("org %s is outside every database cluster range", org_id)
-            raise NotFound() from None
+            raise NotFound() from None  # not in the directory: like an org one is not a member of
         with primary_reads():  # a removal or demotion holds from the next request on
             membership = membership_get(org_id=org_id, user=request.user)
         if membership is None:
@@ -54,6 +69,12 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
             raise PermissionDenied(f"The {membership.role} role may not do this; {required} or above may.")
         self.membership = membership
         self.org = membership.org
+
+    def bind_database(self, request: HttpRequest, **kwargs: Any) -> None:
+        """A keyed write's transaction opens on the org's primary. An org the directory
+        cannot place is refused by check_permissions, after authentication (401 first)."""
+        with contextlib.suppress(OrgNotRouted):
+            bind_org_cluster(kwargs["org_id"])
 
     def idempotency_org_id(self) -> uuid.UUID:
         return self.org.id
