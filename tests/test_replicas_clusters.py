@@ -23,7 +23,7 @@ from finance.models import Expense
 from replicas.context import request_routing, use_cluster, use_org_cluster
 from replicas.topology import ClusterNotConfigured, OrgNotRouted, build_topology, topology
 from tenancy.models import Membership, Organization, Property
-from tests.cluster_support import NAME, PRIMARY, REPLICA, second_cluster  # noqa: F401 (fixture)
+from tests.cluster_support import NAME, PRIMARY, REPLICA
 from tests.replica_support import wait_until
 from tests.tokens import token_for
 
@@ -37,7 +37,7 @@ def _sql(alias: str, query: str, params: tuple = ()) -> list[tuple]:
 
 
 @pytest.fixture
-def two_clusters(second_cluster, replicas_live):  # noqa: F811
+def two_clusters(second_cluster, replicas_live):
     replicas_live.wait_caught_up()
     directory_cache.clear()
     return second_cluster
