@@ -206,6 +206,31 @@ def test_without_redis_a_cached_placement_lives_only_the_stale_bound(two_cluster
         directory_cache.listener.stop()  # it restarts on the next lookup, with the real Redis
 
 
+def test_the_clusters_endpoint_shows_each_cluster_its_health_and_orgs(two_clusters, make_user, client_for):
+    _tenant("main", "ivan")
+    for n in range(3):
+        _tenant(NAME, f"judy{n}")
+    staff = client_for(make_user(is_staff=True))
+    response = staff.get("/v1/system/database/clusters")
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    body = response.json()
+    assert (body["directory_cluster"], body["default_cluster"], body["directory_readable"]) == (
+        "main",
+        "main",
+        True,
+    )
+    by_name = {c["name"]: c for c in body["clusters"]}
+    assert set(by_name) == {"main", NAME}
+    assert (by_name["main"]["orgs"], by_name[NAME]["orgs"]) == (1, 3)
+    assert by_name[NAME]["orgs_by_state"] == {"active": 3, "moving": 0, "fenced": 0}
+    assert by_name[NAME]["primary"] == {"alias": PRIMARY, "healthy": True, "last_error": None}
+    assert [r["alias"] for r in by_name[NAME]["replicas"]] == [REPLICA]
+    assert by_name[NAME]["status"] in ("healthy", "degraded")
+    assert by_name["main"]["directory"] and not by_name[NAME]["directory"]
+    OrgPlacement.objects.filter(cluster=NAME).update(cluster="gone")
+    assert staff.get("/v1/system/database/clusters").json()["orgs_on_unknown_clusters"] == {"gone": 3}
+
+
 def test_topology_validation():
     topo = build_topology({"main": {"primary": "default", "replicas": ["r1"]}, "c2": {"primary": "b"}})
     assert topo.home.name == topo.default.name == "main"
