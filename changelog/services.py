@@ -20,7 +20,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
@@ -28,10 +28,13 @@ from django.db import connections, router, transaction
 from changelog.delivery import deliver_after_commit
 from changelog.dispatch import Change
 from changelog.models import OrgChangeCounter, OutboxEntry
+from directory.exceptions import MOVED_EPOCH, OrgMoving
 
-_TAKE_VERSION = """
+# No row comes back when the org has moved to another cluster (its epoch here says so).
+_TAKE_VERSION = f"""
 INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 1, '1', 0)
 ON CONFLICT (org_id) DO UPDATE SET version = org_changes.version + 1
+WHERE org_changes.epoch <> '{MOVED_EPOCH}'
 RETURNING version
 """
 
@@ -74,10 +77,21 @@ def org_version_take(*, org_id: uuid.UUID | str) -> int:
         raise RuntimeError("org_version_take must run inside the write's transaction (transaction.atomic)")
     with connection.cursor() as cursor:
         cursor.execute(_TAKE_VERSION, [str(org_id)])
-        return int(cursor.fetchone()[0])
+        row = cursor.fetchone()
+    if row is None:
+        _refuse_moved(org_id)
+    return int(row[0])
 
 
-_LOCK_COUNTER = "SELECT 1 FROM org_changes WHERE org_id = %s FOR NO KEY UPDATE"
+def _refuse_moved(org_id: uuid.UUID | str) -> NoReturn:
+    """This cluster's copy of the org was left by a move: route again, retry later."""
+    from directory.cache import directory_cache
+
+    directory_cache.forget(str(org_id))
+    raise OrgMoving()
+
+
+_LOCK_COUNTER = "SELECT epoch FROM org_changes WHERE org_id = %s FOR NO KEY UPDATE"
 _ADD_COUNTER = (
     "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 0, '1', 0) "
     "ON CONFLICT (org_id) DO NOTHING"
@@ -99,9 +113,13 @@ def org_lock_take(*, org_id: uuid.UUID | str) -> None:
         raise RuntimeError("org_lock_take must run inside the write's transaction (transaction.atomic)")
     with connection.cursor() as cursor:
         cursor.execute(_LOCK_COUNTER, [str(org_id)])
-        if cursor.fetchone() is None:
+        row = cursor.fetchone()
+        if row is None:
             cursor.execute(_ADD_COUNTER, [str(org_id)])
             cursor.execute(_LOCK_COUNTER, [str(org_id)])
+            row = cursor.fetchone()
+    if row[0] == MOVED_EPOCH:
+        _refuse_moved(org_id)
 
 
 def org_counter_create(*, org_id: uuid.UUID | str) -> None:

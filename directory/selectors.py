@@ -4,10 +4,12 @@ database's primary (a replica may not have a placement that just changed)."""
 import time
 import uuid
 
+from django.conf import settings
 from django.db.models import Count
 
 from directory.cache import Placement, directory_cache
-from directory.models import OrgPlacement
+from directory.exceptions import OrgMoving
+from directory.models import OrgPlacement, PlacementState
 from replicas.topology import Cluster, OrgNotRouted, topology
 
 
@@ -53,3 +55,23 @@ def org_counts_by_cluster() -> dict[str, int]:
         .values_list("cluster", "orgs")
     )
     return dict(rows)
+
+
+def org_fence_wait(*, org_id: uuid.UUID | str) -> None:
+    """Before a write: while the org's move is in its final switch (FENCED), wait for
+    it to end, at most ORG_MOVE_FENCE_SECONDS, then OrgMoving (503 with Retry-After).
+    The directory is read afresh while waiting: the switch ends by a published flip
+    that the cache may not have received yet."""
+    try:
+        placement = placement_get(org_id=org_id)
+    except ValueError:
+        return  # not an org id: refused by the caller's own lookup
+    if placement is None or placement.state != PlacementState.FENCED:
+        return
+    deadline = time.monotonic() + settings.ORG_MOVE_FENCE_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        placement = placement_get(org_id=org_id, fresh=True)
+        if placement is None or placement.state != PlacementState.FENCED:
+            return
+    raise OrgMoving()

@@ -18,9 +18,11 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from directory.exceptions import OrgMoving
+from directory.selectors import org_fence_wait
 from idempotency.api import IdempotentWritesMixin
 from replicas.context import bind_org_cluster, primary_reads
-from replicas.topology import ClusterNotConfigured, OrgNotRouted
+from replicas.topology import Cluster, ClusterNotConfigured, OrgNotRouted
 from tenancy.models import Membership, Organization
 from tenancy.roles import Role, role_allows
 from tenancy.selectors import membership_get
@@ -49,17 +51,22 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
 
     org: Organization
     membership: Membership
+    _keyed_cluster: Cluster | None = None  # where a keyed write's transaction was opened
 
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)  # authentication first: 401 before 404
         org_id = self.kwargs["org_id"]
         try:
-            bind_org_cluster(org_id)  # the org's database cluster, for the request
+            if request.method not in SAFE_METHODS:
+                org_fence_wait(org_id=org_id)  # a move's final switch: wait, or 503
+            cluster = bind_org_cluster(org_id)  # the org's database cluster, for the request
         except ClusterNotConfigured:
             logger.error("org %s is placed on a cluster this server has no database for", org_id)
             raise OrgClusterUnavailable() from None
         except OrgNotRouted:
             raise NotFound() from None  # not in the directory: like an org one is not a member of
+        if self._keyed_cluster is not None and cluster != self._keyed_cluster:
+            raise OrgMoving()  # moved since the keyed write's transaction opened on the old cluster
         with primary_reads():  # a removal or demotion holds from the next request on
             membership = membership_get(org_id=org_id, user=request.user)
         if membership is None:
@@ -74,7 +81,8 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
         """A keyed write's transaction opens on the org's primary. An org the directory
         cannot place is refused by check_permissions, after authentication (401 first)."""
         with contextlib.suppress(OrgNotRouted):
-            bind_org_cluster(kwargs["org_id"])
+            org_fence_wait(org_id=kwargs["org_id"])
+            self._keyed_cluster = bind_org_cluster(kwargs["org_id"])
 
     def idempotency_org_id(self) -> uuid.UUID:
         return self.org.id
