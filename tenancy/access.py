@@ -6,7 +6,6 @@ not do the action 403. The membership is read from the primary, never a replica 
 may not have replayed a removal or a demotion yet (revocation within 1 s).
 """
 
-import contextlib
 import logging
 import uuid
 from typing import Any
@@ -52,10 +51,13 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
     org: Organization
     membership: Membership
     _keyed_cluster: Cluster | None = None  # where a keyed write's transaction was opened
+    _fence_outlasted = False  # a keyed write waited out ORG_MOVE_FENCE_SECONDS before its transaction
 
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)  # authentication first: 401 before 404
         org_id = self.kwargs["org_id"]
+        if self._fence_outlasted:
+            raise OrgMoving()  # answered now, after authentication, with DRF's handling
         try:
             if request.method not in SAFE_METHODS:
                 org_fence_wait(org_id=org_id)  # a move's final switch: wait, or 503
@@ -78,11 +80,16 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
         self.org = membership.org
 
     def bind_database(self, request: HttpRequest, **kwargs: Any) -> None:
-        """A keyed write's transaction opens on the org's primary. An org the directory
-        cannot place is refused by check_permissions, after authentication (401 first)."""
-        with contextlib.suppress(OrgNotRouted):
+        """A keyed write's transaction opens on the org's primary. Refusals (an org the
+        directory cannot place, a move's switch outlasting the wait) are raised by
+        check_permissions, after authentication (401 first)."""
+        try:
             org_fence_wait(org_id=kwargs["org_id"])
             self._keyed_cluster = bind_org_cluster(kwargs["org_id"])
+        except OrgMoving:
+            self._fence_outlasted = True
+        except OrgNotRouted:
+            pass
 
     def idempotency_org_id(self) -> uuid.UUID:
         return self.org.id

@@ -5,7 +5,9 @@ The servers run without read replicas: this test is about the move (the source's
 copy against the target's), not about replica staleness, which tests/test_replicas_*
 cover."""
 
+import asyncio
 import io
+import json
 import re
 import threading
 import time
@@ -22,7 +24,9 @@ from directory.models import OrgPlacement
 from tenancy.models import Membership, Organization, Property
 from tests import conftest
 from tests.cluster_support import NAME, SecondCluster
-from tests.live_server import running_server
+from tests.live_server import running_server, server_process
+from tests.realtime_client import open_socket
+from tests.replica_support import wait_until
 from tests.tokens import token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, databases="__all__")]
@@ -55,6 +59,42 @@ def _server(cluster: SecondCluster):
         **CACHE,
     }
     return running_server(conftest.test_database_url(), **env)
+
+
+class Socket:
+    """One websocket of the org, opened before the move, keeping the versions of the
+    change events it receives (in a thread of its own)."""
+
+    def __init__(self, ws_base: str, org: Organization, token: str) -> None:
+        self.versions: list[int] = []
+        self.error: str | None = None
+        self.ready, self.stop = threading.Event(), threading.Event()
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self._run(ws_base, org, token)), daemon=True
+        )
+        self.thread.start()
+        assert self.ready.wait(20), self.error
+
+    async def _run(self, ws_base: str, org: Organization, token: str) -> None:
+        try:
+            socket, _ = await open_socket(ws_base, org.id, token)
+        except Exception as exc:
+            self.error = repr(exc)
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while not self.stop.is_set():
+                try:
+                    message = json.loads(await asyncio.wait_for(socket.recv(), 0.5))
+                except TimeoutError:
+                    continue
+                if message.get("type") == "expense.created":
+                    self.versions.append(message["version"])
+        except Exception as exc:
+            self.error = repr(exc)
+        finally:
+            await socket.close()
 
 
 class Load:
@@ -116,16 +156,20 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
     user, org, prop = org_on_main
     token = token_for(user)
     out = io.StringIO()
-    with django_db_blocker.unblock(), _server(second_cluster) as base:
+    realtime_env = second_cluster.server_env() | {"CLUSTER2_REPLICA_URLS": "", **CACHE}
+    with (
+        django_db_blocker.unblock(),
+        _server(second_cluster) as base,
+        server_process(conftest.test_database_url(), "asgi", **realtime_env) as realtime,
+    ):
         load = Load(base, org, prop, token)
+        socket = Socket(realtime.ws_url, org, token)
         cookie = httpx.post(
             f"{base}/v1/orgs/{org.id}/sync/pull", json={"cookie": None}, headers=load.auth, timeout=30
         ).json()["cookie"]
         with ThreadPoolExecutor(WRITERS + READERS) as pool:
             futures = [pool.submit(load.write, w) for w in range(WRITERS)]
             futures += [pool.submit(load.read) for _ in range(READERS)]
-            from tests.replica_support import wait_until
-
             wait_until(lambda: len(load.acked) >= 40, timeout=30)
             before = len(load.acked)
             call_command("org_move", str(org.id), "--to", NAME, stdout=out)
@@ -134,6 +178,12 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
             load.stop.set()
             for future in futures:
                 future.result()
+        final_version = second_cluster.sql("SELECT version FROM org_changes WHERE org_id = %s", (org.id,))[0][
+            0
+        ]
+        wait_until(lambda: socket.versions and socket.versions[-1] == final_version, timeout=15)
+        socket.stop.set()
+        socket.thread.join(10)
         pulled = httpx.post(
             f"{base}/v1/orgs/{org.id}/sync/pull", json={"cookie": cookie}, headers=load.auth, timeout=30
         ).json()
@@ -162,6 +212,10 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
         "SELECT sum(total), sum(count) FROM finance_daily_total WHERE org_id = %s AND kind = 'expense'",
         (org.id,),
     ) == second_cluster.sql("SELECT sum(amount), count(*) FROM finance_expense WHERE org_id = %s", (org.id,))
+    # the socket opened before the move got every change, in order, once, across it
+    assert socket.error is None
+    assert socket.versions == list(range(socket.versions[0], final_version + 1))
+    assert len(socket.versions) >= len(ids) - before
     # a sync cookie from before the move: reset, with the whole current state
     assert pulled["reset"] is True
     assert len([c for c in pulled["changes"] if c["entity"] == "expense"]) == len(ids) or pulled["has_more"]

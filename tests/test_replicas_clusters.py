@@ -231,6 +231,49 @@ def test_the_clusters_endpoint_shows_each_cluster_its_health_and_orgs(two_cluste
     assert staff.get("/v1/system/database/clusters").json()["orgs_on_unknown_clusters"] == {"gone": 3}
 
 
+def test_writes_of_a_fenced_org_wait_then_get_503_with_retry_after(two_clusters, settings):
+    settings.ORG_MOVE_FENCE_SECONDS = 0.3
+    user, org_b, prop_b = _tenant(NAME, "kim")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    body = {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
+            "occurred_on": "2026-11-02"}  # fmt: skip
+    OrgPlacement.objects.filter(org_id=org_b.id).update(state="fenced", generation=2)
+    directory_cache.clear()
+    for headers in ({}, {"HTTP_IDEMPOTENCY_KEY": "fenced"}):
+        started = time.monotonic()
+        response = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", **headers)
+        assert response.status_code == 503, response.content
+        assert int(response["Retry-After"]) >= 1
+        assert 0.3 <= time.monotonic() - started < 2  # waited out the fence once, not twice
+    assert client.get(f"/v1/orgs/{org_b.id}/expenses").status_code == 200  # reads go on
+    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    OrgPlacement.objects.filter(org_id=org_b.id).update(state="active", generation=3)
+    directory_cache.clear()
+    assert (
+        client.post(
+            f"/v1/orgs/{org_b.id}/expenses", body, format="json", HTTP_IDEMPOTENCY_KEY="fenced"
+        ).status_code
+        == 201
+    )
+
+
+def test_a_write_routed_to_the_cluster_an_org_left_is_refused(two_clusters):
+    """A stale placement sends the write to the old copy: its counter says `moved`."""
+    user, org_b, prop_b = _tenant(NAME, "leo")
+    _sql(PRIMARY, "UPDATE org_changes SET epoch = 'moved' WHERE org_id = %s", (org_b.id,))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    body = {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
+            "occurred_on": "2026-11-02"}  # fmt: skip
+    for headers in ({}, {"HTTP_IDEMPOTENCY_KEY": "stale"}):
+        response = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", **headers)
+        assert response.status_code == 503, response.content
+        assert int(response["Retry-After"]) >= 1
+    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(0,)]
+
+
 def test_topology_validation():
     topo = build_topology({"main": {"primary": "default", "replicas": ["r1"]}, "c2": {"primary": "b"}})
     assert topo.home.name == topo.default.name == "main"
