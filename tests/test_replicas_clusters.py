@@ -261,7 +261,12 @@ def test_writes_of_a_fenced_org_wait_then_get_503_with_retry_after(two_clusters,
 def test_a_write_routed_to_the_cluster_an_org_left_is_refused(two_clusters):
     """A stale placement sends the write to the old copy: its counter says `moved`."""
     user, org_b, prop_b = _tenant(NAME, "leo")
-    _sql(PRIMARY, "UPDATE org_changes SET epoch = 'moved' WHERE org_id = %s", (org_b.id,))
+    _sql(
+        PRIMARY,
+        "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 7, 'moved', 0)"
+        " ON CONFLICT (org_id) DO UPDATE SET epoch = 'moved'",
+        (org_b.id,),
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     body = {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
@@ -272,6 +277,7 @@ def test_a_write_routed_to_the_cluster_an_org_left_is_refused(two_clusters):
         assert int(response["Retry-After"]) >= 1
     assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
     assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(0,)]
+    assert _sql(PRIMARY, "SELECT version FROM org_changes WHERE org_id = %s", (org_b.id,)) == [(7,)]
 
 
 def test_topology_validation():
