@@ -24,7 +24,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
@@ -32,12 +32,17 @@ from django.db import connections, router, transaction
 from changelog.delivery import deliver_after_commit
 from changelog.dispatch import Change
 from changelog.models import OrgChangeCounter, OutboxEntry
+from directory.exceptions import MOVED_EPOCH, OrgMoving
 
-_TAKE_VERSION = "UPDATE org_changes SET version = version + 1 WHERE org_id = %s RETURNING version"
-# An org made before the change log (or by a fixture) has no counter row yet.
-_TAKE_FIRST_VERSION = """
+# No row comes back when the org has moved to another cluster (its epoch here says so)
+# or when it has no counter row yet (an org made before the change log, or by a fixture).
+_TAKE_VERSION = f"""
+UPDATE org_changes SET version = version + 1 WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}' RETURNING version
+"""
+_TAKE_FIRST_VERSION = f"""
 INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 1, '1', 0)
 ON CONFLICT (org_id) DO UPDATE SET version = org_changes.version + 1
+WHERE org_changes.epoch <> '{MOVED_EPOCH}'
 RETURNING version
 """
 
@@ -90,10 +95,20 @@ def org_version_take(*, org_id: uuid.UUID | str) -> int:
         if row is None:
             cursor.execute(_TAKE_FIRST_VERSION, [str(org_id)])
             row = cursor.fetchone()
-        return int(row[0])
+    if row is None:
+        _refuse_moved(org_id)
+    return int(row[0])
 
 
-_LOCK_COUNTER = "SELECT 1 FROM org_changes WHERE org_id = %s FOR NO KEY UPDATE"
+def _refuse_moved(org_id: uuid.UUID | str) -> NoReturn:
+    """This cluster's copy of the org was left by a move: route again, retry later."""
+    from directory.cache import directory_cache
+
+    directory_cache.forget(str(org_id))
+    raise OrgMoving()
+
+
+_LOCK_COUNTER = "SELECT epoch FROM org_changes WHERE org_id = %s FOR NO KEY UPDATE"
 _ADD_COUNTER = (
     "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 0, '1', 0) "
     "ON CONFLICT (org_id) DO NOTHING"
@@ -115,9 +130,13 @@ def org_lock_take(*, org_id: uuid.UUID | str) -> None:
         raise RuntimeError("org_lock_take must run inside the write's transaction (transaction.atomic)")
     with connection.cursor() as cursor:
         cursor.execute(_LOCK_COUNTER, [str(org_id)])
-        if cursor.fetchone() is None:
+        row = cursor.fetchone()
+        if row is None:
             cursor.execute(_ADD_COUNTER, [str(org_id)])
             cursor.execute(_LOCK_COUNTER, [str(org_id)])
+            row = cursor.fetchone()
+    if row[0] == MOVED_EPOCH:
+        _refuse_moved(org_id)
 
 
 def org_counter_create(*, org_id: uuid.UUID | str) -> None:

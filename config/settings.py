@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "idempotency",
     "edgecache",
     "replicas",
+    "directory",  # the org directory: which cluster holds each org (docs/clusters.md)
     "realtime",  # realtime: websockets (CONTRACT §5)
     "push",  # push notifications: Web Push, FCM, APNs (CONTRACT §11, docs/push.md)
     # The org change log and its outbox (docs/changelog.md). After every app that
@@ -195,14 +196,31 @@ DATABASES |= {
     alias: replica_database_config(url) for alias, url in zip(REPLICA_ALIASES, REPLICA_URLS, strict=True)
 }
 DATABASE_ROUTERS = ["replicas.router.ReplicaRouter"]
-# Clusters (a primary and its replicas) and the org-id ranges each owns; one by default.
-DATABASE_CLUSTERS = {
-    "main": {
-        "primary": "default",
-        "replicas": REPLICA_ALIASES,
-        "org_ranges": [["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]],
-    }
-}
+# Clusters (a primary and its replicas); which one holds an org is in the org directory
+# (docs/clusters.md). "main" is `default` and its replicas; CLUSTER_COUNT=N adds clusters
+# c2..cN from CLUSTER<n>_DATABASE_URL and CLUSTER<n>_REPLICA_URLS (bin/stack writes them).
+DATABASE_CLUSTERS = {"main": {"primary": "default", "replicas": REPLICA_ALIASES}}
+CLUSTER_COUNT = env.int("CLUSTER_COUNT", default=1)
+for _n in range(2, CLUSTER_COUNT + 1):
+    _name = f"c{_n}"
+    DATABASES[f"{_name}_primary"] = database_config(env.str(f"CLUSTER{_n}_DATABASE_URL"))
+    _replicas = [
+        f"{_name}_replica{k}" for k, _ in enumerate(env.list(f"CLUSTER{_n}_REPLICA_URLS", default=[]), 1)
+    ]
+    for _alias, _url in zip(_replicas, env.list(f"CLUSTER{_n}_REPLICA_URLS", default=[]), strict=True):
+        DATABASES[_alias] = replica_database_config(_url) | {"TEST": {"MIRROR": f"{_name}_primary"}}
+    DATABASE_CLUSTERS[_name] = {"primary": f"{_name}_primary", "replicas": _replicas}
+# Users, tokens and the directory live on DIRECTORY_CLUSTER; new orgs go to DEFAULT_CLUSTER.
+DIRECTORY_CLUSTER = env.str("DIRECTORY_CLUSTER", default="main")
+DEFAULT_CLUSTER = env.str("DEFAULT_CLUSTER", default="main")
+# The directory cache (directory/cache.py): entries live DIRECTORY_CACHE_SECONDS while
+# the Redis invalidation channel is known alive (heard within DIRECTORY_HEARTBEAT_SECONDS),
+# else DIRECTORY_STALE_SECONDS.
+DIRECTORY_CACHE_SECONDS = env.float("DIRECTORY_CACHE_SECONDS", default=300)
+DIRECTORY_HEARTBEAT_SECONDS = env.float("DIRECTORY_HEARTBEAT_SECONDS", default=3)
+DIRECTORY_STALE_SECONDS = env.float("DIRECTORY_STALE_SECONDS", default=1)
+# An org's writes wait at most this long (then 503 + Retry-After) during a move's switch.
+ORG_MOVE_FENCE_SECONDS = env.float("ORG_MOVE_FENCE_SECONDS", default=5)
 
 # --- Redis ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")

@@ -126,6 +126,8 @@ def _seed_batch(
     expiry = (timezone.now() + datetime.timedelta(seconds=settings.AUTH_TOKEN_TTL_SECONDS)).isoformat()
     orgs = _CopyBuffer("tenancy_organization", ("id", "name", "created_at"))
     counters = _CopyBuffer("org_changes", ("org_id", "version", "epoch", "pruned_through"))
+    # The seed writes one database (`default`, the directory cluster's): its orgs live there.
+    placements = _CopyBuffer("org_directory", ("org_id", "cluster", "state", "generation", "updated_at"))
     users = _CopyBuffer(
         "accounts_user",
         ("id", "password", "is_superuser", "username", "first_name", "last_name", "email", "is_staff",
@@ -148,6 +150,7 @@ def _seed_batch(
         org_id = uuid7()
         orgs.add(org_id, f"{plan.prefix} hotel group {n}", now)
         counters.add(org_id, 0, "1", 0)  # seeded rows are version 0: the org's first state
+        placements.add(org_id, settings.DIRECTORY_CLUSTER, "active", 1, now)
         user_ids = []
         for u in range(plan.users_per_org):
             user_id = uuid7()
@@ -178,7 +181,18 @@ def _seed_batch(
 
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor  # the psycopg cursor under Django's wrapper, for COPY
-        for buffer in (orgs, counters, users, tokens, members, properties, expenses, revenues, totals):
+        for buffer in (
+            orgs,
+            placements,
+            counters,
+            users,
+            tokens,
+            members,
+            properties,
+            expenses,
+            revenues,
+            totals,
+        ):
             buffer.flush(raw)
 
 

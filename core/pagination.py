@@ -115,13 +115,28 @@ def _after(fields: tuple[str, ...], values: list[Any]) -> Q:
 
 def paginate_desc(queryset: QuerySet, request: Request, fields: tuple[str, ...]) -> Page:
     """Return one page of `queryset` ordered by `fields`, all descending, last one unique."""
+    return paginate_desc_across([queryset], request, fields)
+
+
+def paginate_desc_across(querysets: list[QuerySet], request: Request, fields: tuple[str, ...]) -> Page:
+    """paginate_desc over the union of querysets of one model (e.g. one per database
+    cluster): each gives its first size + 1 rows after the cursor, merged in order."""
     size = page_size_from(request)
-    scope = f"{queryset.model._meta.label}:{','.join(fields)}"
+    scope = f"{querysets[0].model._meta.label}:{','.join(fields)}"
     cursor = request.query_params.get("cursor")
-    if cursor is not None:  # an empty cursor is not the first page: a client bug, 400
-        values = decode_cursor(cursor, expected_length=len(fields), scope=scope)
-        queryset = queryset.filter(_after(fields, values))
-    rows = list(queryset.order_by(*(f"-{name}" for name in fields))[: size + 1])
+    # an empty cursor is not the first page: a client bug, 400
+    after = (
+        _after(fields, decode_cursor(cursor, expected_length=len(fields), scope=scope))
+        if cursor is not None
+        else None
+    )
+    rows = []
+    for queryset in querysets:
+        selected = queryset if after is None else queryset.filter(after)
+        rows += selected.order_by(*(f"-{name}" for name in fields))[: size + 1]
+    if len(querysets) > 1:
+        rows.sort(key=lambda row: tuple(getattr(row, name) for name in fields), reverse=True)
+        rows = rows[: size + 1]
     next_url = None
     if len(rows) > size:
         rows = rows[:size]

@@ -203,6 +203,25 @@ async def async_topology_refresh() -> None:
         await cluster.nodes_manager.initialize()
 
 
+def sync_pubsub_redis(*, timeout: float) -> redis.Redis:
+    """A client for a thread that waits on a plain subscription (the org directory's
+    listener): not behind the breaker, its reads bounded by `timeout`. On a cluster,
+    plain PUBLISH reaches every node, so the first seed node serves."""
+    if cluster_mode():
+        host, _, port = settings.REDIS_CLUSTER_NODES[0].rpartition(":")
+        url = f"redis://{host}:{port}/0"
+    else:
+        url = settings.REDIS_URL
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, 1.0),
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        decode_responses=True,
+    )
+
+
 def redis_breaker() -> CircuitBreaker:
     target = ",".join(settings.REDIS_CLUSTER_NODES) or settings.REDIS_URL
     return _breaker(target, settings.REDIS_BREAKER_FAILURES, settings.REDIS_BREAKER_COOLDOWN_SECONDS)

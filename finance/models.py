@@ -24,7 +24,10 @@ class FinanceEntry(models.Model):
     category = models.CharField(max_length=64)
     description = models.TextField(blank=True, default="")
     occurred_on = models.DateField()
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # A global user, on the directory database: no constraint across databases.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The org's change number of this row's last change (changelog): sync pulls by it.

@@ -29,6 +29,10 @@ class IdempotentWritesMixin:
 
     _idempotent_call: IdempotentCall | None = None
 
+    def bind_database(self, request: HttpRequest, **kwargs: Any) -> None:
+        """Route the request to its database cluster before the keyed write's
+        transaction opens there (views of one org: the org's cluster)."""
+
     def idempotency_org_id(self) -> uuid.UUID:
         """The org part of the key's scope; views outside an org use the user alone."""
         return NO_ORG
@@ -43,6 +47,7 @@ class IdempotentWritesMixin:
         if request.method not in WRITE_METHODS or HEADER not in request.headers:
             return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
         self._idempotent_call = None
+        self.bind_database(request, **kwargs)
         try:
             with transaction.atomic(using=write_database()):
                 response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]

@@ -7,7 +7,8 @@ own in both. Code outside any scope (management commands, shell, background jobs
 reads from the primary.
 
 The org's cluster is a second contextvar, set by `use_org_cluster()` (a block) or
-`bind_org_cluster()` (the rest of the request, reset when the scope closes).
+`bind_org_cluster()` (the rest of the request, reset when the scope closes), from
+the org directory (directory/); both raise OrgNotRouted for an org it cannot place.
 """
 
 import uuid
@@ -134,20 +135,39 @@ def request_routing(state: RequestRouting | None = None) -> Iterator[RequestRout
         _routing.reset(routing_token)
 
 
+def _org_cluster(org_id: uuid.UUID | str) -> Cluster:
+    from directory.selectors import org_cluster_get  # the directory's models need the app registry
+
+    return org_cluster_get(org_id=org_id)[0]
+
+
 @contextmanager
-def use_org_cluster(org_id: uuid.UUID | str) -> Iterator[Cluster]:
-    """Route every query in the block to the org's cluster (OrgNotRouted if none)."""
-    token, org_token = _cluster.set(topology().cluster_for_org(org_id)), _org.set(str(org_id))
+def use_cluster(cluster: Cluster, org_id: uuid.UUID | str | None = None) -> Iterator[Cluster]:
+    """Route every query in the block to `cluster` (a move copying an org, a new org
+    being created before its placement is cached)."""
+    token, org_token = _cluster.set(cluster), _org.set(None if org_id is None else str(org_id))
     try:
-        yield _cluster.get()
+        yield cluster
     finally:
         _org.reset(org_token)
         _cluster.reset(token)
 
 
+@contextmanager
+def use_org_cluster(org_id: uuid.UUID | str) -> Iterator[Cluster]:
+    """Route every query in the block to the org's cluster (OrgNotRouted if none)."""
+    with use_cluster(_org_cluster(org_id), org_id) as cluster:
+        yield cluster
+
+
+def bind_cluster(cluster: Cluster) -> None:
+    """For the rest of the current request scope, route to `cluster` (no org)."""
+    _cluster.set(cluster)
+
+
 def bind_org_cluster(org_id: uuid.UUID | str) -> Cluster:
     """For the rest of the current request scope, route to the org's cluster."""
-    cluster = topology().cluster_for_org(org_id)
+    cluster = _org_cluster(org_id)
     _cluster.set(cluster)
     _org.set(str(org_id))
     return cluster

@@ -174,9 +174,15 @@ def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) 
     return alias
 
 
-# Global (not per-org) tables. With several clusters they must exist in each one, like
-# Citus reference tables; keeping them in sync is not built yet (docs/replicas.md).
-REFERENCE_APPS = frozenset({"accounts", "auth", "knox", "contenttypes", "sessions", "admin"})
+# Global (not per-org) tables: users, tokens, sessions, the org directory. They live on
+# the directory cluster only, whatever org the request is bound to (docs/clusters.md).
+GLOBAL_APPS = frozenset({"accounts", "auth", "knox", "contenttypes", "sessions", "admin", "directory"})
+# Only on the directory database (elsewhere an empty copy would only mislead).
+DIRECTORY_ONLY_APPS = frozenset({"directory"})
+
+
+def _is_global(model: type[Model]) -> bool:
+    return model._meta.app_label in GLOBAL_APPS
 
 
 def _org_of(hints: dict[str, Any]) -> object | None:
@@ -186,6 +192,14 @@ def _org_of(hints: dict[str, Any]) -> object | None:
 
 class ReplicaRouter:
     def db_for_read(self, model: type[Model], **hints: Any) -> str:
+        if _is_global(model):
+            # Users and tokens: always the directory's primary (a login or a revocation
+            # holds from the next request on); never pins the org's reads.
+            alias = topology().home.primary
+            state = current_routing()
+            if state is not None and not primary_reads_active():  # access checks are not noted
+                state.note_served(alias)
+            return alias
         cluster = current_cluster()
         state = current_routing()
         if state is None:
@@ -204,6 +218,8 @@ class ReplicaRouter:
         return alias
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str:
+        if _is_global(model):
+            return topology().home.primary
         cluster = current_cluster()
         state = current_routing()
         if state is not None:
@@ -221,8 +237,8 @@ class ReplicaRouter:
         return cluster.primary
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
-        if obj1._meta.app_label in REFERENCE_APPS or obj2._meta.app_label in REFERENCE_APPS:
-            return True  # users and tokens are reference data, present in every cluster
+        if _is_global(type(obj1)) or _is_global(type(obj2)):
+            return True  # a tenant row names a global user by id (no constraint across databases)
         topo = topology()
         first = topo.cluster_of_alias(obj1._state.db or "")
         second = topo.cluster_of_alias(obj2._state.db or "")
@@ -231,4 +247,9 @@ class ReplicaRouter:
         return first is second
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool:
-        return db in topology().primaries
+        """Every app's tables on every primary (so any cluster can take any org; global
+        tables stay empty outside the directory cluster), except the directory itself."""
+        topo = topology()
+        if app_label in DIRECTORY_ONLY_APPS:
+            return db == topo.home.primary
+        return db in topo.primaries

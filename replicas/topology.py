@@ -1,21 +1,16 @@
-"""Database clusters (a primary with its replicas) and the org-id ranges they own.
+"""Database clusters (a primary with its replicas), by name.
 
-`settings.DATABASE_CLUSTERS` maps a cluster name to its aliases and org ranges:
+`settings.DATABASE_CLUSTERS` maps a cluster name to its aliases:
 
-    {"main": {"primary": "default", "replicas": ["replica1", "replica2"],
-              "org_ranges": [["00000000-0000-0000-0000-000000000000",
-                              "ffffffff-ffff-ffff-ffff-ffffffffffff"]]}}
+    {"main": {"primary": "default", "replicas": ["replica1", "replica2"]},
+     "c2": {"primary": "c2_primary", "replicas": ["c2_replica1"]}}
 
-Org ids are UUIDv7, compared as 128-bit integers; ranges are inclusive and must not
-overlap. The lookup is a bisect over the sorted range starts: O(log n) in the number
-of ranges, so thousands of ranges (clusters split by id range over the years) cost
-microseconds. An org outside every range is an error (`OrgNotRouted`), never a silent
-default: a gap in the table is a configuration bug that must be loud.
+Which cluster holds an org is not configuration but data: the org directory
+(directory/, docs/clusters.md). Two clusters are named by settings:
+`DIRECTORY_CLUSTER` holds the global tables (users, tokens, the directory) and
+`DEFAULT_CLUSTER` receives new orgs; both default to "main".
 """
 
-import bisect
-import itertools
-import uuid
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -26,7 +21,11 @@ HOME_CLUSTER = "main"
 
 
 class OrgNotRouted(LookupError):
-    """The org id lies outside every configured range."""
+    """The org cannot be placed: not in the directory, or its cluster is unknown here."""
+
+
+class ClusterNotConfigured(OrgNotRouted):
+    """The directory names a cluster this process has no aliases for (a deploy bug)."""
 
 
 @dataclass(frozen=True)
@@ -39,27 +38,32 @@ class Cluster:
 @dataclass(frozen=True)
 class Topology:
     clusters: dict[str, Cluster]
-    starts: tuple[int, ...]
-    ranges: tuple[tuple[int, int, str], ...]  # (start, end inclusive, cluster), sorted
+    directory_name: str
+    default_name: str
 
     @property
     def home(self) -> Cluster:
-        return self.clusters[HOME_CLUSTER]
+        """The directory cluster: global tables, and queries bound to no org."""
+        return self.clusters[self.directory_name]
+
+    @property
+    def default(self) -> Cluster:
+        """Where new orgs are created."""
+        return self.clusters[self.default_name]
+
+    def named(self, name: str) -> Cluster:
+        try:
+            return self.clusters[name]
+        except KeyError:
+            raise ClusterNotConfigured(
+                f"database cluster {name!r} is not configured in this process"
+            ) from None
 
     def cluster_of_alias(self, alias: str) -> Cluster | None:
         for cluster in self.clusters.values():
             if alias == cluster.primary or alias in cluster.replicas:
                 return cluster
         return None
-
-    def cluster_for_org(self, org_id: uuid.UUID | str) -> Cluster:
-        value = (org_id if isinstance(org_id, uuid.UUID) else uuid.UUID(str(org_id))).int
-        index = bisect.bisect_right(self.starts, value) - 1
-        if index >= 0:
-            start, end, name = self.ranges[index]
-            if start <= value <= end:
-                return self.clusters[name]
-        raise OrgNotRouted(f"org {org_id} is outside every configured cluster range")
 
     @property
     def primaries(self) -> frozenset[str]:
@@ -70,30 +74,32 @@ class Topology:
         return tuple(alias for c in self.clusters.values() for alias in c.replicas)
 
 
-def build_topology(config: dict[str, dict[str, Any]]) -> Topology:
-    if HOME_CLUSTER not in config:
-        raise ValueError(f"DATABASE_CLUSTERS needs a '{HOME_CLUSTER}' cluster")
-    clusters: dict[str, Cluster] = {}
-    ranges: list[tuple[int, int, str]] = []
-    for name, spec in config.items():
-        clusters[name] = Cluster(name, spec["primary"], tuple(spec.get("replicas", ())))
-        for start, end in spec.get("org_ranges", ()):
-            low, high = uuid.UUID(str(start)).int, uuid.UUID(str(end)).int
-            if low > high:
-                raise ValueError(f"cluster {name}: range start {start} is after its end {end}")
-            ranges.append((low, high, name))
-    ranges.sort()
-    for (_, end, first), (start, _, second) in itertools.pairwise(ranges):
-        if start <= end:
-            raise ValueError(f"org ranges of clusters {first} and {second} overlap")
-    return Topology(clusters, tuple(r[0] for r in ranges), tuple(ranges))
+def build_topology(
+    config: dict[str, dict[str, Any]], *, directory: str = HOME_CLUSTER, default: str = HOME_CLUSTER
+) -> Topology:
+    clusters = {
+        name: Cluster(name, spec["primary"], tuple(spec.get("replicas", ()))) for name, spec in config.items()
+    }
+    for role, name in (("DIRECTORY_CLUSTER", directory), ("DEFAULT_CLUSTER", default)):
+        if name not in clusters:
+            raise ValueError(
+                f"{role} {name!r} is not one of DATABASE_CLUSTERS ({', '.join(sorted(clusters))})"
+            )
+    aliases = [alias for c in clusters.values() for alias in (c.primary, *c.replicas)]
+    if len(aliases) != len(set(aliases)):
+        raise ValueError("a database alias belongs to two clusters")
+    return Topology(clusters, directory, default)
 
 
 @cache
 def topology() -> Topology:
-    return build_topology(settings.DATABASE_CLUSTERS)
+    return build_topology(
+        settings.DATABASE_CLUSTERS,
+        directory=getattr(settings, "DIRECTORY_CLUSTER", HOME_CLUSTER),
+        default=getattr(settings, "DEFAULT_CLUSTER", HOME_CLUSTER),
+    )
 
 
 def reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("DATABASE_CLUSTERS", "DATABASES"):
+    if setting in ("DATABASE_CLUSTERS", "DATABASES", "DIRECTORY_CLUSTER", "DEFAULT_CLUSTER"):
         topology.cache_clear()

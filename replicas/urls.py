@@ -2,6 +2,7 @@ from django.urls import path
 
 from replicas.views import (
     ConnectionPoolStatsApi,
+    DatabaseClustersApi,
     ReplicaHealthApi,
     ReplicaHealthCheckApi,
     ReplicaLagApi,
@@ -13,5 +14,6 @@ urlpatterns = [
     path("replicas/health", ReplicaHealthApi.as_view(), name="replicas-health"),
     path("replicas/health-check", ReplicaHealthCheckApi.as_view(), name="replicas-health-check"),
     path("replicas/stats", ReplicaStatsApi.as_view(), name="replicas-stats"),
+    path("clusters", DatabaseClustersApi.as_view(), name="database-clusters"),
     path("connection-pool/stats", ConnectionPoolStatsApi.as_view(), name="connection-pool-stats"),
 ]

@@ -5,6 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from directory.reports import clusters_report
 from monitoring.permissions import IsStaffOrMetricsToken
 from replicas.reports import health_report, lag_report, pool_report, stats_report
 
@@ -43,3 +44,11 @@ class ConnectionPoolStatsApi(SystemDatabaseApi):
     @extend_schema(responses=dict)
     def get(self, request: Request) -> Response:
         return Response(pool_report(), headers=_NO_STORE)
+
+
+class DatabaseClustersApi(SystemDatabaseApi):
+    """CONTRACT §13: each cluster, its health and how many orgs it holds."""
+
+    @extend_schema(responses=dict)
+    def get(self, request: Request) -> Response:
+        return Response(clusters_report(), headers=_NO_STORE)

@@ -14,17 +14,21 @@ import logging
 import uuid
 from typing import Any
 
+from django.http import HttpRequest
 from knox.models import AuthToken
-from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied
+from rest_framework import status
+from rest_framework.exceptions import APIException, AuthenticationFailed, NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from accounts.authentication import ExpiringTokenAuthentication
 from accounts.models import User
+from directory.exceptions import OrgMoving
+from directory.selectors import org_cluster_get, org_fence_wait
 from idempotency.api import IdempotentWritesMixin
 from replicas.context import bind_org_cluster, primary_reads
-from replicas.topology import OrgNotRouted, topology
+from replicas.topology import Cluster, ClusterNotConfigured, OrgNotRouted, topology
 from tenancy.models import Membership, Organization
 from tenancy.roles import Role, role_allows
 from tenancy.selectors import membership_get, token_with_membership
@@ -61,11 +65,20 @@ class OrgTokenAuthentication(ExpiringTokenAuthentication):
 
 
 def _tokens_cluster_holds(org_id: uuid.UUID) -> bool:
-    """Whether the org's rows live on the primary that holds the tokens (the home cluster's)."""
+    """Whether the directory places the org on the cluster that holds the tokens."""
     try:
-        return topology().cluster_for_org(org_id).primary == topology().home.primary
+        return org_cluster_get(org_id=org_id)[0].primary == topology().home.primary
     except OrgNotRouted:
         return False
+
+
+class OrgClusterUnavailable(APIException):
+    """The directory places the org on a cluster this server cannot reach (a deploy
+    error): fail closed, never serve or write the org from another cluster."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The organization's database is not available on this server; retry later."
+    default_code = "org_cluster_unavailable"
 
 
 class OrgScopedApi(IdempotentWritesMixin, APIView):
@@ -81,17 +94,27 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
 
     org: Organization
     membership: Membership
+    _keyed_cluster: Cluster | None = None  # where a keyed write's transaction was opened
+    _fence_outlasted = False  # a keyed write waited out ORG_MOVE_FENCE_SECONDS before its transaction
 
     def check_permissions(self, request: Request) -> None:
         super().check_permissions(request)  # authentication first: 401 before 404
         org_id = self.kwargs["org_id"]
+        if self._fence_outlasted:
+            raise OrgMoving()  # answered now, after authentication, with DRF's handling
         try:
-            bind_org_cluster(org_id)  # the org's database cluster, for the request
+            if request.method not in SAFE_METHODS:
+                org_fence_wait(org_id=org_id)  # a move's final switch: wait, or 503
+            cluster = bind_org_cluster(org_id)  # the org's database cluster, for the request
+        except ClusterNotConfigured:
+            logger.error("org %s is placed on a cluster this server has no database for", org_id)
+            raise OrgClusterUnavailable() from None
         except OrgNotRouted:
-            logger.error("org %s is outside every database cluster range", org_id)
-            raise NotFound() from None
+            raise NotFound() from None  # not in the directory: like an org one is not a member of
+        if self._keyed_cluster is not None and cluster != self._keyed_cluster:
+            raise OrgMoving()  # moved since the keyed write's transaction opened on the old cluster
         joined = getattr(request.auth, "org_membership", None)  # read with the token, same query
-        if joined is not None and joined[0] == org_id:
+        if joined is not None and joined[0] == org_id and cluster.primary == topology().home.primary:
             membership = joined[1]
         else:
             with primary_reads():  # a removal or demotion holds from the next request on
@@ -103,6 +126,18 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
             raise PermissionDenied(f"The {membership.role} role may not do this; {required} or above may.")
         self.membership = membership
         self.org = membership.org
+
+    def bind_database(self, request: HttpRequest, **kwargs: Any) -> None:
+        """A keyed write's transaction opens on the org's primary. Refusals (an org the
+        directory cannot place, a move's switch outlasting the wait) are raised by
+        check_permissions, after authentication (401 first)."""
+        try:
+            org_fence_wait(org_id=kwargs["org_id"])
+            self._keyed_cluster = bind_org_cluster(kwargs["org_id"])
+        except OrgMoving:
+            self._fence_outlasted = True
+        except OrgNotRouted:
+            pass
 
     def idempotency_org_id(self) -> uuid.UUID:
         return self.org.id

@@ -33,8 +33,14 @@ class Membership(models.Model):
     org = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="memberships", db_index=False
     )
+    # Users are global (the directory database), memberships live on the org's
+    # cluster: no constraint across databases (docs/clusters.md).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships", db_index=False
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        db_index=False,
+        db_constraint=False,
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -15,11 +15,19 @@ from knox.settings import CONSTANTS
 
 from accounts.models import User
 from accounts.selectors import token_is_plausible
+from replicas.context import use_org_cluster
+from replicas.topology import OrgNotRouted, topology
 from tenancy.models import Membership, Organization, Property
 
 
 def membership_get(*, org_id: uuid.UUID, user: User) -> Membership | None:
-    return Membership.objects.select_related("org").filter(org_id=org_id, user=user).first()
+    """The user's membership, read on the org's cluster; None also for an org the
+    directory cannot place (fail closed: never looked up on another cluster)."""
+    try:
+        with use_org_cluster(org_id):
+            return Membership.objects.select_related("org").filter(org_id=org_id, user=user).first()
+    except OrgNotRouted:
+        return None
 
 
 def token_with_membership(*, token: str, org_id: uuid.UUID) -> tuple[AuthToken, Membership | None] | None:
@@ -76,12 +84,19 @@ def _access_statement() -> str:
     )
 
 
-def memberships_of_user(*, user: User) -> QuerySet[Membership]:
-    return Membership.objects.select_related("org").filter(user=user)
+def memberships_of_user(*, user: User) -> list[QuerySet[Membership]]:
+    """The user's memberships, one queryset per database cluster (an org's memberships
+    live on its cluster). With one cluster, routed like any read; with several, each
+    cluster's primary (GET /v1/orgs fans out; docs/clusters.md)."""
+    clusters = list(topology().clusters.values())
+    if len(clusters) == 1:
+        return [Membership.objects.select_related("org").filter(user=user)]
+    return [Membership.objects.using(c.primary).select_related("org").filter(user=user) for c in clusters]
 
 
 def memberships_of_org(*, org: Organization) -> QuerySet[Membership]:
-    return Membership.objects.select_related("user").filter(org=org)
+    # Users are global (the directory database): fetched by a second query, not a join.
+    return Membership.objects.prefetch_related("user").filter(org=org)
 
 
 def properties_of_org(*, org: Organization) -> QuerySet[Property]:

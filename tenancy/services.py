@@ -16,7 +16,9 @@ from changelog.services import (
     org_version_take,
 )
 from core.ids import uuid7
-from replicas.context import use_org_cluster
+from directory.services import placement_delete
+from replicas.context import use_cluster, use_org_cluster
+from replicas.topology import topology
 from tenancy.models import Membership, Organization, Property
 from tenancy.representation import property_output
 from tenancy.roles import Role
@@ -34,12 +36,18 @@ class LastOwner(Exception):
 
 def organization_create(*, name: str, owner: User) -> Membership:
     """Create an org with `owner` as its first member; returns the owner's membership.
-    The new id decides the database cluster the org lives in (replicas/topology.py)."""
+    The org is made on DEFAULT_CLUSTER, and placed there in the directory as it is
+    saved (directory/apps.py); a failed creation takes its placement back."""
     org_id = uuid7()
-    with use_org_cluster(org_id) as cluster, transaction.atomic(using=cluster.primary):
-        org = Organization.objects.create(id=org_id, name=name)
-        org_counter_create(org_id=org.id)
-        return Membership.objects.create(org=org, user=owner, role=Role.OWNER)
+    cluster = topology().default
+    try:
+        with use_cluster(cluster, org_id), transaction.atomic(using=cluster.primary):
+            org = Organization.objects.create(id=org_id, name=name)
+            org_counter_create(org_id=org.id)
+            return Membership.objects.create(org=org, user=owner, role=Role.OWNER)
+    except BaseException:
+        placement_delete(org_id=org_id)
+        raise
 
 
 def membership_add(*, org: Organization, user: User, role: Role) -> Membership:

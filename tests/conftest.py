@@ -156,6 +156,9 @@ def live_asgi(django_db_setup: None, django_db_blocker: Any) -> Any:
 
 
 # --- Read replicas --------------------------------------------------------------------
+from tests.cluster_support import second_cluster  # noqa: E402, F401 (a second real database cluster)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
     """Replica aliases are TEST MIRRORs, so Django neither creates nor flushes a test

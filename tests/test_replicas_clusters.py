@@ -1,35 +1,33 @@
-"""Org-range routing with two real clusters on the local stack.
+"""Org routing with two real database clusters (tests/cluster_support.py).
 
-Cluster "main" is the test database on the primary and its two standbys; cluster
-"orgb" is a second database on the same servers (created on the primary, streamed to
-the standbys like everything else), with its own three aliases. Org ids starting with
-0-7 belong to main, 8-b to orgb, c-f to nobody."""
+Cluster "main" is the test database on the stack's primary and its two standbys;
+cluster "c2" is a second Postgres primary with its own streaming standby (other
+servers, other ports). Users, tokens and the org directory are global, on main; each
+org's rows, idempotency records and change log live on the cluster the directory
+names for it."""
 
-import copy
+import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from django.core.management import call_command
+import redis
 from django.db import connections
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from core.ids import uuid7
+from directory.cache import CHANNEL, directory_cache
+from directory.models import OrgPlacement
+from directory.selectors import placement_get
 from finance.models import Expense
-from replicas.context import request_routing, use_org_cluster
-from replicas.topology import OrgNotRouted, build_topology
+from replicas.context import request_routing, use_cluster, use_org_cluster
+from replicas.topology import ClusterNotConfigured, OrgNotRouted, build_topology, topology
 from tenancy.models import Membership, Organization, Property
+from tests.cluster_support import NAME, PRIMARY, REPLICA
+from tests.replica_support import wait_until
 from tests.tokens import token_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-MAIN_RANGE = ["00000000-0000-0000-0000-000000000000", "7fffffff-ffff-ffff-ffff-ffffffffffff"]
-ORGB_RANGE = ["80000000-0000-0000-0000-000000000000", "bfffffff-ffff-ffff-ffff-ffffffffffff"]
-ORG_A = uuid.UUID("01900000-0000-7000-8000-00000000000a")
-ORG_B = uuid.UUID("91900000-0000-7000-8000-00000000000b")
-ORG_NOWHERE = uuid.UUID("f1900000-0000-7000-8000-0000000000ff")
-ORGB_ALIASES = {"orgb_primary": "default", "orgb_replica1": "replica1", "orgb_replica2": "replica2"}
 
 
 def _sql(alias: str, query: str, params: tuple = ()) -> list[tuple]:
@@ -38,156 +36,261 @@ def _sql(alias: str, query: str, params: tuple = ()) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
-@pytest.fixture(scope="module")
-def orgb_database(django_db_setup, django_db_blocker) -> Iterator[str]:
-    """Module-scoped so the aliases exist before pytest-django resolves "__all__"."""
-    from django.test import override_settings
-
-    from replicas.checker import checker
-
-    database = connections["default"].settings_dict["NAME"] + "_orgb"
-    clusters = {
-        "main": {"primary": "default", "replicas": ["replica1", "replica2"], "org_ranges": [MAIN_RANGE]},
-        "orgb": {"primary": "orgb_primary", "replicas": ["orgb_replica1", "orgb_replica2"], "org_ranges": [ORGB_RANGE]},
-    }  # fmt: skip
-    with django_db_blocker.unblock():
-        with connections["default"].cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{database}"')
-        for alias, like in ORGB_ALIASES.items():
-            params = copy.deepcopy(connections.settings[like])
-            params["NAME"] = database
-            connections.settings[alias] = params
-        with override_settings(DATABASE_CLUSTERS=clusters):
-            call_command("migrate", database="orgb_primary", verbosity=0)
-            try:
-                yield database
-            finally:
-                checker.stop()  # it holds connections to the orgb database
-                for alias in ORGB_ALIASES:
-                    connections[alias].close()
-                    pool = PostgresWrapper._connection_pools.pop(alias, None)
-                    if pool is not None:
-                        pool.close()
-                    del connections.settings[alias]
-                with connections["default"].cursor() as cursor:
-                    cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
 @pytest.fixture
-def two_clusters(orgb_database, replicas_live) -> str:
+def two_clusters(second_cluster, replicas_live):
     replicas_live.wait_caught_up()
-    return orgb_database
+    directory_cache.clear()
+    return second_cluster
 
 
-def _tenant_in(org_id: uuid.UUID, username: str) -> tuple[User, Property]:
-    """Users are global: with several clusters they are reference tables present in
-    every cluster (Citus terms); the test copies the user into the org's cluster."""
+def _tenant(cluster_name: str, username: str) -> tuple[User, Organization, Property]:
+    """A global user (on the directory database only) who owns an org made on
+    `cluster_name`: the org is placed there by being saved there."""
     user = User.objects.create_user(username=username, password="pw-123456!")
-    with use_org_cluster(org_id) as cluster:
-        if cluster.name != "main":
-            User.objects.using(cluster.primary).bulk_create([user])
-        org = Organization.objects.create(id=org_id, name=f"org {username}")
+    with use_cluster(topology().named(cluster_name)):
+        org = Organization.objects.create(name=f"org {username}")
         Membership.objects.create(org=org, user=user, role="owner")
         prop = Property.objects.create(org=org, name="Main", currency="EUR", timezone="Europe/Paris")
         Expense.objects.create(
             org=org, property=prop, amount="10.00", currency="EUR", category="laundry",
             occurred_on="2026-11-01", created_by=user,
         )  # fmt: skip
-    return user, prop
+    return user, org, prop
 
 
-def test_each_orgs_reads_and_writes_go_to_its_own_cluster(two_clusters):
-    _tenant_in(ORG_A, "alice")
-    _tenant_in(ORG_B, "bob")
-    # rows: each org only in its own cluster's database
-    assert _sql("default", "SELECT id FROM tenancy_organization") == [(ORG_A,)]
-    assert _sql("orgb_primary", "SELECT id FROM tenancy_organization") == [(ORG_B,)]
-    assert _sql("orgb_primary", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (ORG_B,)) == [(1,)]
-    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (ORG_B,)) == [(0,)]
-
-    from tests.replica_support import wait_until
-
-    def read(org_id: uuid.UUID) -> tuple[list[str], int, str]:
-        with request_routing() as state, use_org_cluster(org_id):
-            count = Expense.objects.filter(org_id=org_id).count()
-            alias = state.served[0]
-            database = _sql(alias, "SELECT current_database()")[0][0]
-        return state.served, count, database
-
-    # reads: from the org's own cluster's replicas, once they have replayed the rows
-    served, _, database = wait_until(
-        lambda: (r := read(ORG_B)) and r[1] == 1 and r[0][0] != "orgb_primary" and r
-    )
-    assert served[0] in ("orgb_replica1", "orgb_replica2") and database == two_clusters
-    served, _, database = wait_until(lambda: (r := read(ORG_A)) and r[1] == 1 and r[0][0] != "default" and r)
-    assert served[0] in ("replica1", "replica2") and database != two_clusters
+def test_each_orgs_rows_live_on_its_cluster_and_identity_on_the_directory(two_clusters):
+    alice, org_a, _ = _tenant("main", "alice")
+    bob, org_b, _ = _tenant(NAME, "bob")
+    # the directory (on main) places each org where it was made
+    assert dict(OrgPlacement.objects.values_list("org_id", "cluster")) == {org_a.id: "main", org_b.id: NAME}
+    assert _sql(PRIMARY, "SELECT to_regclass('org_directory')") == [(None,)]  # only on the directory db
+    # tenant rows only on their own cluster
+    assert _sql("default", "SELECT id FROM tenancy_organization") == [(org_a.id,)]
+    assert _sql(PRIMARY, "SELECT id FROM tenancy_organization") == [(org_b.id,)]
+    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(0,)]
+    # users only on the directory database: c2's copy of the table stays empty
+    assert _sql(PRIMARY, "SELECT count(*) FROM accounts_user") == [(0,)]
+    assert _sql("default", "SELECT count(*) FROM accounts_user WHERE id IN (%s, %s)", (alice.id, bob.id)) == [
+        (2,)
+    ]
+    # the two clusters are different servers
+    assert _sql(PRIMARY, "SELECT inet_server_port()") != _sql("default", "SELECT inet_server_port()")
 
 
-def test_the_api_serves_each_org_from_its_cluster(two_clusters):
-    _, prop_b = _tenant_in(ORG_B, "carol")
-    user = User.objects.get(username="carol")
-    from tests.replica_support import wait_caught_up
+def test_reads_of_an_org_are_served_by_its_own_clusters_replica(two_clusters):
+    _, org_b, _ = _tenant(NAME, "carol")
 
-    wait_caught_up()
+    def read() -> tuple[list[str], int]:
+        with request_routing() as state, use_org_cluster(org_b.id):
+            count = Expense.objects.filter(org_id=org_b.id).count()
+        return state.served, count
+
+    served, _ = wait_until(lambda: (r := read()) and r[1] == 1 and r[0] == [REPLICA] and r)
+    assert served == [REPLICA]
+    replica_port = _sql(REPLICA, "SELECT inet_server_port(), pg_is_in_recovery(), current_database()")
+    assert replica_port == [(connections.settings[REPLICA]["PORT"], True, two_clusters.database)]
+
+
+def test_the_api_serves_and_writes_an_org_on_its_cluster(two_clusters):
+    user, org_b, prop_b = _tenant(NAME, "dave")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
-    created = client.post(
-        f"/v1/orgs/{ORG_B}/expenses",
-        {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
-         "occurred_on": "2026-11-02"},
-        format="json",
-    )  # fmt: skip
-    assert created.status_code == 201, created.json()
-    assert created["X-DB-Position"].startswith("orgb:")
-    assert _sql(
-        "orgb_primary", "SELECT count(*) FROM finance_expense WHERE id = %s", (created.json()["id"],)
-    ) == [(1,)]
-    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE id = %s", (created.json()["id"],)) == [
+    body = {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
+            "occurred_on": "2026-11-02"}  # fmt: skip
+    plain = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json")
+    assert plain.status_code == 201, plain.json()
+    assert plain["X-DB-Position"].startswith(f"{NAME}:")
+    keyed = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert keyed.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true" and again.content == keyed.content
+    ids = [plain.json()["id"], keyed.json()["id"]]
+    # rows, the key's record and the change log on c2, none of it on main
+    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE id = ANY(%s::uuid[])", (ids,)) == [(2,)]
+    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE id = ANY(%s::uuid[])", (ids,)) == [
         (0,)
     ]
-    listed = client.get(f"/v1/orgs/{ORG_B}/expenses")
-    assert listed.status_code == 200
-    assert created.json()["id"] in [e["id"] for e in listed.json()["results"]]
-    assert set(listed["X-DB-Read-From"].split(",")) <= {
-        "replica1",
-        "replica2",
-        "orgb_replica1",
-        "orgb_replica2",
-        "orgb_primary",
-    }
-    assert listed["X-DB-Read-From"].split(",")[-1].startswith("orgb_")
-    # an org outside every range: 404 to the client, never a silent default cluster
-    assert client.get(f"/v1/orgs/{ORG_NOWHERE}/expenses").status_code == 404
-
-
-def test_an_org_outside_every_range_is_an_error(two_clusters):
-    with pytest.raises(OrgNotRouted), use_org_cluster(ORG_NOWHERE):
-        pass
-
-
-def test_topology_lookup_and_validation():
-    topo = build_topology(
-        {
-            "main": {"primary": "default", "replicas": [], "org_ranges": [MAIN_RANGE]},
-            "b": {"primary": "b", "org_ranges": [ORGB_RANGE, ["c0000000-0000-0000-0000-000000000000", "c0ffffff-ffff-ffff-ffff-ffffffffffff"]]},
-        }
+    assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert _sql("default", "SELECT count(*) FROM idempotency_record") == [(0,)]
+    assert _sql(PRIMARY, "SELECT version FROM org_changes WHERE org_id = %s", (org_b.id,)) == [(2,)]
+    # a refused keyed write (another org's property) rolls back on c2: 4xx, nothing kept
+    bad = client.post(
+        f"/v1/orgs/{org_b.id}/expenses", body | {"property_id": str(uuid7())}, format="json",
+        HTTP_IDEMPOTENCY_KEY="k-2",
     )  # fmt: skip
-    assert topo.cluster_for_org(ORG_A).name == "main"
-    assert topo.cluster_for_org(ORG_B).name == "b"
-    assert topo.cluster_for_org("c0000000-0000-0000-0000-000000000001").name == "b"
-    assert topo.cluster_for_org(MAIN_RANGE[1]).name == "main"  # ends are inclusive
-    for outside in ("c1000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"):
-        with pytest.raises(OrgNotRouted):
-            topo.cluster_for_org(outside)
-    with pytest.raises(ValueError, match="overlap"):
-        build_topology(
-            {
-                "main": {
-                    "primary": "a",
-                    "org_ranges": [MAIN_RANGE, ["70000000-0000-0000-0000-000000000000", ORGB_RANGE[0]]],
-                }
-            }
-        )
-    with pytest.raises(ValueError, match="main"):
-        build_topology({"other": {"primary": "a", "org_ranges": [MAIN_RANGE]}})
+    assert bad.status_code == 400
+    assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    listed = client.get(f"/v1/orgs/{org_b.id}/expenses")
+    assert listed.status_code == 200
+    assert set(ids) <= {e["id"] for e in listed.json()["results"]}
+    assert set(listed["X-DB-Read-From"].split(",")) <= {PRIMARY, REPLICA}
+    orgs = client.get("/v1/orgs")
+    assert [o["id"] for o in orgs.json()["results"]] == [str(org_b.id)]
+
+
+def test_the_org_list_merges_the_clusters_in_order(two_clusters):
+    user, org_b, _ = _tenant(NAME, "erin")
+    orgs = []
+    for cluster in ("main", NAME, "main"):
+        with use_cluster(topology().named(cluster)):
+            org = Organization.objects.create(name=f"more {cluster}")
+            Membership.objects.create(org=org, user=user, role="viewer")
+            orgs.append(org.id)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    seen, url = [], "/v1/orgs?page_size=1"
+    while url:
+        page = client.get(url).json()
+        seen += [o["id"] for o in page["results"]]
+        url = page["next"]
+    assert seen == sorted(map(str, [org_b.id, *orgs]), reverse=True)
+
+
+def test_an_org_the_directory_cannot_place_is_refused(two_clusters):
+    user, org_b, _ = _tenant(NAME, "frank")
+    with pytest.raises(OrgNotRouted), use_org_cluster(uuid.uuid4()):
+        pass
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    # unknown to the directory: 404, like an org one is not a member of
+    assert client.get(f"/v1/orgs/{uuid7()}/expenses").status_code == 404
+    assert (
+        client.post(f"/v1/orgs/{uuid7()}/expenses", {}, format="json", HTTP_IDEMPOTENCY_KEY="x").status_code
+        == 404
+    )
+    # placed on a cluster this server has no database for: 503, never another cluster
+    OrgPlacement.objects.filter(org_id=org_b.id).update(cluster="gone", generation=2)
+    directory_cache.clear()
+    with pytest.raises(ClusterNotConfigured), use_org_cluster(org_b.id):
+        pass
+    for response in (
+        client.get(f"/v1/orgs/{org_b.id}/expenses"),
+        client.post(f"/v1/orgs/{org_b.id}/expenses", {}, format="json", HTTP_IDEMPOTENCY_KEY="y"),
+    ):
+        assert response.status_code == 503, response.content
+
+
+def test_a_directory_change_reaches_the_cache_through_redis(two_clusters, settings):
+    """Another process's change: the row is updated and the org id published on the
+    channel (no local forget): this process's listener drops its entry."""
+    settings.DIRECTORY_STALE_SECONDS = 60  # only the channel can make it see the change
+    _, org_b, _ = _tenant(NAME, "grace")
+    assert placement_get(org_id=org_b.id).cluster == NAME
+    wait_until(lambda: directory_cache.listener.healthy_since() is not None)
+    directory_cache.clear()
+    assert placement_get(org_id=org_b.id).cluster == NAME  # cached after the subscription began
+    OrgPlacement.objects.filter(org_id=org_b.id).update(cluster="main", generation=2)
+    assert placement_get(org_id=org_b.id).cluster == NAME  # still cached
+    redis.Redis.from_url(settings.REDIS_URL).publish(CHANNEL, str(org_b.id))
+    wait_until(lambda: placement_get(org_id=org_b.id).cluster == "main", timeout=5)
+
+
+def test_without_redis_a_cached_placement_lives_only_the_stale_bound(two_clusters, settings):
+    from tests.live_server import free_port
+
+    _, org_b, _ = _tenant(NAME, "heidi")
+    settings.DIRECTORY_STALE_SECONDS = 0.5
+    settings.DIRECTORY_HEARTBEAT_SECONDS = 0.6
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    directory_cache.listener.stop()
+    try:
+        directory_cache.clear()
+        assert placement_get(org_id=org_b.id).cluster == NAME
+        assert directory_cache.listener.healthy_since() is None
+        changed = time.monotonic()
+        OrgPlacement.objects.filter(org_id=org_b.id).update(cluster="main", generation=2)
+        wait_until(lambda: placement_get(org_id=org_b.id).cluster == "main", timeout=5, interval=0.01)
+        assert time.monotonic() - changed <= 0.5 + 0.3
+    finally:
+        directory_cache.listener.stop()  # it restarts on the next lookup, with the real Redis
+
+
+def test_the_clusters_endpoint_shows_each_cluster_its_health_and_orgs(two_clusters, make_user, client_for):
+    _tenant("main", "ivan")
+    for n in range(3):
+        _tenant(NAME, f"judy{n}")
+    staff = client_for(make_user(is_staff=True))
+    response = staff.get("/v1/system/database/clusters")
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    body = response.json()
+    assert (body["directory_cluster"], body["default_cluster"], body["directory_readable"]) == (
+        "main",
+        "main",
+        True,
+    )
+    by_name = {c["name"]: c for c in body["clusters"]}
+    assert set(by_name) == {"main", NAME}
+    assert (by_name["main"]["orgs"], by_name[NAME]["orgs"]) == (1, 3)
+    assert by_name[NAME]["orgs_by_state"] == {"active": 3, "moving": 0, "fenced": 0}
+    assert by_name[NAME]["primary"] == {"alias": PRIMARY, "healthy": True, "last_error": None}
+    assert [r["alias"] for r in by_name[NAME]["replicas"]] == [REPLICA]
+    assert by_name[NAME]["status"] in ("healthy", "degraded")
+    assert by_name["main"]["directory"] and not by_name[NAME]["directory"]
+    OrgPlacement.objects.filter(cluster=NAME).update(cluster="gone")
+    assert staff.get("/v1/system/database/clusters").json()["orgs_on_unknown_clusters"] == {"gone": 3}
+
+
+def test_writes_of_a_fenced_org_wait_then_get_503_with_retry_after(two_clusters, settings):
+    settings.ORG_MOVE_FENCE_SECONDS = 0.3
+    user, org_b, prop_b = _tenant(NAME, "kim")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    body = {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
+            "occurred_on": "2026-11-02"}  # fmt: skip
+    OrgPlacement.objects.filter(org_id=org_b.id).update(state="fenced", generation=2)
+    directory_cache.clear()
+    for headers in ({}, {"HTTP_IDEMPOTENCY_KEY": "fenced"}):
+        started = time.monotonic()
+        response = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", **headers)
+        assert response.status_code == 503, response.content
+        assert int(response["Retry-After"]) >= 1
+        assert 0.3 <= time.monotonic() - started < 2  # waited out the fence once, not twice
+    assert client.get(f"/v1/orgs/{org_b.id}/expenses").status_code == 200  # reads go on
+    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    OrgPlacement.objects.filter(org_id=org_b.id).update(state="active", generation=3)
+    directory_cache.clear()
+    assert (
+        client.post(
+            f"/v1/orgs/{org_b.id}/expenses", body, format="json", HTTP_IDEMPOTENCY_KEY="fenced"
+        ).status_code
+        == 201
+    )
+
+
+def test_a_write_routed_to_the_cluster_an_org_left_is_refused(two_clusters):
+    """A stale placement sends the write to the old copy: its counter says `moved`."""
+    user, org_b, prop_b = _tenant(NAME, "leo")
+    _sql(
+        PRIMARY,
+        "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 7, 'moved', 0)"
+        " ON CONFLICT (org_id) DO UPDATE SET epoch = 'moved'",
+        (org_b.id,),
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    body = {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
+            "occurred_on": "2026-11-02"}  # fmt: skip
+    for headers in ({}, {"HTTP_IDEMPOTENCY_KEY": "stale"}):
+        response = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", **headers)
+        assert response.status_code == 503, response.content
+        assert int(response["Retry-After"]) >= 1
+    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(0,)]
+    assert _sql(PRIMARY, "SELECT version FROM org_changes WHERE org_id = %s", (org_b.id,)) == [(7,)]
+
+
+def test_topology_validation():
+    topo = build_topology({"main": {"primary": "default", "replicas": ["r1"]}, "c2": {"primary": "b"}})
+    assert topo.home.name == topo.default.name == "main"
+    assert topo.named("c2").primary == "b"
+    assert topo.cluster_of_alias("r1").name == "main"
+    with pytest.raises(ClusterNotConfigured):
+        topo.named("c3")
+    assert (
+        build_topology({"main": {"primary": "a"}, "c2": {"primary": "b"}}, default="c2").default.name == "c2"
+    )
+    with pytest.raises(ValueError, match="DEFAULT_CLUSTER"):
+        build_topology({"main": {"primary": "a"}}, default="c2")
+    with pytest.raises(ValueError, match="two clusters"):
+        build_topology({"main": {"primary": "a"}, "c2": {"primary": "a"}})

@@ -24,6 +24,7 @@ PATHS = [
     ("post", f"{BASE}/replicas/health-check"),
     ("get", f"{BASE}/replicas/stats"),
     ("get", f"{BASE}/connection-pool/stats"),
+    ("get", f"{BASE}/clusters"),
 ]
 REPLICA_KEYS = {"alias", "healthy", "in_rotation", "last_checked_at", "last_error"}
 

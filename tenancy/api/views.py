@@ -1,7 +1,9 @@
 """Orgs, members and properties: thin views over tenancy services and selectors."""
 
 import uuid
+from typing import Any
 
+from django.http import HttpRequest
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound
@@ -11,10 +13,12 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from core.openapi import paginated
-from core.pagination import PAGE_PARAMETERS, paginate_desc
+from core.pagination import PAGE_PARAMETERS, paginate_desc, paginate_desc_across
 from edgecache.cacheable import EdgeCachedApi
 from edgecache.tags import org_section_tag, property_tag
 from idempotency.api import IdempotentWritesMixin
+from replicas.context import bind_cluster
+from replicas.topology import topology
 from tenancy.access import OrgScopedApi
 from tenancy.api.serializers import (
     MemberInput,
@@ -49,11 +53,15 @@ class LastOwnerConflict(APIException):
 
 
 class OrganizationListCreateApi(IdempotentWritesMixin, APIView):
-    """POST /v1/orgs has no org yet: its Idempotency-Key is scoped to the user alone."""
+    """POST /v1/orgs has no org yet: its Idempotency-Key is scoped to the user alone,
+    and its record kept on the cluster that receives new orgs, in the org's transaction."""
+
+    def bind_database(self, request: HttpRequest, **kwargs: Any) -> None:
+        bind_cluster(topology().default)
 
     @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(OrganizationOutput))
     def get(self, request: Request) -> Response:
-        page = paginate_desc(memberships_of_user(user=request.user), request, ("org_id",))
+        page = paginate_desc_across(memberships_of_user(user=request.user), request, ("org_id",))
         return Response(page.as_dict(OrganizationOutput(page.items, many=True).data))
 
     @extend_schema(request=OrganizationInput, responses={201: OrganizationOutput})

@@ -14,10 +14,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from directory.models import OrgPlacement
 from finance.totals import TotalKey
 from finance.totals_repair import OrgRebuild, org_totals_rebuild, org_totals_verify
 from replicas.context import use_org_cluster
-from tenancy.models import Organization
 
 PROGRESS_EVERY_SECONDS = 2.0
 
@@ -37,11 +37,12 @@ class Command(BaseCommand):
             self._rebuild(orgs)
 
     def _orgs(self, org_id: uuid.UUID | None) -> list[uuid.UUID]:
+        # Every cluster's orgs: the directory knows them all.
         if org_id is not None:
-            if not Organization.objects.filter(id=org_id).exists():
+            if not OrgPlacement.objects.filter(org_id=org_id).exists():
                 raise CommandError(f"no organization {org_id}")
             return [org_id]
-        return list(Organization.objects.order_by("id").values_list("id", flat=True))
+        return list(OrgPlacement.objects.order_by("org_id").values_list("org_id", flat=True))
 
     def _each(self, orgs: list[uuid.UUID], verb: str) -> Iterator[uuid.UUID]:
         """The orgs, each with its cluster selected; a progress line every few seconds."""
