@@ -13,6 +13,9 @@ documented exactly without repeating it:
 - headers: the Idempotency-Key request header on idempotent writes, and on their
   responses Idempotent-Replayed and X-DB-Position;
 - `paginated(Output)`: the {"results", "next"} list shape of core/pagination.py.
+- decimal inputs: the pattern of what the field accepts (`decimal_pattern`); a PATCH
+  body with required fields where the view says `patch_is_partial = False`;
+- `add_links`: OpenAPI links from each create to the operations on what it created.
 
 A view states only what is special to it: its request and success response
 serializers (StrictSerializer inputs are `additionalProperties: false`, see

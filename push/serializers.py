@@ -27,24 +27,6 @@ THRESHOLD_MAX_DIGITS = 14  # as an expense amount
 THRESHOLD_DECIMAL_PLACES = 2
 
 
-class StrictBooleanField(serializers.BooleanField):
-    """JSON true or false only: "yes", 1 or "false" are a client bug, not a choice."""
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid", input=data)
-        return data
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string only: DRF's CharField would turn 123 into "123"."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 def _b64url_decode(value: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_\-]+={0,2}", value):
         raise serializers.ValidationError("Must be URL-safe base64.")
@@ -61,19 +43,19 @@ def _b64url(raw: bytes) -> str:
 # JSON Schema cannot say "a point on the P-256 curve": the schema names a format
 # (tests/schemathesis_hooks.py generates real keys for it).
 @extend_schema_field({"type": "string", "format": "p256-public-key", "maxLength": 100})
-class P256PublicKeyField(StrictCharField):
+class P256PublicKeyField(serializers.CharField):
     pass
 
 
 @extend_schema_field({"type": "string", "pattern": "^[A-Za-z0-9_-]{22}={0,2}$"})
-class AuthSecretField(StrictCharField):
+class AuthSecretField(serializers.CharField):
     pass
 
 
 @extend_schema_field(
     {"type": "string", "maxLength": MAX_ENDPOINT_LENGTH, "pattern": webpush_endpoint_pattern()}
 )
-class EndpointField(StrictCharField):
+class EndpointField(serializers.CharField):
     pass
 
 
@@ -117,7 +99,7 @@ class WebPushSubscriptionInput(StrictSerializer):
 class DeviceInput(StrictSerializer):
     kind = serializers.ChoiceField(choices=DeviceKind.choices)
     subscription = WebPushSubscriptionInput(required=False, help_text="kind webpush only")
-    token = StrictCharField(required=False, max_length=4096, help_text="kind fcm or apns only")
+    token = serializers.CharField(required=False, max_length=4096, help_text="kind fcm or apns only")
 
     def validate_kind(self, value: str) -> str:
         if not kind_configured(value):
@@ -203,13 +185,13 @@ class ThresholdsField(serializers.DictField):
 
 
 class LargeExpenseInput(StrictSerializer):
-    enabled = StrictBooleanField()
+    enabled = serializers.BooleanField()
     thresholds = ThresholdsField(help_text='Alert at or above this amount, per currency: {"EUR": "500.00"}.')
 
 
 class PreferenceInput(StrictSerializer):
     large_expense = LargeExpenseInput()
-    sync = StrictBooleanField()
+    sync = serializers.BooleanField()
 
 
 class LargeExpenseOutput(serializers.Serializer):

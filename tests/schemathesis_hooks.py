@@ -1,6 +1,7 @@
 """Schemathesis hooks for tests/test_api_schema.py (loaded through SCHEMATHESIS_HOOKS).
 
-- Credentials: every request carries the tenant owner's token, except the two routes
+- Credentials: every request carries the tenant owner's token (a staff user's on the
+  monitoring routes, so their answers are checked too, not only their 403), except the two routes
   that revoke the presented token (or all of its user's tokens): those get a token of a
   throwaway user each, so a revocation never turns the rest of the run into 401s.
 - Formats the schema names that JSON Schema cannot state (push/openapi.py): a browser's
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 
 REVOKING = {("DELETE", "/v1/auth/token"), ("DELETE", "/v1/auth/tokens")}
 _MAIN_TOKEN = os.environ["SCHEMATHESIS_TOKEN"]
+_STAFF_TOKEN = os.environ["SCHEMATHESIS_STAFF_TOKEN"]
+STAFF_PREFIXES = ("/v1/system/", "/v2/realtime/")  # monitoring routes: staff or METRICS_TOKEN
 _throwaway: Iterator[str] = iter(os.environ["SCHEMATHESIS_THROWAWAY_TOKENS"].split(","))
 _last_throwaway = [""]
 
@@ -31,7 +34,7 @@ class TestTokens:
         return _MAIN_TOKEN
 
     def set(self, case: schemathesis.Case, data: str, context: object) -> None:
-        token = data
+        token = _STAFF_TOKEN if case.operation.path.startswith(STAFF_PREFIXES) else data
         if (case.method.upper(), case.operation.path) in REVOKING:
             # Once the pool is spent the last (revoked) token is reused: a 401, as documented.
             _last_throwaway[0] = next(_throwaway, _last_throwaway[0])

@@ -33,6 +33,9 @@ def test_every_route_answers_as_its_schema_says(tenant):
     env = os.environ | {
         "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
         "SCHEMATHESIS_TOKEN": token_of(tenant.users["owner"]),
+        "SCHEMATHESIS_STAFF_TOKEN": token_of(
+            get_user_model().objects.create_user(username="schemathesis-staff", is_staff=True)
+        ),
         "SCHEMATHESIS_THROWAWAY_TOKENS": ",".join(throwaway),
         "PYTHONPATH": str(ROOT),
     }

@@ -18,10 +18,17 @@ DECIMAL_PLACES = 2
 
 @extend_schema_field({"type": "string", "enum": sorted(ISO_4217), "description": "ISO 4217 code"})
 class CurrencyField(serializers.CharField):
-    """An ISO 4217 code; lower case is read as upper case (documented: the codes)."""
+    """An ISO 4217 code, as the schema's enum lists it (upper case: "eur" is refused,
+    not guessed, so the schema is exact)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=3, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        code = super().to_internal_value(data)
+        if not is_currency(code):
+            raise serializers.ValidationError("Not an ISO 4217 currency code.")
+        return code
 
 
 class EntryInput(StrictSerializer):
@@ -43,12 +50,6 @@ class EntryInput(StrictSerializer):
         if value <= 0:  # min_value already says so; this keeps 0.001-style edge cases out
             raise serializers.ValidationError("Must be greater than zero.")
         return value
-
-    def validate_currency(self, value: str) -> str:
-        code = value.upper()
-        if not is_currency(code):
-            raise serializers.ValidationError("Not an ISO 4217 currency code.")
-        return code
 
     def validate_category(self, value: str) -> str:
         return value.strip()

@@ -1,7 +1,5 @@
 """Request and response shapes of sync pull and push (CONTRACT §10)."""
 
-from typing import Any
-
 from rest_framework import serializers
 
 from core.serializers import StrictSerializer
@@ -13,30 +11,8 @@ PUSH_MUTATIONS_MAX = 1000
 MUTATION_ID_MAX = 2**53 - 1  # exact in every client's JSON numbers
 
 
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer only: no strings, booleans or numbers with a fraction part."""
-
-    default_error_messages = {"invalid": "A JSON integer is required."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictNullableStringField(serializers.CharField):
-    """A JSON string or null; never a number coerced to text."""
-
-    default_error_messages = {"invalid": "A string or null is required."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class PullInput(StrictSerializer):
-    cookie = StrictNullableStringField(
+    cookie = serializers.CharField(
         required=False,
         allow_null=True,
         allow_blank=True,
@@ -48,7 +24,7 @@ class PullInput(StrictSerializer):
     client_id = serializers.UUIDField(
         required=False, allow_null=True, default=None, help_text="Whose last_mutation_id to report."
     )
-    limit = StrictIntegerField(
+    limit = serializers.IntegerField(
         required=False,
         default=PULL_LIMIT_DEFAULT,
         min_value=1,
@@ -75,7 +51,7 @@ class PullOutput(serializers.Serializer):
 
 
 class MutationInput(StrictSerializer):
-    id = StrictIntegerField(min_value=1, max_value=MUTATION_ID_MAX)
+    id = serializers.IntegerField(min_value=1, max_value=MUTATION_ID_MAX)
     name = serializers.ChoiceField(choices=MUTATION_NAMES)
     args = serializers.DictField(
         help_text="create: {id (client-made UUID), property_id, amount, currency, category, occurred_on, "

@@ -3,7 +3,6 @@ from rest_framework import serializers
 
 from core.serializers import StrictSerializer
 from finance.api.serializers import CurrencyField
-from finance.currencies import is_currency
 from tenancy.models import TIMEZONES, validate_timezone
 from tenancy.roles import Role
 
@@ -46,12 +45,6 @@ class PropertyInput(StrictSerializer):
     name = serializers.CharField(max_length=200)
     currency = CurrencyField()
     timezone = TimezoneField(max_length=64)
-
-    def validate_currency(self, value: str) -> str:
-        code = value.upper()
-        if not is_currency(code):
-            raise serializers.ValidationError("Not an ISO 4217 currency code.")
-        return code
 
     def validate_timezone(self, value: str) -> str:
         try:
