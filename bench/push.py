@@ -40,9 +40,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
 
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from accounts.tokens import token_issue
 from bench.process_cpu import tree_cpu_seconds
 from changelog.models import OutboxEntry
 from push.models import Delivery, Device, NotificationPreference
@@ -74,7 +74,7 @@ class Tenant:
         self.org = Organization.objects.create(name=f"Bench push {run} {n}")
         Membership.objects.create(org=self.org, user=user, role=Role.MANAGER)
         self.property = Property.objects.create(org=self.org, name="Hotel", currency="EUR", timezone="UTC")
-        self.token = Token.objects.create(user=user).key
+        _, self.token = token_issue(user=user)
         self.user = user
         self.browsers = [Browser(f"{server.url}/push/{run}/{n}/{d}") for d in range(DEVICES_PER_MEMBER)]
         for browser in self.browsers:

@@ -25,6 +25,7 @@ from changelog.metrics import (
     changelog_dead_letters,
     changelog_deliveries,
 )
+from changelog.periodic import periodic_run
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def run_worker(
                     tombstones_prune(database=database)
                 except Exception:
                     logger.exception("outbox worker: maintenance of %s failed", database)
+            periodic_run()
             next_maintenance = time.monotonic() + settings.CHANGELOG_MAINTENANCE_SECONDS
         if not busy:
             time.sleep(poll_seconds)

@@ -85,3 +85,13 @@ def purge_queue_drain(*, limit: int = 500) -> DrainResult:
                 entry.delete()
                 sent += 1
     return DrainResult(sent=sent, failed=failed, left=queue_depth_refresh())
+
+
+def purge_queue_retry(*, limit: int = 500) -> DrainResult:
+    """One retry pass, closing the inline purge breaker once the CDN took everything."""
+    from edgecache.purge import breaker_reset
+
+    result = purge_queue_drain(limit=limit)
+    if result.sent and not result.failed:
+        breaker_reset()
+    return result

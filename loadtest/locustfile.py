@@ -12,11 +12,18 @@ they received to the same journal when they stop.
 
 Locust has no websocket user in core; `RealtimeUser` is a small one on websocket-client
 (synchronous, so gevent's monkey-patched sockets make it cooperative).
+
+`MobileSyncUser` is an offline-capable phone on the reference sync client (syncclient/):
+it books expenses and revenues into its local queue, goes offline for random spells,
+comes back, pushes in batches, pulls, and now and then loses a push's response and
+pushes again. Its store is saved under LOADTEST_SYNC_STORES, where `loadtest/run.py`
+reopens it after the run for the convergence audit.
 """
 
 import contextlib
 import csv
 import json
+import logging
 import os
 import random
 import threading
@@ -24,17 +31,27 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import websocket
 from locust import FastHttpUser, User, between, events, task
+
+from syncclient import LocalStore, SyncClient, SyncError
 
 CREDENTIALS = os.environ.get("LOADTEST_CREDENTIALS", "reports/credentials.csv")
 JOURNAL = os.environ.get("LOADTEST_JOURNAL", "reports/journal.jsonl")
 HOT_ORGS = int(os.environ.get("LOADTEST_HOT_ORGS", "20"))
 WS_URL = os.environ.get("LOADTEST_WS_URL", "")  # e.g. ws://127.0.0.1:8000; empty: derive from host
 BARE = os.environ.get("LOADTEST_BARE", "") == "1"  # baseline: no Idempotency-Key, writes only
-MAX_RETRIES = 6  # writes (same Idempotency-Key each time) and reads, 0.5 s apart: a 3 s
-# edge restart is ridden out, as a client library with retries would
+MAX_RETRIES = 7  # writes (same Idempotency-Key each time), reads and syncs, as a client
 
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry `attempt` (0-based): 0.25, 0.5, 1, 2, 4, 4: a restart of the
+    edge or the primary (several seconds) is ridden out, as a client library would."""
+    return min(4.0, 0.25 * 2**attempt)
+
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sync request otherwise
 _journal_lock = threading.Lock()
 
 
@@ -51,8 +68,14 @@ def _load_credentials() -> list[dict[str, str]]:
     return rows
 
 
+SYNC_STORES = os.environ.get("LOADTEST_SYNC_STORES", "reports/sync-stores")
+MOBILE_ORGS = int(os.environ.get("LOADTEST_MOBILE_ORGS", "10"))
+OFFLINE_SECONDS = (float(os.environ.get("LOADTEST_OFFLINE_MIN", "2")),
+                   float(os.environ.get("LOADTEST_OFFLINE_MAX", "60")))  # fmt: skip
+
 _credentials: list[dict[str, str]] = []
 _writers_by_org: dict[str, list[dict[str, str]]] = {}
+_mobile_writers_by_org: dict[str, list[dict[str, str]]] = {}
 
 
 @events.init.add_listener
@@ -62,6 +85,10 @@ def _load(environment: Any, **kwargs: Any) -> None:
         # owners (u0) and managers (u1) may write; the first HOT_ORGS orgs take the writes.
         if row["username"].endswith(("-u0", "-u1")):
             _writers_by_org.setdefault(row["org_id"], []).append(row)
+    # Phones get orgs of their own (after the hot ones): their audit compares each
+    # phone's store with its org's final state, which no REST writer changes.
+    for org in list(_writers_by_org)[HOT_ORGS : HOT_ORGS + MOBILE_ORGS]:
+        _mobile_writers_by_org[org] = _writers_by_org[org]
     for org in list(_writers_by_org)[HOT_ORGS:]:
         del _writers_by_org[org]
 
@@ -86,14 +113,15 @@ class ApiClient(FastHttpUser):
     # --- reads ------------------------------------------------------------------------
     def _read(self, path: str, name: str, row: dict[str, str]) -> None:
         """GET, retried like any HTTP client with retries: on a refused or reset
-        connection (status 0, e.g. while the edge restarts) up to MAX_RETRIES times."""
+        connection (status 0, e.g. while the edge restarts) or a 503 (its Retry-After
+        honoured, e.g. while the primary restarts) up to MAX_RETRIES times."""
         for attempt in range(MAX_RETRIES):
             with self.client.get(
                 path, headers=self._headers(row), name=name, catch_response=True
             ) as response:
-                if response.status_code == 0 and attempt + 1 < MAX_RETRIES:
+                if response.status_code in (0, 503) and attempt + 1 < MAX_RETRIES:
                     response.success()  # only the final outcome counts
-                    time.sleep(0.5)
+                    time.sleep(float((response.headers or {}).get("Retry-After") or backoff(attempt)))
                     continue
                 if response.status_code != 200:
                     response.failure(f"{response.status_code}")
@@ -134,7 +162,7 @@ class ApiClient(FastHttpUser):
                     return key, response
                 if (status in {0, 409} or status >= 500) and attempt + 1 < MAX_RETRIES:
                     response.success()  # a retry follows; only the final outcome counts
-                    time.sleep(float((response.headers or {}).get("Retry-After") or 0.5))
+                    time.sleep(float((response.headers or {}).get("Retry-After") or backoff(attempt)))
                     continue
                 response.failure(f"{status}")
                 return key, None
@@ -145,7 +173,10 @@ class ApiClient(FastHttpUser):
         org = self.writer["org_id"]
         body = {
             "property_id": random.choice(self.writer["property_ids"].split()),
-            "amount": f"{random.randint(100, 99_999) / 100:.2f}",
+            # one expense in twenty is large (>= 1000 EUR): its org's manager is alerted
+            "amount": f"{random.randint(100_000, 500_000) / 100:.2f}"
+            if random.random() < 0.05
+            else f"{random.randint(100, 99_999) / 100:.2f}",
             "currency": "EUR",
             "category": random.choice(("laundry", "food", "energy", "rooms")),
             "occurred_on": time.strftime("%Y-%m-%d"),
@@ -239,9 +270,9 @@ class RealtimeUser(User):
         started = time.perf_counter()
         try:
             socket = websocket.create_connection(self._url(), timeout=10)
-        except Exception as exc:
-            events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - started) * 1000,
-                                response_length=0, exception=exc)  # fmt: skip
+        except Exception:  # the edge restarting: _run tries again a second later, as an app would
+            events.request.fire(request_type="WS", name="connect [retried]", response_length=0, exception=None,
+                                response_time=(time.perf_counter() - started) * 1000)  # fmt: skip
             return None
         events.request.fire(request_type="WS", name="connect", response_time=(time.perf_counter() - started) * 1000,
                             response_length=0, exception=None)  # fmt: skip
@@ -275,7 +306,8 @@ class RealtimeUser(User):
                 self.last_event_id = event["event_id"]
             if "data" in event:
                 received.append({"type": event.get("type"), "id": event["data"].get("id"),
-                                 "event_id": event.get("event_id")})  # fmt: skip
+                                 "event_id": event.get("event_id"), "ts": event.get("ts"),
+                                 "at": time.time()})  # fmt: skip
                 events.request.fire(request_type="WS", name="event", response_time=0,
                                     response_length=len(message), exception=None)  # fmt: skip
 
@@ -289,3 +321,125 @@ class RealtimeUser(User):
             with contextlib.suppress(Exception):  # the socket may already be gone
                 self.socket.close()
         self.reader.join(timeout=5)
+
+
+class _ReportingHttp(httpx.Client):
+    """The sync client's HTTP, each request reported to Locust's statistics. As for the
+    REST users, only final outcomes count as failures: an attempt the phone will retry
+    (a refused connection, a 5xx) is reported under "[retried]"; MobileSyncUser._sync
+    reports a failure when it gives up."""
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        started = time.perf_counter()
+        name = f"/v1/orgs/{{org}}/sync/{request.url.path.rstrip('/').rsplit('/', 1)[-1]}"
+
+        def report(suffix: str, length: int, error: str | None = None) -> None:
+            events.request.fire(request_type="POST", name=name + suffix, response_length=length, exception=error,
+                                response_time=(time.perf_counter() - started) * 1000)  # fmt: skip
+
+        try:
+            response = super().send(request, **kwargs)
+        except httpx.TransportError:
+            report(" [retried]", 0)
+            raise
+        if response.status_code >= 500:
+            report(" [retried]", len(response.content))
+        else:  # a 409 is the protocol asking to resend from an id, not an error
+            failed = (
+                None
+                if response.status_code < 400 or response.status_code == 409
+                else f"{response.status_code}"
+            )
+            report("", len(response.content), failed)
+        return response
+
+
+class MobileSyncUser(User):
+    """A phone at a front desk or in a manager's pocket, often out of coverage."""
+
+    fixed_count = int(os.environ.get("LOADTEST_MOBILE_USERS", "10"))
+    wait_time = between(1, 4)
+
+    def on_start(self) -> None:
+        if not _mobile_writers_by_org:
+            raise SystemExit("no orgs left for phones: seed more orgs or lower LOADTEST_HOT_ORGS")
+        self.org = random.choice(list(_mobile_writers_by_org))
+        self.row = random.choice(_mobile_writers_by_org[self.org])
+        os.makedirs(SYNC_STORES, exist_ok=True)
+        path = os.path.join(SYNC_STORES, f"{uuid.uuid4()}.json")
+        self.sync_client = SyncClient(self.host, self.row["token"], self.org, LocalStore.open(path),
+                                      http=_ReportingHttp(timeout=30))  # fmt: skip
+        journal({"op": "sync_client", "org_id": self.org, "token": self.row["token"], "store": path,
+                 "client_id": self.sync_client.store.client_id})  # fmt: skip
+        self.offline_until = 0.0
+        self._sync()
+
+    def _sync(self) -> bool:
+        """Push and pull, riding out a restart (503 with Retry-After, a refused
+        connection) like the app would: the queue stays until a pull confirms it."""
+        error: Exception | None = None
+        for attempt in range(MAX_RETRIES):
+            try:
+                self.sync_client.sync()
+                return True
+            except SyncError as failed:
+                if failed.response.status_code < 500:
+                    return False  # reported as it happened: a client error is not retried
+                error = failed
+                time.sleep(float(failed.response.headers.get("Retry-After") or backoff(attempt)))
+            except httpx.TransportError as failed:
+                error = failed
+                time.sleep(backoff(attempt))
+        events.request.fire(request_type="SYNC", name="sync [gave up]", response_time=0, response_length=0,
+                            exception=error)  # fmt: skip
+        return False
+
+    def _book(self) -> None:
+        """One change in the local queue: mostly new entries, some edits and deletions."""
+        entries = [key for key in self.sync_client.store.view() if not key.startswith("property:")]
+        roll = random.random()
+        if entries and roll < 0.12:
+            kind, entry_id = random.choice(entries).split(":", 1)
+            self.sync_client.update(kind, entry_id, amount=f"{random.randint(100, 99_999) / 100:.2f}")
+        elif entries and roll < 0.16:
+            kind, entry_id = random.choice(entries).split(":", 1)
+            self.sync_client.delete(kind, entry_id)
+        else:
+            self.sync_client.create(
+                random.choice(("expense", "revenue")),
+                property_id=random.choice(self.row["property_ids"].split()),
+                amount=f"{random.randint(100, 99_999) / 100:.2f}",
+                currency="EUR",
+                category=random.choice(("laundry", "food", "energy", "rooms")),
+                occurred_on=time.strftime("%Y-%m-%d"),
+            )
+
+    @task
+    def work(self) -> None:
+        for _ in range(random.randint(1, 3)):
+            self._book()
+        now = time.time()
+        if now < self.offline_until:
+            return  # out of coverage: the queue grows
+        if random.random() < 0.15:
+            self.offline_until = now + random.uniform(*OFFLINE_SECONDS)
+            return
+        if random.random() < 0.1:
+            # The push arrives but its response is lost (the lift doors close): the
+            # app does not know, and pushes the same mutations again below.
+            with contextlib.suppress(httpx.HTTPError):
+                self.sync_client.http.post(
+                    f"{self.sync_client.org_url}/sync/push",
+                    json={
+                        "client_id": self.sync_client.store.client_id,
+                        "mutations": self.sync_client.outgoing(),
+                    },
+                    headers=self.sync_client.headers,
+                )
+        self._sync()
+        for conflict in list(self.sync_client.store.rejections):
+            self.sync_client.dismiss(conflict)  # the server's value stands (docs/sync.md)
+
+    def on_stop(self) -> None:
+        self.offline_until = 0.0
+        self._sync()

@@ -170,6 +170,15 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
     # their connections would keep the test database from being dropped
     checker.stop()
     close_all_pools()
+    # So would a session whose server a test SIGKILLed a moment ago (its backend exits
+    # only once it notices): every server of this run has stopped by now.
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture

@@ -18,15 +18,24 @@ def org_url(ws_base: str, org_id: Any, **params: str) -> str:
 
 
 async def open_socket(
-    ws_base: str, org_id: Any, token: str | None, *, via: str = "header", **params: str
+    ws_base: str,
+    org_id: Any,
+    token: str | None,
+    *,
+    via: str = "header",
+    origin: str | None = None,
+    **params: str,
 ) -> tuple[ClientConnection, dict[str, Any]]:
-    """Connect and wait for the `ready` message; raises ConnectionClosed if refused."""
+    """Connect and wait for the `ready` message; raises ConnectionClosed if refused.
+    `origin`: the Origin header a browser page would send (none, as a mobile app)."""
     headers = {}
     if token is not None and via == "header":
         headers["Authorization"] = f"Token {token}"
     elif token is not None:
         params["token"] = token
-    socket = await connect(org_url(ws_base, org_id, **params), additional_headers=headers, open_timeout=10)
+    socket = await connect(
+        org_url(ws_base, org_id, **params), additional_headers=headers, open_timeout=10, origin=origin
+    )
     messages = []
     while True:
         message = json.loads(await asyncio.wait_for(socket.recv(), 10))

@@ -165,6 +165,10 @@ def test_websocket_upgrades_from_other_origins_are_closed_4403(realtime_servers,
     assert asyncio.run(close_code("http://localhost:3000.evil.example")) == 4403
     assert asyncio.run(close_code("null")) == 4403
     assert asyncio.run(close_code("http://localhost:3000")) is None  # in CORS_ALLOWED_ORIGINS
+    own = realtime_servers[0].url  # http://127.0.0.1:PORT
+    assert asyncio.run(close_code(own)) is None  # a page this service served: same origin
+    other_port = own.rsplit(":", 1)[0] + ":1"
+    assert asyncio.run(close_code(other_port)) == 4403  # same host, another origin
     assert asyncio.run(close_code(None)) is None  # not a browser: no Origin
 
     async def no_origin() -> None:

@@ -63,7 +63,8 @@ def test_the_printed_origin_serves_rest_admin_and_a_websocket_that_receives_even
 
             async def websocket_scenario() -> dict:
                 ws_origin = "ws" + origin.removeprefix("http")
-                socket, _ = await open_socket(ws_origin, tenant.org.id, token)  # authenticated
+                # as a page served by this origin opens it: a browser sends its Origin
+                socket, _ = await open_socket(ws_origin, tenant.org.id, token, origin=origin)
                 try:
                     created = await asyncio.to_thread(
                         httpx.post,

@@ -255,7 +255,17 @@ def test_routing_state_is_per_request_under_concurrent_asgi_requests(replicas_li
             calls = [call("write", written[n % 3]) if n % 2 else call("read", read[n % 3]) for n in range(60)]
             return await asyncio.gather(*calls)
 
-    env = _server_env()
+    # This test is about routing state, not timeouts: with the failover tests' tight
+    # deadlines, a loaded machine (60 requests at once on 2 cores) rightly sends a read
+    # that waited 0.5 s for a replica connection, or a replica whose check took over 1 s,
+    # to the primary, which reads exactly like a leak. Generous deadlines leave a leak as
+    # the only way a reader reaches the primary.
+    env = _server_env() | {
+        "REPLICA_READ_TIMEOUT_MS": "20000",
+        "REPLICA_POOL_TIMEOUT_SECONDS": "20",
+        "REPLICA_CHECK_TIMEOUT_MS": "10000",
+        "REPLICA_HEALTH_CHECK_INTERVAL": "1000",
+    }
     with running_server(test_database_url(), kind="asgi", **env) as url:
         # warm up until the server's checker has admitted both replicas
         replicas_live.wait_until(

@@ -19,6 +19,18 @@ from tests.live_server import free_port
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "varnish"
 
 
+def readable_copy_of_deploy(parent: Path) -> Path:
+    """deploy/varnish copied under `parent`, readable by everyone: as root, varnishd and
+    varnishtest's varnishd read VCL as Varnish's own users, who may not reach a checkout
+    in a private folder (a 0700 `mktemp -d`)."""
+    parent.chmod(0o755)
+    copy = parent / "varnish"
+    shutil.copytree(DEPLOY, copy)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return copy
+
+
 def render_backends(*, rest_port: int, realtime_port: int, purgers: str = "127.0.0.1") -> str:
     """The same substitution bin/stack makes in edge-backends.vcl.in."""
     text = (DEPLOY / "edge-backends.vcl.in").read_text()
@@ -42,8 +54,8 @@ class Varnish:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="edge-varnish-"))
-        self.workdir.chmod(0o755)  # as root, varnishd reads its files as its own users
-        (self.workdir / "edge-backends.vcl").write_text(
+        self.vcl_dir = readable_copy_of_deploy(self.workdir)
+        (self.vcl_dir / "edge-backends.vcl").write_text(
             render_backends(rest_port=rest_port, realtime_port=realtime_port)
         )
         self.name = str(self.workdir / "n")
@@ -52,8 +64,8 @@ class Varnish:
     def start(self) -> None:
         pid_file = self.workdir / "varnish.pid"
         subprocess.run(
-            ["varnishd", "-a", f"127.0.0.1:{self.port}", "-f", str(DEPLOY / "default.vcl"),
-             "-p", f"vcl_path={self.workdir}:{DEPLOY}", "-n", self.name, "-s", "malloc,64m",
+            ["varnishd", "-a", f"127.0.0.1:{self.port}", "-f", str(self.vcl_dir / "default.vcl"),
+             "-p", f"vcl_path={self.vcl_dir}", "-n", self.name, "-s", "malloc,64m",
              "-P", str(pid_file)],
             check=True, capture_output=True,
         )  # fmt: skip

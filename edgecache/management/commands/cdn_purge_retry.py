@@ -11,8 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from edgecache.purge import breaker_reset
-from edgecache.queue import purge_queue_drain
+from edgecache.queue import purge_queue_retry
 
 
 class Command(BaseCommand):
@@ -24,9 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, watch: float | None, limit: int, **options: Any) -> None:
         while True:
-            result = purge_queue_drain(limit=limit)
-            if result.sent and not result.failed:
-                breaker_reset()
+            result = purge_queue_retry(limit=limit)
             self.stdout.write(f"sent={result.sent} failed={result.failed} waiting={result.left}")
             if watch is None:
                 if result.left:
