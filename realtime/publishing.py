@@ -211,17 +211,20 @@ def publish_change(change: Change) -> None:
     ):
         if topic.partition(".")[0] not in PUBLISHED_ENTITIES:
             continue
+        # The floor too: while Redis holds no last version for the org, an empty floor
+        # would publish nothing ('unknown') and a concurrent publisher of an earlier
+        # version could then make ours look like a gap, skipping the ones between.
         _publish(
             org_id=org_id,
             version=missing_version,
             topic=topic,
             data=data,
             committed_at=committed_at,
-            floor="",
+            floor=str(last),
             force=missing_version != last + 1,
         )
         last = missing_version
-    outcome, _ = publish_own()
+    outcome, _ = publish_own(floor=str(last))
     if outcome == "gap":  # versions that are nowhere any more (dead-lettered and pruned by hand)
         logger.warning("realtime: org %s skips unrecoverable versions %s..%s", org_id, last + 1, version - 1)
         publish_own(force=True)

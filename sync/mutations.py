@@ -1,6 +1,6 @@
 """What each pushed mutation does, through the same finance services as REST.
 
-`mutation_apply` runs inside the push's per-mutation transaction, after the org's
+`mutation_apply` runs inside one of the push's transactions, after the org's
 counter lock and the client's row lock are held. It returns the change's version, or
 raises `Rejected` with the error the client gets (a rejection still counts the mutation
 as processed: it never blocks the client's queue).
@@ -50,11 +50,23 @@ def invalid(field_errors: dict[str, Any]) -> Rejected:
     return Rejected({"code": "invalid", **errors})
 
 
-class CreateArgs(EntryInput):
+class PropertiesSeen(EntryInput):
+    """Looks each property up once per transaction of a push (context["properties"]):
+    the transaction holds the org's lock, which every property write takes, so a
+    property found there stays as it is until the transaction ends."""
+
+    def validate_property_id(self, value: Any) -> Any:
+        seen: dict[Any, Any] = self.context["properties"]
+        if value not in seen:
+            seen[value] = super().validate_property_id(value)  # an error is raised, not kept
+        return seen[value]
+
+
+class CreateArgs(PropertiesSeen):
     id = serializers.UUIDField(help_text="Made by the client (a UUID); the entry's id.")
 
 
-class UpdateArgs(EntryInput):
+class UpdateArgs(PropertiesSeen):
     id = serializers.UUIDField()
     base_version = serializers.IntegerField(
         min_value=0, help_text="The entry's version the change was made on."
@@ -120,12 +132,15 @@ def _check_base_version(entry: FinanceEntry | None, base_version: int) -> Financ
     return entry
 
 
-def mutation_apply(*, org: Organization, user: User, mutation: Mutation) -> int:
-    """Apply the mutation; its change's version. Raises Rejected."""
+def mutation_apply(
+    *, org: Organization, user: User, mutation: Mutation, properties: dict[Any, Any] | None = None
+) -> int:
+    """Apply the mutation; its change's version. Raises Rejected. `properties`: the
+    properties already looked up in this transaction (filled as it goes)."""
     kind, _, action = mutation.name.partition(".")
     model = ENTRY_MODELS[kind]
     args = mutation.args
-    context = {"org": org}
+    context = {"org": org, "properties": {} if properties is None else properties}
     if action == "create":
         values = _validated(CreateArgs(data=args, context=context))
         entry_id = values.pop("id")

@@ -137,6 +137,7 @@ def _group_push(
         locked_at = time.monotonic()
         last, role = _client_lock(org_id=org.id, client_id=client_id, user=user)
         advanced = last
+        properties: dict[Any, Any] = {}  # looked up in this transaction, under the org's lock
         for mutation in mutations:
             if done and time.monotonic() - locked_at >= settings.SYNC_PUSH_TRANSACTION_MAX_MS / 1000:
                 break  # commit: other writers of the org wait no longer than this
@@ -146,7 +147,9 @@ def _group_push(
                 outcome.expected = advanced + 1
                 break
             else:
-                outcome.results.append(_mutation_run(org=org, user=user, role=role, mutation=mutation))
+                outcome.results.append(
+                    _mutation_run(org=org, user=user, role=role, mutation=mutation, properties=properties)
+                )
                 advanced = mutation.id
             done += 1
         if advanced > last:
@@ -156,14 +159,16 @@ def _group_push(
     return None if outcome.expected is not None else done
 
 
-def _mutation_run(*, org: Organization, user: User, role: str | None, mutation: Mutation) -> MutationResult:
+def _mutation_run(
+    *, org: Organization, user: User, role: str | None, mutation: Mutation, properties: dict[Any, Any]
+) -> MutationResult:
     if role is None or not role_allows(role, Role.MANAGER):  # the role now, not at the request's start
         error = {"code": "forbidden", "detail": "Only owners and managers may change entries."}
         return MutationResult(id=mutation.id, status=REJECTED, error=error)
     try:
         # Checks come before any write, and each finance service runs in its own savepoint:
         # a rejected or failed mutation leaves nothing behind.
-        version = mutation_apply(org=org, user=user, mutation=mutation)
+        version = mutation_apply(org=org, user=user, mutation=mutation, properties=properties)
     except Rejected as rejected:
         return MutationResult(id=mutation.id, status=REJECTED, error=rejected.error)
     except IntegrityError as error:  # a database rule the checks did not foresee
