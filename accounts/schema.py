@@ -8,6 +8,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
 class ExpiringTokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.ExpiringTokenAuthentication"
+    match_subclasses = True  # tenancy.access.OrgTokenAuthentication: same header, same scheme
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:

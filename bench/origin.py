@@ -254,14 +254,20 @@ def report(results: dict[tuple[str, str], list[dict]], half: dict[str, dict], lo
               f" {med(name, kind, 'p95_ms'):6.1f} {med(name, kind, 'p99_ms'):6.1f}  {med(name, kind, 'cpu_app'):5.2f}"
               f" {med(name, kind, 'cpu_pg'):5.2f} {med(name, kind, 'cpu_redis'):5.2f}"
               f"  {100 * med(name, kind, 'wrk_cpu_share'):6.0f} %")  # fmt: skip
-    print("\nratios (goal >= 0.6):")
+
+    def cpu(name: str, kind: str) -> float:
+        return sum(med(name, kind, field) for field in ("cpu_app", "cpu_pg", "cpu_redis"))
+
+    print("\nratios (goal >= 0.6); CPU-bound: bare's server CPU per request / ours, the throughput ratio")
+    print("on two free saturated cores, which a busy neighbour barely moves:")
     for name in ("create", "list", "detail"):
         rounds = sorted(
             o["rps"] / b["rps"] for o, b in zip(results[(name, "ours")], results[(name, "bare")], strict=True)
         )
         print(f"  {name:7} ours / bare DRF: {med(name, 'ours', 'rps') / med(name, 'bare', 'rps'):.2f}"
-              f"  (per round min {rounds[0]:.2f}, max {rounds[-1]:.2f})")  # fmt: skip
-    print(f"  summary / our list: {med('summary', 'ours', 'rps') / med('list', 'ours', 'rps'):.2f}")
+              f"  (per round min {rounds[0]:.2f}, max {rounds[-1]:.2f}); CPU-bound {cpu(name, 'bare') / cpu(name, 'ours'):.2f}")  # fmt: skip
+    print(f"  summary / our list: {med('summary', 'ours', 'rps') / med('list', 'ours', 'rps'):.2f};"
+          f" CPU-bound {cpu('list', 'ours') / cpu('summary', 'ours'):.2f}")  # fmt: skip
     print(f"\nours at half saturation ({PACED_CONNECTIONS} paced connections; goal p95 < 20 ms):")
     for name, r in half.items():
         print(f"  {name:8} target {r['target']:6.0f} req/s, got {r['rps']:6.0f}: p50 {r['p50_ms']:5.1f}"

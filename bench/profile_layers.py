@@ -23,7 +23,7 @@ _MIDDLEWARE = re.compile(
 # (label, frame prefix) for inclusive shares; a frame matches when it starts with the prefix.
 STEPS = [
     ("DRF dispatch (view + DRF)", "APIView.dispatch"),
-    ("  authentication: knox token lookup", "ExpiringTokenAuthentication.authenticate"),
+    ("  authentication: token (+ membership)", "TokenAuthentication.authenticate"),
     ("  rate limit (per token)", "TokenRateThrottle.allow_request"),
     ("  org + membership check", "OrgScopedApi.check_permissions"),
     ("  idempotency: begin (claim)", "IdempotentCall.begin"),
@@ -48,7 +48,7 @@ STEPS = [
     ("replica routing: routing_for", "routing_for"),
     ("replica routing: finish (position)", "finish"),
     ("replica choice (router)", "ReplicaRouter.db_for_read"),
-    ("pool: connection get + check", "ConnectionPool.getconn"),
+    ("primary connection check (pooled)", "check_within_deadline"),
     ("metrics (prometheus_client)", "prometheus_client/"),
     ("Django ORM: SQL compile", "SQLCompiler.as_sql"),
     ("Django ORM: model init from rows", "Model.from_db"),

@@ -67,9 +67,14 @@ def wait_caught_up(aliases: tuple[str, ...] = REPLICAS, timeout: float = 15.0) -
     target = int(sql("default", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0])
 
     def caught_up() -> bool:
-        return all(
-            int(sql(a, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0]) >= target for a in aliases
-        )
+        try:
+            return all(
+                int(sql(a, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0]) >= target for a in aliases
+            )
+        except psycopg.errors.SerializationFailure:
+            # A standby resuming replay may cancel even this query ("conflict with
+            # recovery"): not caught up yet, ask again.
+            return False
 
     wait_until(caught_up, timeout)
 

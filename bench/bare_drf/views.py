@@ -17,6 +17,7 @@ class BareEntrySerializer(serializers.ModelSerializer):
 
 class NewestFirst(CursorPagination):
     ordering = ("-occurred_on", "-id")
+    page_size = 50
     page_size_query_param = "page_size"
 
 
