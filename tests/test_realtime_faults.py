@@ -14,7 +14,7 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 
-from core.redis_clients import sync_redis
+from core.redis_clients import cluster_mode, sync_redis
 from realtime.publishing import event_publish
 from tests import conftest
 from tests.live_server import ROOT, free_port, server_process
@@ -42,7 +42,7 @@ def test_redis_unreachable_at_connect_is_1013_and_holds_nothing(django_db_blocke
 def _kill_pubsub_connections() -> int:
     """CLIENT KILL TYPE pubsub on the one node, or on every master of a cluster."""
     client = sync_redis()
-    if isinstance(client, redis.RedisCluster):
+    if cluster_mode():
         return sum(
             client.client_kill_filter(_type="pubsub", target_nodes=redis.RedisCluster.PRIMARIES).values()
         )

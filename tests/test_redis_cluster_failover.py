@@ -289,3 +289,22 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
 
     outcomes = asyncio.run(connect_many())
     assert outcomes.count(0) == CAP_PER_ORG and outcomes.count(4430) == 12 - CAP_PER_ORG, outcomes
+
+
+def test_a_cluster_with_no_reachable_seed_degrades_like_a_dead_redis(settings, tenant):
+    """redis-py raises RedisClusterException (not a RedisError) when no seed answers:
+    the Redis module turns it into a RedisError, so every fallback applies, never a 500."""
+    from tests.live_server import free_port
+
+    settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{free_port()}"]  # nothing listens there
+    created = tenant.manager.post(
+        tenant.url("/expenses"), tenant.entry_payload(), format="json", HTTP_IDEMPOTENCY_KEY="no-seed"
+    )
+    replayed = tenant.manager.post(
+        tenant.url("/expenses"), tenant.entry_payload(), format="json", HTTP_IDEMPOTENCY_KEY="no-seed"
+    )
+    assert created.status_code == 201 and replayed.status_code in (200, 201)
+    assert replayed.json()["id"] == created.json()["id"]
+    assert Expense.objects.filter(org=tenant.org).count() == 1
+    health = tenant.manager.get("/v1/system/health")
+    assert health.status_code in (200, 503) and health.json()["checks"]["redis"] == "failing"
