@@ -42,6 +42,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
 from redis.crc import key_slot as _key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from core.circuit_breaker import CircuitBreaker
@@ -100,20 +101,41 @@ def sync_redis(*, decode_responses: bool = True) -> SyncClient:
     return _sync_client(settings.REDIS_URL, timeout, decode_responses)
 
 
+class LazyRedisCluster:
+    """A redis-py RedisCluster made on first use. Its constructor reads the slot map
+    from the seeds (network I/O that may fail), which must happen inside a Redis call
+    (breaker, callers' fallbacks), not where a feature merely takes its client."""
+
+    def __init__(self, factory: Callable[[], redis.RedisCluster]) -> None:
+        self._factory = factory
+        self._client: redis.RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> object:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+        return getattr(self._client, name)
+
+
 @lru_cache(maxsize=8)
 def _sync_cluster_client(
     seeds: tuple[tuple[str, int], ...], timeout: float, decode_responses: bool
-) -> redis.RedisCluster:
+) -> SyncClient:
     # No retries, as on one node; a call that meets a dead master fails once, and the
     # client reloads the slot map on the next call (it follows the promoted replica).
-    return redis.RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in seeds],
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        require_full_coverage=False,
-        decode_responses=decode_responses,
-    )
+    def connect() -> redis.RedisCluster:
+        return redis.RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            require_full_coverage=False,
+            decode_responses=decode_responses,
+        )
+
+    return LazyRedisCluster(connect)  # type: ignore[return-value]  (a RedisCluster once used)
 
 
 @lru_cache(maxsize=8)
@@ -259,9 +281,14 @@ def _sync_topology_refresh() -> None:
         _sync_topology_stale.clear()
         if cluster_mode():
             for decode in (True, False):
-                client = sync_redis(decode_responses=decode)
-                assert isinstance(client, redis.RedisCluster)
-                client.nodes_manager.initialize()
+                sync_redis(decode_responses=decode).nodes_manager.initialize()
+
+
+def _as_redis_error(exc: RedisClusterException) -> redis.ConnectionError:
+    """redis-py's cluster errors outside the RedisError tree (no seed answers, no slot
+    map yet): callers' RedisError fallbacks must apply to them too."""
+    logger.warning("redis cluster unusable: %s", exc)
+    return redis.ConnectionError(f"redis cluster unusable: {exc}")
 
 
 def redis_call(call: Callable[[], T]) -> T:
@@ -277,6 +304,10 @@ def redis_call(call: Callable[[], T]) -> T:
         _sync_topology_stale.set()
         _failed(breaker, exc)
         raise
+    except RedisClusterException as exc:
+        _sync_topology_stale.set()
+        _failed(breaker, exc)
+        raise _as_redis_error(exc) from exc
     except redis.RedisError:
         _answered(breaker)
         raise
@@ -298,6 +329,10 @@ async def aredis_call(call: Callable[[], Awaitable[T]]) -> T:
         _async_topology_stale[loop] = cluster_mode()
         _failed(breaker, exc)
         raise
+    except RedisClusterException as exc:
+        _async_topology_stale[loop] = True
+        _failed(breaker, exc)
+        raise _as_redis_error(exc) from exc
     except redis.RedisError:
         _answered(breaker)
         raise

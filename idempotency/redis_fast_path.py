@@ -27,7 +27,14 @@ from typing import Any
 import redis
 
 from core.circuit_breaker import CircuitBreaker
-from core.redis_clients import RedisUnavailable, SyncClient, redis_breaker, redis_call, sync_redis
+from core.redis_clients import (
+    RedisUnavailable,
+    SyncClient,
+    cluster_mode,
+    redis_breaker,
+    redis_call,
+    sync_redis,
+)
 from core.redis_keys import atomic_script, key_pattern
 from idempotency.identity import IdempotencyScope
 from idempotency.stored_response import StoredResponse
@@ -69,8 +76,8 @@ class Claim:
 class RedisFastPath:
     def __init__(self, client: SyncClient) -> None:
         self._client = client
-        self._cluster = isinstance(client, redis.RedisCluster)
-        self._release = self._client.register_script(_RELEASE)
+        self._cluster = cluster_mode()
+        self._release: Any = None  # registered on first use: a cluster client connects then
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -97,7 +104,12 @@ class RedisFastPath:
 
     def release(self, *, scope: IdempotencyScope, claim_value: bytes) -> None:
         """Free the key after a request that kept nothing, if our claim still holds it."""
-        self._call(lambda: self._release(keys=[scope.redis_key()], args=[claim_value]))
+        self._call(lambda: self._release_script()(keys=[scope.redis_key()], args=[claim_value]))
+
+    def _release_script(self) -> Any:
+        if self._release is None:
+            self._release = self._client.register_script(_RELEASE)
+        return self._release
 
     def _command(self, *args: Any) -> Any:
         """One command on a pooled connection, without redis-py's per-call machinery

@@ -45,9 +45,8 @@ def check_primary() -> bool:
 
 def check_redis() -> bool:
     """PING through the shared client and breaker (an open breaker: failing, at once)."""
-    client = sync_redis()
-    try:
-        return bool(redis_call(client.ping))
+    try:  # inside redis_call: a cluster client connects on first use
+        return bool(redis_call(lambda: sync_redis().ping()))
     except redis.RedisError:
         logger.warning("health: redis check failed", exc_info=True)
         return False

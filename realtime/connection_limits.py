@@ -11,6 +11,7 @@ process's leases expire by themselves within REALTIME_LEASE_SECONDS (<= 60).
 import asyncio
 import enum
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,8 +124,8 @@ async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
     connection that wrote it): a master that dies right after cannot take a granted
     lease with it, so the promoted replica never lets an extra socket in. Not
     replicated in time: the lease is given back and the socket refused (1013, retry).
-    A master without a replica (its own died; the slot map says so) has no failover
-    to lose a lease to: nothing to wait for."""
+    A master that streams to no replica has no failover to lose a lease to: nothing
+    to wait for (see _connected_replicas)."""
     client = async_redis()
     if not isinstance(client, aiocluster.RedisCluster):
         result = await aredis_call(
@@ -134,11 +135,11 @@ async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
 
     async def take_and_wait() -> tuple[int, int, int]:
         await client.initialize()
-        slot_nodes = client.nodes_manager.slots_cache[key_slot(slot.redis_keys[0])]
-        wanted = min(len(slot_nodes) - 1, 1)  # a master whose replica is gone: nothing to wait for
+        master = client.nodes_manager.slots_cache[key_slot(slot.redis_keys[0])][0]
+        wanted = min(await _connected_replicas(client, master), 1)
         async with client.pipeline(transaction=False) as pipe:  # one node: one connection
             pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
-            pipe.execute_command("WAIT", wanted, LEASE_WAIT_MS, target_nodes=slot_nodes[0])
+            pipe.execute_command("WAIT", wanted, LEASE_WAIT_MS, target_nodes=master)
             result, acknowledged = await pipe.execute()
         return int(result), int(acknowledged), wanted
 
@@ -148,6 +149,22 @@ async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
         await slot_release(slot=slot)
         raise redis.ConnectionError("connection lease not replicated in time")
     return outcome
+
+
+_replica_counts: dict[str, tuple[int, float]] = {}  # master name -> (replicas, read at)
+
+
+async def _connected_replicas(client: aiocluster.RedisCluster, master: aiocluster.ClusterNode) -> int:
+    """How many replicas the master streams to now (ROLE, read at most once a second):
+    the cluster's slot map is no guide (it leaves out replicas that have not reported a
+    replication offset yet). A master with none (its replica died and it noticed, after
+    repl-timeout) has no failover to lose a lease to: nothing to wait for."""
+    count, read_at = _replica_counts.get(master.name, (0, -1.0))
+    if time.monotonic() - read_at > 1.0:
+        role = await client.execute_command("ROLE", target_nodes=master)
+        count = len(role[2]) if role and role[0] == "master" else 0
+        _replica_counts[master.name] = (count, time.monotonic())
+    return count
 
 
 class LeaseRenewer:

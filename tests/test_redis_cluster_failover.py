@@ -176,6 +176,7 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
         writes_done.set()
 
     frames: list[dict] = []
+    resumes: list[str | None] = []  # the last_event_id of each (re)connect
 
     def _is_last(frame: dict) -> bool:
         return frame.get("type") == "expense.created" and frame["data"]["category"] == f"fo-{total - 1}"
@@ -191,6 +192,7 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
             except (ConnectionClosed, OSError, TimeoutError):
                 await asyncio.sleep(0.2)  # refused (1013) while the shard fails over: retry
                 continue
+            resumes.append(last_event_id)
             frames.extend(ready["before_ready"])
             last_event_id = ready["last_event_id"]
             try:
@@ -239,7 +241,9 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
     for n, _, entry_id, _ in results:
         by_write.setdefault(n, set()).add(entry_id)
     assert all(len(ids) == 1 for ids in by_write.values())
-    # Events: in version order; where events may be missing, a resync_required says so.
+    # Events: the socket was closed when its shard's master died (1012) and resumed from
+    # its last event id; in version order; where events may be missing, resync_required.
+    assert len(resumes) >= 2 and resumes[1] is not None, resumes
     events = [frame for frame in frames if frame["type"] == "expense.created"]
     assert events[-1]["data"]["category"] == f"fo-{total - 1}"
     previous, resynced = None, False
@@ -285,3 +289,22 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
 
     outcomes = asyncio.run(connect_many())
     assert outcomes.count(0) == CAP_PER_ORG and outcomes.count(4430) == 12 - CAP_PER_ORG, outcomes
+
+
+def test_a_cluster_with_no_reachable_seed_degrades_like_a_dead_redis(settings, tenant):
+    """redis-py raises RedisClusterException (not a RedisError) when no seed answers:
+    the Redis module turns it into a RedisError, so every fallback applies, never a 500."""
+    from tests.live_server import free_port
+
+    settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{free_port()}"]  # nothing listens there
+    created = tenant.manager.post(
+        tenant.url("/expenses"), tenant.entry_payload(), format="json", HTTP_IDEMPOTENCY_KEY="no-seed"
+    )
+    replayed = tenant.manager.post(
+        tenant.url("/expenses"), tenant.entry_payload(), format="json", HTTP_IDEMPOTENCY_KEY="no-seed"
+    )
+    assert created.status_code == 201 and replayed.status_code in (200, 201)
+    assert replayed.json()["id"] == created.json()["id"]
+    assert Expense.objects.filter(org=tenant.org).count() == 1
+    health = tenant.manager.get("/v1/system/health")
+    assert health.status_code in (200, 503) and health.json()["checks"]["redis"] == "failing"
