@@ -35,7 +35,7 @@ stack:
 	@bin/stack up
 
 migrate: venv stack
-	@$(PY) manage.py migrate --noinput
+	@$(PY) manage.py migrate_clusters
 
 demo: migrate
 	@$(PY) manage.py bootstrap_demo --base-url $(ORIGIN)
