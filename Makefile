@@ -35,7 +35,7 @@ stack:
 	@bin/stack up
 
 migrate: venv stack
-	@$(PY) manage.py migrate --noinput
+	@$(PY) manage.py migrate_clusters
 
 demo: migrate
 	@$(PY) manage.py bootstrap_demo --base-url $(ORIGIN)
@@ -98,7 +98,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary bench-origin
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary bench-origin bench-org-move
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -142,6 +142,11 @@ bench-realtime: migrate
 # (docs/benchmarks.md "Push notifications"). BENCH_MEMBERS, BENCH_EXPENSES, BENCH_ROUNDS.
 bench-push: migrate
 	@$(PY) bench/push.py
+
+# org_move: copy throughput vs a bare COPY, and the fence time, between main and a
+# second real cluster (docs/benchmarks.md "Org moves"). BENCH_MOVE_SIZES, BENCH_MOVE_ROUNDS.
+bench-org-move: migrate
+	@$(PY) bench/org_move_bench.py
 
 # Sync: pull and push vs the REST lists and creates (docs/benchmarks.md "Sync").
 bench-sync: migrate

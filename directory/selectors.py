@@ -5,7 +5,6 @@ import time
 import uuid
 
 from django.conf import settings
-from django.db.models import Count
 
 from directory.cache import Placement, directory_cache
 from directory.exceptions import OrgMoving
@@ -45,16 +44,6 @@ def org_cluster_get(*, org_id: uuid.UUID | str) -> tuple[Cluster, Placement]:
     if placement is None:
         raise OrgNotRouted(f"org {org_id} is not in the org directory")
     return topology().named(placement.cluster), placement
-
-
-def org_counts_by_cluster() -> dict[str, int]:
-    rows = (
-        OrgPlacement.objects.using(topology().home.primary)
-        .values("cluster")
-        .annotate(orgs=Count("org_id"))
-        .values_list("cluster", "orgs")
-    )
-    return dict(rows)
 
 
 def org_fence_wait(*, org_id: uuid.UUID | str) -> None:

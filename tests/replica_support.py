@@ -10,7 +10,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
-from django.conf import settings
 from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
@@ -148,8 +147,13 @@ def server_hung(alias: str) -> Iterator[None]:
 
 
 def point_replicas_at_test_database() -> None:
-    test_name = connections["default"].settings_dict["NAME"]
-    for alias in settings.REPLICA_ALIASES:
+    """Every cluster's replicas (CLUSTER_COUNT=2 in .env adds c2's): the test database
+    their own primary made, on their own server."""
+    from replicas.topology import topology
+
+    for alias in topology().replica_aliases:
+        mirror = connections.settings[alias].get("TEST", {}).get("MIRROR") or "default"
+        test_name = connections[mirror].settings_dict["NAME"]
         params = connections.settings[alias]  # the same dict as settings.DATABASES[alias]
         params["NAME"] = test_name
         connection = connections[alias]

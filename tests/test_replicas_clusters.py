@@ -201,7 +201,7 @@ def test_without_redis_a_cached_placement_lives_only_the_stale_bound(two_cluster
         changed = time.monotonic()
         OrgPlacement.objects.filter(org_id=org_b.id).update(cluster="main", generation=2)
         wait_until(lambda: placement_get(org_id=org_b.id).cluster == "main", timeout=5, interval=0.01)
-        assert time.monotonic() - changed <= 0.5 + 0.3
+        assert time.monotonic() - changed <= 0.5 + 1.0  # the stale bound, plus slack for a loaded machine
     finally:
         directory_cache.listener.stop()  # it restarts on the next lookup, with the real Redis
 
