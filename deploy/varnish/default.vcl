@@ -38,14 +38,16 @@ sub vcl_recv {
         if (client.ip !~ purgers) {
             return (synth(403, "Forbidden"));
         }
-        if (req.http.xkey-purge) {
-            set req.http.X-Edge-Purged = xkey.purge(req.http.xkey-purge);
-        } elsif (req.http.xkey-softpurge) {
-            set req.http.X-Edge-Purged = xkey.softpurge(req.http.xkey-softpurge);
-        } else {
+        if (!req.http.xkey-purge && !req.http.xkey-softpurge) {
             return (synth(400, "Send the tags in an xkey-purge or xkey-softpurge header"));
         }
+        # Noted before the removal: a fill checked after this point sees the purge.
         call edge_note_purge;
+        if (req.http.xkey-purge) {
+            set req.http.X-Edge-Purged = xkey.purge(req.http.xkey-purge);
+        } else {
+            set req.http.X-Edge-Purged = xkey.softpurge(req.http.xkey-softpurge);
+        }
         return (synth(200, "Purged"));
     }
 
@@ -89,13 +91,15 @@ sub vcl_recv {
 # that read the database before the write committed would be stored after the purge
 # and served stale for its whole s-maxage. So each purge notes its time, per org
 # (hashed to 4096 buckets by the last 3 hex digits of the org id, to bound memory), and
-# vcl_backend_response refuses to store a fill that started before such a purge.
+# vcl_backend_response refuses to store a fill that started before such a purge, and
+# vcl_hit refetches a copy fetched before one. A purge naming one org (its sections and
+# its properties' tags: every object of its properties lives under its URL) notes that
+# org's bucket; one naming several orgs, or none (a user's auth answers), notes "any".
 sub edge_note_purge {
     set req.http.X-Edge-Purge-Tags = req.http.xkey-purge + " " + req.http.xkey-softpurge;
     set req.http.X-Edge-Purge-Time = "" + std.time2real(now, 0.0);
     if (req.http.X-Edge-Purge-Tags ~ "org-[0-9a-f-]{36}"
-        && req.http.X-Edge-Purge-Tags !~ "org-([0-9a-f-]{36})\b.*\borg-(?!\1)[0-9a-f-]{36}"
-        && req.http.X-Edge-Purge-Tags !~ "(^| )property-") {
+        && req.http.X-Edge-Purge-Tags !~ "org-([0-9a-f-]{36})\b.*\borg-(?!\1)[0-9a-f-]{36}") {
         var.global_set("purged-" + regsub(req.http.X-Edge-Purge-Tags,
             "^.*?org-[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1"), req.http.X-Edge-Purge-Time);
     } else {
@@ -118,6 +122,21 @@ sub vcl_hash {
 }
 
 sub vcl_hit {
+    # vcl_backend_response refuses a fill that started before a purge of its org, but a
+    # purge can also land between that check and the copy's insertion (on a busy machine
+    # a thread may sleep there for milliseconds): the copy would then be stored after the
+    # purge with data from before the write. So a hit is also checked: a copy fetched
+    # (obj.age back from now) no later than a purge of its org is
+    # fetched again and replaced (as for fills, a purge counts to the end of its
+    # millisecond: a copy fetched within it is fetched once more). Only the org's own bucket counts here: "any" (a user's
+    # revocation, several orgs at once) would otherwise refetch the whole cache; the
+    # app purges one org per request (edgecache/purge.py), and auth answers are short-lived.
+    if (!req.http.X-Edge-Preflight
+        && std.real(var.global_get("purged-" + regsub(req.url, "^/v1/orgs/[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1")), 0.0)
+           + 0.001 >= std.time2real(now - obj.age, 0.0)) {
+        set req.hash_always_miss = true;
+        return (restart);
+    }
     set req.http.X-Edge-Cache = "HIT";
 }
 
