@@ -60,7 +60,11 @@ client/node_modules/.installed: client/package.json client/package-lock.json
 
 client-deps: client/node_modules/.installed
 
+# The two-cluster tests use a second database cluster; it starts here, before the suite
+# churns through ephemeral ports (its default ports lie in Linux's ephemeral range, where
+# a test's outgoing connection can hold one), and is only used by those tests' fixture.
 test: venv stack tools client-deps
+	@bin/stack cluster-up 2
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 	$(if $(PYTEST_ARGS),,@$(MAKE) --no-print-directory test-redis-topologies)
 

@@ -49,7 +49,12 @@ class SecondCluster:
 
 
 def _stack_env() -> dict[str, str]:
-    subprocess.run([str(STACK), "cluster-up", "2"], check=True, capture_output=True, timeout=180, cwd=ROOT)
+    started = subprocess.run(
+        [str(STACK), "cluster-up", "2"], check=False, capture_output=True, timeout=180, cwd=ROOT, text=True
+    )
+    assert started.returncode == 0, (
+        f"bin/stack cluster-up 2 failed: {started.stdout[-1000:]} {started.stderr[-1000:]}"
+    )
     out = subprocess.run(
         [str(STACK), "env"], check=True, capture_output=True, timeout=60, cwd=ROOT, text=True,
         env={**os.environ, "CLUSTER_COUNT": "2"},

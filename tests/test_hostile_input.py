@@ -115,7 +115,7 @@ def test_forged_or_malformed_cursors_are_400_never_500(tenant):
 # --- read-your-writes positions --------------------------------------------------------
 def _stored_org_position(org_id: object) -> bytes | None:
     client = redis.Redis.from_url(django_settings.REDIS_URL)
-    keys = list(client.scan_iter(match=f"replicas:pos:*:{org_reader_id(str(org_id))}"))
+    keys = list(client.scan_iter(match=f"replicas:pos:*:{{{org_reader_id(str(org_id))}}}"))
     return client.get(keys[0]) if keys else None
 
 
@@ -123,7 +123,7 @@ def _stored_org_position(org_id: object) -> bytes | None:
 def test_only_committed_writes_of_authenticated_callers_record_a_position(tenant, settings):
     settings.USE_READ_REPLICAS = True
     client = redis.Redis.from_url(django_settings.REDIS_URL)
-    for key in client.scan_iter(match=f"replicas:pos:*:{org_reader_id(str(tenant.org.id))}"):
+    for key in client.scan_iter(match=f"replicas:pos:*:{{{org_reader_id(str(tenant.org.id))}}}"):
         client.delete(key)
     keyed = {"HTTP_IDEMPOTENCY_KEY": "hostile-1"}
 

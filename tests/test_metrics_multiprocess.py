@@ -114,12 +114,16 @@ def _series(samples: list) -> set[tuple]:
 
 @pytest.mark.django_db(transaction=True)
 def test_series_count_is_the_same_after_1000_orgs_as_after_10(make_user, client_for):
+    from directory.services import placement_create
+    from replicas.topology import topology
     from tenancy.models import Membership, Organization, Property
     from tests.tokens import token_for
 
     user = make_user()
     token = token_for(user)
     orgs = Organization.objects.bulk_create(Organization(name=f"Hotel {n}") for n in range(1000))
+    for org in orgs:  # bulk_create sends no post_save: place them as seed_orgs does
+        placement_create(org_id=org.id, cluster=topology().home.name)
     Membership.objects.bulk_create(Membership(org=org, user=user, role="owner") for org in orgs)
     properties = Property.objects.bulk_create(
         Property(org=org, name="Main", currency="EUR", timezone="UTC") for org in orgs
