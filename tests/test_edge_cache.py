@@ -236,6 +236,9 @@ def test_purging_org_a_leaves_org_b_cached(edge_settings, tenant, other_tenant):
 
     cache_states()
     assert set(cache_states().values()) == {"HIT"}
+    # A copy fetched in the second before a purge of its org is fetched again (it may
+    # be a fill that raced the purge: docs/edge-cache.md); these are older than that.
+    time.sleep(1.1)
 
     VarnishPurge().purge([org_section_tag(tenant.org.id, "expenses")])
     assert cache_states() == {

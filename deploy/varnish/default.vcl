@@ -90,7 +90,7 @@ sub vcl_recv {
 # A purge removes the copies in the cache, but not a copy still being fetched: a fill
 # that read the database before the write committed would be stored after the purge
 # and served stale for its whole s-maxage. So each purge notes its time, per org
-# (hashed to 4096 buckets by the last 3 hex digits of the org id, to bound memory), and
+# (hashed to 65536 buckets by the last 4 hex digits of the org id, to bound memory), and
 # vcl_backend_response refuses to store a fill that started before such a purge, and
 # vcl_hit refetches a copy fetched before one. A purge naming one org (its sections and
 # its properties' tags: every object of its properties lives under its URL) notes that
@@ -101,7 +101,7 @@ sub edge_note_purge {
     if (req.http.X-Edge-Purge-Tags ~ "org-[0-9a-f-]{36}"
         && req.http.X-Edge-Purge-Tags !~ "org-([0-9a-f-]{36})\b.*\borg-(?!\1)[0-9a-f-]{36}") {
         var.global_set("purged-" + regsub(req.http.X-Edge-Purge-Tags,
-            "^.*?org-[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1"), req.http.X-Edge-Purge-Time);
+            "^.*?org-[0-9a-f-]{32}([0-9a-f]{4}).*$", "\1"), req.http.X-Edge-Purge-Time);
     } else {
         var.global_set("purged-any", req.http.X-Edge-Purge-Time);  # several orgs: all of them
     }
@@ -123,19 +123,24 @@ sub vcl_hash {
 
 sub vcl_hit {
     # vcl_backend_response refuses a fill that started before a purge of its org, but a
-    # purge can also land between that check and the copy's insertion (on a busy machine
-    # a thread may sleep there for milliseconds): the copy would then be stored after the
-    # purge with data from before the write. So a hit is also checked: a copy fetched
-    # (obj.age back from now) no later than a purge of its org is
-    # fetched again and replaced (as for fills, a purge counts to the end of its
-    # millisecond: a copy fetched within it is fetched once more). Only the org's own bucket counts here: "any" (a user's
-    # revocation, several orgs at once) would otherwise refetch the whole cache; the
-    # app purges one org per request (edgecache/purge.py), and auth answers are short-lived.
-    if (!req.http.X-Edge-Preflight
-        && std.real(var.global_get("purged-" + regsub(req.url, "^/v1/orgs/[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1")), 0.0)
-           + 0.001 >= std.time2real(now - obj.age, 0.0)) {
-        set req.hash_always_miss = true;
-        return (restart);
+    # purge can also land between that check and the copy's insertion (a thread on a busy
+    # machine may sleep there): the copy is then stored after the purge, with data from
+    # before the write. Such a copy was fetched (obj.age back from now) shortly before a
+    # purge of its org: a copy fetched within the second before a purge of its org's
+    # bucket (a purge counts to the end of its millisecond) is fetched again, replacing
+    # it. Older copies of the org that the purge did not name stay: the race needs a fill
+    # in flight. Only the org's bucket counts: "any" (a user's revocation, several orgs at
+    # once) would refetch everything fetched in that second; the app purges one org per
+    # PURGE, and auth answers are short-lived.
+    if (!req.http.X-Edge-Preflight) {
+        set req.http.X-Edge-Purged-At = var.global_get("purged-" + regsub(req.url, "^/v1/orgs/[0-9a-f-]{32}([0-9a-f]{4}).*$", "\1"));
+        if (std.real(req.http.X-Edge-Purged-At, 0.0) + 0.001 >= std.time2real(now - obj.age, 0.0)
+            && std.real(req.http.X-Edge-Purged-At, 0.0) - 1.0 <= std.time2real(now - obj.age, 0.0)) {
+            unset req.http.X-Edge-Purged-At;
+            set req.hash_always_miss = true;
+            return (restart);
+        }
+        unset req.http.X-Edge-Purged-At;
     }
     set req.http.X-Edge-Cache = "HIT";
 }
@@ -191,7 +196,7 @@ sub vcl_backend_response {
     # 100.0007 reads back as 100.001 or 100.000, and a fill that started at 100.0003,
     # before the purge, would pass a plain comparison. So a purge counts as late as the
     # end of its millisecond (refusing one harmless extra fill now and then).
-    set bereq.http.X-Edge-Bucket = regsub(bereq.url, "^/v1/orgs/[0-9a-f-]{33}([0-9a-f]{3}).*$", "\1");
+    set bereq.http.X-Edge-Bucket = regsub(bereq.url, "^/v1/orgs/[0-9a-f-]{32}([0-9a-f]{4}).*$", "\1");
     if (std.real(var.global_get("purged-" + bereq.http.X-Edge-Bucket), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)
         || std.real(var.global_get("purged-any"), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)) {
         set beresp.uncacheable = true;
