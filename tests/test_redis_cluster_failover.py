@@ -41,15 +41,28 @@ class ClusterStack:
 def cluster_stack(django_db_setup: None, django_db_blocker: Any) -> Any:
     from contextlib import ExitStack
 
-    from tests.live_server import outbox_worker, running_server, running_servers
+    from tests.live_server import running_server, running_servers
 
     with django_db_blocker.unblock(), dedicated_cluster() as cluster, ExitStack() as stack:
         env = ENV | {"REDIS_CLUSTER_NODES": cluster.seeds}
         database = conftest.test_database_url()
         realtime = stack.enter_context(running_servers(database, 2, **env))
         rest = stack.enter_context(running_server(database, REDIS_CLUSTER_NODES=cluster.seeds))
-        stack.enter_context(outbox_worker(database, REDIS_CLUSTER_NODES=cluster.seeds))
         yield ClusterStack(cluster, realtime, rest)
+
+
+@pytest.fixture(autouse=True)
+def cluster_outbox_worker(cluster_stack: Any, django_db_blocker: Any) -> Any:
+    """The outbox worker, per test: it must be stopped before the test database is
+    flushed (its deliveries read several tables in one transaction, which can deadlock
+    with the flush's TRUNCATE)."""
+    from tests.live_server import outbox_worker
+
+    with (
+        django_db_blocker.unblock(),
+        outbox_worker(conftest.test_database_url(), REDIS_CLUSTER_NODES=cluster_stack.cluster.seeds),
+    ):
+        yield
 
 
 def _tenant_on(cluster: DedicatedCluster, master: int, make_tenant: Any, *, on: bool = True) -> Any:
