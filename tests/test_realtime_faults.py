@@ -85,6 +85,8 @@ def test_bin_serve_runs_the_servers_and_the_worker_and_term_stops_all(django_db_
     env = os.environ | {
         "DATABASE_URL": conftest.test_database_url(), "REST_PORT": str(port), "REALTIME_PORT": str(realtime_port),
         "PORT": str(free_port()),
+        # its own free port: the default, REST_PORT + 1, may be held by anything here
+        "PUSH_WORKER_METRICS_PORT": str(free_port()),
         "WEB_CONCURRENCY": "1", "REALTIME_WORKERS": "1", "ACCESS_LOG": "", "PYTHON": sys.executable,
     }  # fmt: skip
     with django_db_blocker.unblock():
