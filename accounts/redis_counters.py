@@ -46,7 +46,8 @@ def counter_increment_and_get(
 
     def run() -> list:
         pipe = sync_redis().pipeline(transaction=False)
-        pipe.eval(_INCREMENT, 1, key, window_seconds)
+        # execute_command: a cluster pipeline has no eval() (the same EVAL on the wire)
+        pipe.execute_command("EVAL", _INCREMENT, 1, key, window_seconds)
         for other in also_get:
             pipe.get(other)
         return pipe.execute()
