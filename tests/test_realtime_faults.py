@@ -152,10 +152,16 @@ def test_a_hung_redis_pubsub_subscribe_is_bounded_by_the_breaker_and_recovers(se
 
         with server.paused():
             hung = [attempt(f"org-hung-{n}") for n in range(6)]
-        assert [outcome for outcome, _ in hung[:2]] == ["TimeoutError"] * 2, hung
-        assert [outcome for outcome, _ in hung[2:]] == ["RedisUnavailable"] * 4, hung
-        assert all(seconds < deadline + 1.0 for _, seconds in hung[:2]), hung  # bounded by the deadline
-        assert all(seconds < 0.05 for _, seconds in hung[2:]), hung  # open: Redis not even asked
+        # The breaker opens after REDIS_BREAKER_FAILURES (2) failures in this process; the
+        # hub's own reader may add one while Redis hangs, so one or two subscribes pay the
+        # deadline, and every later one fails at once.
+        timed_out = next(n for n, (outcome, _) in enumerate(hung) if outcome != "TimeoutError")
+        assert 1 <= timed_out <= 2, hung
+        assert [outcome for outcome, _ in hung[timed_out:]] == ["RedisUnavailable"] * (6 - timed_out), hung
+        assert all(seconds < deadline + 1.0 for _, seconds in hung[:timed_out]), (
+            hung
+        )  # bounded by the deadline
+        assert all(seconds < 0.05 for _, seconds in hung[timed_out:]), hung  # open: Redis not even asked
 
         # After SIGCONT: refused until the cooldown ends, then the probe subscribes.
         wait_until(lambda: attempt("org-after")[0] == "subscribed", timeout=15, interval=0.2)
