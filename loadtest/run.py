@@ -27,6 +27,7 @@ import csv
 import datetime
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+logging.getLogger("httpx").setLevel(logging.WARNING)  # the audit's sync clients: a line per request
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -892,6 +894,16 @@ def ratio_row(name: str, full: dict[str, str], bare: dict[str, str]) -> str:
             f"{bare['95%']} | {full['95%']} |")  # fmt: skip
 
 
+def refuse_orgs_out_of_reach() -> None:
+    """With one cluster, orgs an earlier run moved to c2 would answer 503 all run long."""
+    from directory.models import OrgPlacement
+
+    away = OrgPlacement.objects.exclude(cluster="main").count() if CLUSTERS < 2 else 0
+    if away:
+        raise SystemExit(f"{away} orgs were moved to c2 by an earlier run: keep LOADTEST_CLUSTERS=2 "
+                         "(the servers must reach them), or start from fresh data (bin/stack destroy)")  # fmt: skip
+
+
 def prepare(credentials: Path) -> None:
     say(f"starting the local stack ({CLUSTERS} database cluster(s), Redis: {REDIS_MODE})")
     run(["bin/stack", "up"], stdout=subprocess.DEVNULL)
@@ -912,6 +924,7 @@ def main() -> None:
     prepare(credentials)
 
     push_devices = PushDevices(credentials)
+    refuse_orgs_out_of_reach()
     move_org = push_devices.movable_hot_org() if FAULTS and CLUSTERS >= 2 else None
     journal_path, attempts_path = out / "journal.jsonl", out / "attempts.json"
     locust_env = {"LOADTEST_CREDENTIALS": str(credentials), "LOADTEST_JOURNAL": str(journal_path),
