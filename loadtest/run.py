@@ -1020,7 +1020,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
               f"From the clients' side: {slos['api_attempts']} API attempts (retries included), "
               f"{slos['api_attempts_outside_fault_windows']} of them outside the drill's fault windows (each step + 10 s); "
               f"{slos['refused_connections']} refused or reset connections (not 5xx: counted under errors below).", "",
-              "| SLO | whole run | | outside fault windows | |", "|---|---|---|---|---|",
+              "| SLO | whole run | verdict | outside fault windows | verdict |", "|---|---|---|---|---|",
               *(f"| {' | '.join(row)} |" for row in slos["rows"]), ""]  # fmt: skip
     lines += ["## Error answers (every attempt, retried or not)", "",
               f"Answers other than 503 with Retry-After, or a refused connection during a drill step: {unexpected_errors}.", "",
