@@ -843,8 +843,10 @@ def judge_slos(
          verdict(None if error is None else 1 - error > 0.9995),
          pct(None if calm_error is None else 1 - calm_error), verdict(None if calm_error is None else 1 - calm_error > 0.9995)),
     ]  # fmt: skip
+    span = (api[-1][0] - api[0][0]) if len(api) > 1 else 0.0
     return {
         "rows": rows,
+        "api_attempts_per_second": round(len(api) / span, 1) if span else None,
         "api_attempts": len(api),
         "api_attempts_outside_fault_windows": len(calm),
         "refused_connections": sum(1 for a in api if a[2] == 0),
@@ -1017,6 +1019,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
         "",
     ]
     lines += ["## SLOs of the plan, judged on this run's own data", "",
+              f"At this run's load, {slos['api_attempts_per_second']} API attempts/s through the edge. "
               f"From the clients' side: {slos['api_attempts']} API attempts (retries included), "
               f"{slos['api_attempts_outside_fault_windows']} of them outside the drill's fault windows (each step + 10 s); "
               f"{slos['refused_connections']} refused or reset connections (not 5xx: counted under errors below).", "",
@@ -1032,7 +1035,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
         "|---:|---:|---|---:|---|",
     ]
     lines += [f"| {st.began:.0f} | {st.took:.1f} | {st.name} | {st.exit} | {(st.output.splitlines() or [''])[-1][:200]} |"
-              for st in drill.steps]  # fmt: skip
+              for st in drill.steps] if FAULTS else ["", "Off (LOADTEST_FAULTS=0)."]  # fmt: skip
     lines += ["", "## Database check", "", *(f"- {k}: {v}" for k, v in db_check.items())]
     lines += ["", "## Websockets", "", *(f"- {k}: {v}" for k, v in ws_check.items())]
     sync_rows = [f"| {name} | {row['Request Count']} | {row['Failure Count']} | {row['50%']} | {row['95%']} | {row['99%']} |"
