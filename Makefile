@@ -20,7 +20,7 @@ help:
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
 	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
-	@echo "    bench-summary | bench-origin | bench-org-move | bench-redis-cluster"
+	@echo "    bench-summary | bench-origin | bench-org-move | bench-redis-cluster | bench-storage"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
