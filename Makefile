@@ -116,6 +116,11 @@ bench-idempotency: migrate bench-tools
 bench-changelog: migrate bench-tools
 	@$(PY) bench/changelog_cost.py
 
+# Bytes on disk per org and per row (scratch database; docs/scale-out.md "Capacity").
+.PHONY: bench-storage
+bench-storage: migrate
+	@$(PY) bench/storage_per_org.py
+
 # Finance summary from per-day totals vs from rows, 1 000 - 1 000 000 rows; the totals' write cost.
 bench-summary: migrate bench-tools
 	@$(PY) bench/summary_latency.py
