@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["DB_STATEMENT_TIMEOUT_MS"] = "3600000"
 
-import environ  # noqa: E402
-import psycopg  # noqa: E402
+import environ
+import psycopg
 
 environ.Env.read_env(ROOT / ".env", overwrite=False)
 DATABASE = "hospitality_storage"
@@ -110,7 +110,7 @@ def seed_orgs(prefix: str, orgs: int, properties: int, users: int, entries_per_p
 
     started = time.monotonic()
     plan = SeedPlan(orgs=orgs, properties_per_org=properties, users_per_org=users,
-                    entries_per_property=entries_per_property, prefix=prefix, password="storage-bench",
+                    entries_per_property=entries_per_property, prefix=prefix, password=os.urandom(8).hex(),
                     batch_orgs=min(orgs, 2000))  # fmt: skip
     seed(plan, progress=lambda n: None)
     return time.monotonic() - started

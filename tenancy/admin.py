@@ -122,7 +122,9 @@ class MembershipAdmin(OrgClusterAdmin):
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
         if term:
-            users = User.objects.filter(username__icontains=term).values_list("id", flat=True)[:USER_SEARCH_LIMIT]
+            users = User.objects.filter(username__icontains=term).values_list("id", flat=True)[
+                :USER_SEARCH_LIMIT
+            ]
             found |= queryset.filter(user_id__in=list(users))
         return found, may_have_duplicates
 
