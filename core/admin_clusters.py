@@ -212,11 +212,17 @@ class OrgClusterAdmin(admin.ModelAdmin):
             )
         except OrgMoving as exc:
             logger.warning("admin write refused: org moving or moved (%s %s)", request.method, request.path)
+            saved = (
+                # a bulk action writes row by row, each in its own transaction
+                "the selected rows before it were saved, that row and the rest were not"
+                if listing
+                else "nothing was saved"
+            )
             return self._refusal(
                 request,
                 503,
                 "This organization is being moved to another database cluster, or has just moved: "
-                "nothing was saved. Retry in a few seconds.",
+                f"{saved}. Retry in a few seconds.",
                 retry_after=exc.wait,
             )
         except ClusterNotConfigured:

@@ -181,6 +181,14 @@ def test_a_write_to_the_copy_a_move_left_answers_503_with_retry_after(two_cluste
         assert int(response["Retry-After"]) >= 1
         assert b"nothing was saved" in response.content
         assert placement_get(org_id=org.id).cluster == NAME  # the stale entry was dropped
+    # the bulk "delete selected" action of a list narrowed to the org
+    directory_cache.put(Placement(org.id, "main", "active", 4), read_at=time.monotonic())
+    bulk = staff.post(
+        f"/admin/finance/expense/?org_id={org.id}",
+        {"action": "delete_selected", "_selected_action": [str(expense.id)], "post": "yes"},
+    )
+    assert bulk.status_code == 503 and int(bulk["Retry-After"]) >= 1
+    assert b"that row and the rest were not" in bulk.content
     assert _amount_on("default", expense.id) == [(Decimal("10.00"),)]
     assert _sql("default", "SELECT name FROM tenancy_organization WHERE id = %s", (org.id,)) == [("Hotel",)]
     assert _sql("default", "SELECT name FROM tenancy_property WHERE id = %s", (prop.id,)) == [("Main",)]
