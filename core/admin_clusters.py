@@ -9,9 +9,8 @@ directory cluster):
 - change, delete and history pages: the cluster of the object's org. An object is
   looked up by primary key on each cluster's primary, and the copy kept is the one on
   the cluster the directory places its org on (a move leaves the source's copy until
-  its clean step, and `--keep-source` keeps it). Ids are UUIDv7s, unique across
-  clusters; should two live copies ever match, the list's `cluster` filter (kept in the
-  change link) decides, else the page says so (400);
+  its clean step, and `--keep-source` keeps it; ids are UUIDv7s, unique across
+  clusters);
 - add pages: the cluster of the org named in the form (`org`); a new org is made on
   DEFAULT_CLUSTER;
 - lists: the `cluster` filter (shown when there is more than one cluster), else the
@@ -81,10 +80,6 @@ def org_admin_write(org_id: uuid.UUID | str) -> Iterator[None]:
         yield
 
 
-class AmbiguousObject(Exception):
-    """The id names live rows on several clusters."""
-
-
 def _hints(request: HttpRequest) -> QueryDict:
     """The request's query parameters, over the list filters a change link preserves."""
     merged = QueryDict(request.GET.get("_changelist_filters", ""), mutable=True)
@@ -115,8 +110,10 @@ class OrgClusterAdmin(admin.ModelAdmin):
         placement = placement_get(org_id=org_id)
         return None if placement is None else topology().named(placement.cluster)
 
-    def _object_org(self, object_id: str, preferred: str | None) -> tuple[Cluster, str] | None:
-        """(cluster, org id) of the object's live copy, None when no cluster has it."""
+    def _object_org(self, object_id: str) -> tuple[Cluster, str] | None:
+        """(cluster, org id) of the object's live copy, None when no cluster has it.
+        Ids are global, so the only other copies are ones a move left behind, on a
+        cluster the directory no longer places the org on."""
         try:
             pk = self.model._meta.pk.to_python(object_id)
         except ValidationError:
@@ -124,17 +121,12 @@ class OrgClusterAdmin(admin.ModelAdmin):
         if self.org_field == self.model._meta.pk.attname:  # the org itself
             cluster = self._placed_cluster(pk)
             return None if cluster is None else (cluster, str(pk))
-        found = []
         for cluster in topology().clusters.values():
             manager = self.model._default_manager.using(cluster.primary)
             org_id = manager.filter(pk=pk).values_list(self.org_field, flat=True).first()
             if org_id is not None and self._placed_cluster(org_id) == cluster:
-                found.append((cluster, str(org_id)))
-        if len(found) > 1:
-            found = [f for f in found if f[0].name == preferred]
-            if len(found) != 1:
-                raise AmbiguousObject()
-        return found[0] if found else None
+                return cluster, str(org_id)
+        return None
 
     def _list_org(self, hints: QueryDict) -> str | None:
         """The org a list is narrowed to: the org filter, else an org id searched for."""
@@ -150,7 +142,7 @@ class OrgClusterAdmin(admin.ModelAdmin):
         hints = _hints(request)
         named = hints.get(CLUSTER_PARAM)
         if object_id is not None:
-            found = self._object_org(object_id, named)
+            found = self._object_org(object_id)
             if found is not None:
                 return found
         elif not listing:  # an add page: the org named in the form
@@ -203,13 +195,6 @@ class OrgClusterAdmin(admin.ModelAdmin):
             org_id = self._bind(request, object_id, listing=listing)
             with self._org_write(request, org_id):
                 return view()
-        except AmbiguousObject:
-            return self._refusal(
-                request,
-                400,
-                f"{self.model._meta.verbose_name} {object_id} exists on several database clusters: "
-                "open it from the list filtered by cluster.",
-            )
         except OrgMoving as exc:
             logger.warning("admin write refused: org moving or moved (%s %s)", request.method, request.path)
             saved = (
