@@ -20,7 +20,7 @@ help:
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
 	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
-	@echo "    bench-summary | bench-origin | bench-org-move | bench-redis-cluster"
+	@echo "    bench-summary | bench-origin | bench-org-move | bench-redis-cluster | bench-storage"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -115,6 +115,11 @@ bench-idempotency: migrate bench-tools
 # The org change log's cost on a keyed write: with vs without (docs/benchmarks.md "Change log").
 bench-changelog: migrate bench-tools
 	@$(PY) bench/changelog_cost.py
+
+# Bytes on disk per org and per row (scratch database; docs/scale-out.md "Capacity").
+.PHONY: bench-storage
+bench-storage: migrate
+	@$(PY) bench/storage_per_org.py
 
 # Finance summary from per-day totals vs from rows, 1 000 - 1 000 000 rows; the totals' write cost.
 bench-summary: migrate bench-tools

@@ -13,13 +13,17 @@ import psycopg
 from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
+from tests.pinned_env import stack_environ
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "bin" / "stack"
 REPLICAS = ("replica1", "replica2")
 
 
 def stack(*args: str) -> None:
-    subprocess.run([str(STACK), *args], check=True, capture_output=True, timeout=120, cwd=ROOT)
+    subprocess.run(
+        [str(STACK), *args], check=True, capture_output=True, timeout=120, cwd=ROOT, env=stack_environ()
+    )
 
 
 def url_of(alias: str) -> str:
