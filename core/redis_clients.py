@@ -33,12 +33,13 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 from django.conf import settings
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
 from redis.crc import key_slot as _key_slot
@@ -135,7 +136,7 @@ def _sync_cluster_client(
             decode_responses=decode_responses,
         )
 
-    return LazyRedisCluster(connect)  # type: ignore[return-value]  (a RedisCluster once used)
+    return LazyRedisCluster(connect)  # type: ignore[return-value]  # a RedisCluster once used
 
 
 @lru_cache(maxsize=8)
@@ -163,7 +164,7 @@ def async_redis() -> AsyncClient:
                 max_connections=ASYNC_CLUSTER_NODE_CONNECTIONS,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
+                retry=AsyncRetry(NoBackoff(), 0),
                 require_full_coverage=False,
                 decode_responses=True,
             )
@@ -179,7 +180,9 @@ def async_redis() -> AsyncClient:
             socket_connect_timeout=timeout,
             decode_responses=True,
         )
-        client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        # A client given a pool takes its connections' settings from the pool: theirs
+        # default to no retries (a `retry` here would be ignored).
+        client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
@@ -204,10 +207,10 @@ async def async_pubsub_target(channel: str) -> tuple[str, aioredis.Redis | None]
     # clients resume with last_event_id), never silently reconnect past a gap.
     client = aioredis.Redis(
         host=node.host,
-        port=node.port,
+        port=int(node.port),
         socket_connect_timeout=1.0,
         socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
+        retry=AsyncRetry(NoBackoff(), 0),
         decode_responses=True,
     )
     return node.name, client
@@ -281,7 +284,8 @@ def _sync_topology_refresh() -> None:
         _sync_topology_stale.clear()
         if cluster_mode():
             for decode in (True, False):
-                sync_redis(decode_responses=decode).nodes_manager.initialize()
+                cluster = cast(redis.RedisCluster, sync_redis(decode_responses=decode))  # cluster mode
+                cluster.nodes_manager.initialize()
 
 
 def _as_redis_error(exc: RedisClusterException) -> redis.ConnectionError:

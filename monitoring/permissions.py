@@ -23,4 +23,4 @@ class IsStaffOrMetricsToken(BasePermission):
         if has_metrics_token(request):
             return True
         user = request.user
-        return bool(user and user.is_authenticated and user.is_staff)
+        return bool(user.is_authenticated and user.is_staff)

@@ -112,7 +112,7 @@ class ConnectionSlot:
         ]
 
 
-def _script_args(slot: ConnectionSlot) -> list[object]:
+def _script_args(slot: ConnectionSlot) -> list[str | int]:
     lease_ms = int(settings.REALTIME_LEASE_SECONDS * 1000)
     return [slot.connection_id, settings.MAX_CONNECTIONS_PER_USER, settings.MAX_CONNECTIONS_PER_ORG, lease_ms]
 
