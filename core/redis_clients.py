@@ -31,7 +31,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from typing import TypeVar, cast
 
@@ -58,6 +58,12 @@ ASYNC_CLUSTER_NODE_CONNECTIONS = 64
 
 SyncClient = redis.Redis | redis.RedisCluster
 AsyncClient = aioredis.Redis | aiocluster.RedisCluster
+Pipeline = (
+    redis.client.Pipeline
+    | redis.cluster.ClusterPipeline
+    | aioredis.client.Pipeline
+    | aiocluster.ClusterPipeline
+)
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient]" = (
     weakref.WeakKeyDictionary()
@@ -91,6 +97,15 @@ def publish_command() -> str:
     """How live announcements go out: SPUBLISH on a cluster (only the shard that owns
     the channel's slot carries it), PUBLISH on one node."""
     return "SPUBLISH" if cluster_mode() else "PUBLISH"
+
+
+def pipeline_eval(pipe: Pipeline, script: str, keys: Sequence[str], args: Sequence[str | int]) -> None:
+    """Queue an EVAL of `script` in `pipe`, on one node or a cluster, sync or async.
+
+    A sync cluster pipeline's eval() is another method (it takes no script: TypeError),
+    so the command goes as such: the same EVAL on the wire, routed by the first key's
+    slot on a cluster."""
+    pipe.execute_command("EVAL", script, len(keys), *keys, *args)
 
 
 def sync_redis(*, decode_responses: bool = True) -> SyncClient:

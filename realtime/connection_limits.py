@@ -20,7 +20,7 @@ import redis
 import redis.asyncio.cluster as aiocluster
 from django.conf import settings
 
-from core.redis_clients import aredis_call, async_redis, key_slot
+from core.redis_clients import aredis_call, async_redis, key_slot, pipeline_eval
 from core.redis_keys import atomic_script
 from realtime import keys
 
@@ -138,7 +138,7 @@ async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
         master = client.nodes_manager.slots_cache[key_slot(slot.redis_keys[0])][0]
         wanted = min(await _connected_replicas(client, master), 1)
         async with client.pipeline(transaction=False) as pipe:  # one node: one connection
-            pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+            pipeline_eval(pipe, _PRUNE_CHECK_ADD, slot.redis_keys, _script_args(slot))
             pipe.execute_command("WAIT", wanted, LEASE_WAIT_MS, target_nodes=master)
             result, acknowledged = await pipe.execute()
         return int(result), int(acknowledged), wanted
@@ -202,7 +202,7 @@ class LeaseRenewer:
             # Redis caches the text's compiled form anyway.
             async with client.pipeline(transaction=False) as pipe:
                 for slot, _ in held:
-                    pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+                    pipeline_eval(pipe, _PRUNE_CHECK_ADD, slot.redis_keys, _script_args(slot))
                 return await pipe.execute()
 
         results = await aredis_call(renew)
