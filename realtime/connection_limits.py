@@ -44,14 +44,15 @@ for i = 1, 3 do
 end
 return 0
 """
+
+
+def _lease_keys(*, user_id: str, org_id: str) -> list[str]:
+    """_PRUNE_CHECK_ADD's KEYS: the user's, the org's and everyone's leases."""
+    return [keys.user_connections_key(user_id), keys.org_connections_key(org_id), keys.all_connections_key()]
+
+
 atomic_script(
-    "realtime.lease_take",
-    _PRUNE_CHECK_ADD,
-    keys=lambda s: [
-        keys.user_connections_key(s.user_id),
-        keys.org_connections_key(s.org_id),
-        keys.all_connections_key(),
-    ],
+    "realtime.lease_take", _PRUNE_CHECK_ADD, keys=lambda s: _lease_keys(user_id=s.user_id, org_id=s.org_id)
 )
 
 _COUNT_LIVE = """
@@ -105,11 +106,7 @@ class ConnectionSlot:
 
     @property
     def redis_keys(self) -> list[str]:
-        return [
-            keys.user_connections_key(self.user_id),
-            keys.org_connections_key(self.org_id),
-            keys.all_connections_key(),
-        ]
+        return _lease_keys(user_id=self.user_id, org_id=self.org_id)
 
 
 def _script_args(slot: ConnectionSlot) -> list[str | int]:
