@@ -28,10 +28,11 @@ which are not behind the breaker: on one node one client, on a cluster one per m
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import TypeVar, cast
 
@@ -310,50 +311,51 @@ def _as_redis_error(exc: RedisClusterException) -> redis.ConnectionError:
     return redis.ConnectionError(f"redis cluster unusable: {exc}")
 
 
-def redis_call(call: Callable[[], T]) -> T:
-    """Run one Redis call behind the breaker; RedisError (RedisUnavailable while open)
-    when Redis does not answer."""
-    breaker = redis_breaker()
-    if not breaker.allow():
-        raise RedisUnavailable("redis circuit open")
+@contextlib.contextmanager
+def _counted(breaker: CircuitBreaker, topology_stale: Callable[[bool], None]) -> Iterator[None]:
+    """Count the call inside on the breaker: no answer is a failure (and may be a
+    failover: `topology_stale(cluster_error)` marks the slot map for a reload), an
+    answer (an error reply too) a success. A cluster error leaves as a RedisError."""
     try:
-        _sync_topology_refresh()
-        result = call()
+        yield
     except _UNREACHABLE as exc:
-        _sync_topology_stale.set()
+        topology_stale(False)
         _failed(breaker, exc)
         raise
     except RedisClusterException as exc:
-        _sync_topology_stale.set()
+        topology_stale(True)
         _failed(breaker, exc)
         raise _as_redis_error(exc) from exc
     except redis.RedisError:
         _answered(breaker)
         raise
     _answered(breaker)
-    return result
+
+
+def _allowed_breaker() -> CircuitBreaker:
+    breaker = redis_breaker()
+    if not breaker.allow():
+        raise RedisUnavailable("redis circuit open")
+    return breaker
+
+
+def redis_call(call: Callable[[], T]) -> T:
+    """Run one Redis call behind the breaker; RedisError (RedisUnavailable while open)
+    when Redis does not answer."""
+    with _counted(_allowed_breaker(), lambda cluster_error: _sync_topology_stale.set()):
+        _sync_topology_refresh()
+        return call()
 
 
 async def aredis_call(call: Callable[[], Awaitable[T]]) -> T:
     """redis_call for coroutines (same breaker)."""
-    breaker = redis_breaker()
-    if not breaker.allow():
-        raise RedisUnavailable("redis circuit open")
+    breaker = _allowed_breaker()
     loop = asyncio.get_running_loop()
-    try:
+
+    def topology_stale(cluster_error: bool) -> None:
+        _async_topology_stale[loop] = cluster_error or cluster_mode()
+
+    with _counted(breaker, topology_stale):
         if _async_topology_stale.pop(loop, False):
             await async_topology_refresh()
-        result = await call()
-    except _UNREACHABLE as exc:
-        _async_topology_stale[loop] = cluster_mode()
-        _failed(breaker, exc)
-        raise
-    except RedisClusterException as exc:
-        _async_topology_stale[loop] = True
-        _failed(breaker, exc)
-        raise _as_redis_error(exc) from exc
-    except redis.RedisError:
-        _answered(breaker)
-        raise
-    _answered(breaker)
-    return result
+        return await call()
