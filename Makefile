@@ -16,7 +16,7 @@ help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on $(ORIGIN)"
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
-	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
+	@echo "make lint   - ruff check, ruff format --check, makemigrations --check, mypy"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
 	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
@@ -94,6 +94,7 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@SECRET_KEY=$${SECRET_KEY:-lint-only-not-a-secret} $(PY) manage.py makemigrations --check --dry-run
+	@SECRET_KEY=$${SECRET_KEY:-lint-only-not-a-secret} $(VENV)/bin/mypy
 
 stop:
 	@bin/stack down
