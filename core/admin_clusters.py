@@ -146,10 +146,10 @@ class OrgClusterAdmin(admin.ModelAdmin):
             if found is not None:
                 return found
         elif not listing:  # an add page: the org named in the form
-            org_id = _as_uuid(request.POST.get("org") or request.GET.get("org"))
-            cluster = self._placed_cluster(org_id)
+            new_org = _as_uuid(request.POST.get("org") or request.GET.get("org"))
+            cluster = self._placed_cluster(new_org)
             if cluster is not None:
-                return cluster, str(org_id)
+                return cluster, str(new_org)
             if self.org_field == self.model._meta.pk.attname:
                 return topology().default, None  # a new org
         if named:
