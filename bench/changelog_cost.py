@@ -29,6 +29,9 @@ from bench.idempotency import cpu_seconds, make_tenant, run_wrk, stack_pids
 from tests.live_server import free_port
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
+# BENCH_PROFILE=<dir>: after the rounds, py-spy records the first variant's server (CPU
+# only) while wrk runs, into <dir>/changelog-cpu.txt; bench/profile_layers.py summarises it.
+PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 VARIANTS = {"with log": "config.settings", "without": "bench.settings_changelog_off"}
 
@@ -57,14 +60,9 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         servers[name] = (start_server(command, env=env, port=port, ready_path="/v1/schema"), port)
     outbox_before = outbox_row_stats()
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "outbox_worker"],
-        cwd=ROOT,
-        env=os.environ | {"DATABASE_URL": database_url},
-        stdout=subprocess.DEVNULL,
-    )
+    worker = start_outbox_worker(database_url)
     results: dict[str, list[dict]] = {name: [] for name in variants}
-    measured_name, baseline_name = list(variants)
+    measured_name = next(iter(variants))
     wrk_env = {"BENCH_TOKEN": token, "BENCH_BODY": body, "BENCH_MODE": "fresh"}
     try:
         for name, (_, port) in servers.items():  # warm-up, discarded
@@ -92,13 +90,25 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
                 results[name].append(result)
                 print(f"round {round_number + 1} {name:>9}: {result['throughput']:6.0f} req/s, "
                       f"p95 {result['p95_ms']:.1f} ms, {result['cpu_ms']:.2f} ms server CPU/request", flush=True)  # fmt: skip
+        if PROFILE_DIR:
+            profile(servers[measured_name], org.id, wrk_env)
     finally:
         for process in [worker, *(process for process, _ in servers.values())]:
             process.terminate()
             process.wait(timeout=20)
     leftover = OutboxEntry.objects.filter(org_id=org.id).count()
     time.sleep(1)  # table statistics reach pg_stat within a second
-    inserted, handed = (after - b for after, b in zip(outbox_row_stats(), outbox_before, strict=True))
+    rows = [after - b for after, b in zip(outbox_row_stats(), outbox_before, strict=True)]
+
+    report(results, what, load_before)
+    print(
+        f"outbox rows written: {rows[0]}, handed to the outbox worker: {rows[1]}, left after the run: {leftover}"
+    )
+
+
+def report(results: dict[str, list[dict]], what: str, load_before: float) -> None:
+    measured_name, baseline_name = list(results)
+    variants = list(results)
 
     def median(name: str, field: str) -> float:
         return statistics.median(r[field] for r in results[name])
@@ -121,7 +131,34 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
           f"{100 * paired[-1]:.1f} %")  # fmt: skip
     ratio = median(measured_name, "throughput") / median(baseline_name, "throughput")
     print(f"wall-clock throughput with / without: {ratio:.3f}")
-    print(f"outbox rows written: {inserted}, handed to the outbox worker: {handed}, left after the run: {leftover}")
+
+
+def start_outbox_worker(database_url: str) -> subprocess.Popen:
+    """The real outbox worker, as a deployment runs it next to the servers."""
+    env = os.environ | {"DATABASE_URL": database_url}
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "outbox_worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
+    )
+
+
+def profile(server: tuple[subprocess.Popen, int], org_id: object, wrk_env: dict[str, str]) -> None:
+    process, port = server
+    out = Path(PROFILE_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "changelog-cpu.txt"
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    spy = subprocess.Popen(
+        [py_spy, "record", "--pid", str(process.pid), "--subprocesses", "--nonblocking", "--rate", "250",
+         "--format", "raw", "--duration", str(SECONDS), "-o", str(target)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    run_wrk(
+        f"http://127.0.0.1:{port}/v1/orgs/{org_id}/expenses",
+        wrk_env | {"BENCH_KEY_PREFIX": f"p{time.time_ns()}"},
+    )
+    spy.wait(timeout=60)
+    print(f"profile: {target}", flush=True)
 
 
 def outbox_row_stats() -> tuple[int, int]:
@@ -130,7 +167,9 @@ def outbox_row_stats() -> tuple[int, int]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'changelog_outbox'")
+        cursor.execute(
+            "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'changelog_outbox'"
+        )
         inserted, updated = cursor.fetchone()
     return int(inserted), int(updated)
 
