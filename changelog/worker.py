@@ -153,11 +153,11 @@ def quiet_mark(*, database: str, org_ids: list[str]) -> int:
     """Mark quiet those of `org_ids` no deferred handler has work for; returns how many.
 
     Runs in the worker's transaction, which it commits next. The orgs' counter rows are
-    locked first (waiting a moment for writers), and only then are the handlers asked (each statement of a READ
-    COMMITTED transaction sees what committed before it began): a change that gives a
-    handler work either committed before the lock (the handler sees it) or ends the
-    quiet period after this commits (`org_quiet_end` waits for the row lock). A failure
-    here only leaves the orgs as they were."""
+    locked first (waiting a moment for writers), and only then are the handlers asked
+    (each statement of a READ COMMITTED transaction sees what committed before it
+    began): a change that gives a handler work either committed before the lock (the
+    handler sees it) or ends the quiet period after this commits (`org_quiet_end` waits
+    for the row lock). A failure here only leaves the orgs as they were."""
     deferred = handlers(inline=False)
     now = time.monotonic()
     org_ids = [org for org in org_ids if _busy_until.get((database, org), 0.0) <= now]
