@@ -36,6 +36,8 @@ STEPS = [
     ("    change record (outbox row)", "change_record"),
     ("    daily totals", "entry_insert_counted"),
     ("  transaction commit", "Atomic.__exit__"),
+    ("    after-commit delivery (change log)", "deliver_changes"),
+    ("      outbox row delete / hand-over", "_execute (changelog/delivery.py"),
     ("    after-commit handlers", "run_handlers"),
     ("      edge purge", "purge_for_change"),
     ("      position record", "record_position_for_change"),

@@ -2,7 +2,8 @@
 
 After commit the request thread runs the inline handlers (replica position, edge purge,
 realtime event) and then deletes the outbox row, or leaves it to the worker when
-deferred handlers (push) remain or a handler failed. Nothing here ever raises into the
+deferred handlers (push) remain (the org was not quiet, changelog.services) or a
+handler failed. Nothing here ever raises into the
 request: a failure only leaves the row for the worker, which retries with backoff
 (changelog.worker).
 
@@ -140,13 +141,16 @@ def deliver_changes(changes: list[Change]) -> None:
             logger.exception("change delivery failed unexpectedly; the outbox worker will retry")
         return
     deferred = bool(handlers(inline=False))
+    young = _young(changes)
     for database in dict.fromkeys(change.database for change in changes):
-        ids = [change.outbox_id for change in changes if change.database == database]
-        young = _young(changes)
-        if deferred:
-            _execute(database, _HAND_YOUNG_TO_WORKER if young else _HAND_TO_WORKER, [ids])
-        elif _execute(database, _DELETE_YOUNG if young else _DELETE_DONE, [ids]):
-            changelog_deliveries.labels(path=DELIVERY_PATHS.inline).inc(len(ids))
+        mine = [change for change in changes if change.database == database]
+        # A quiet org's change has no deferred work: done once its inline handlers ran.
+        done = [change.outbox_id for change in mine if not deferred or change.quiet]
+        for_worker = [change.outbox_id for change in mine if deferred and not change.quiet]
+        if for_worker:
+            _execute(database, _HAND_YOUNG_TO_WORKER if young else _HAND_TO_WORKER, [for_worker])
+        if done and _execute(database, _DELETE_YOUNG if young else _DELETE_DONE, [done]):
+            changelog_deliveries.labels(path=DELIVERY_PATHS.inline).inc(len(done))
 
 
 def _young(changes: list[Change]) -> bool:

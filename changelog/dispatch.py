@@ -44,6 +44,8 @@ class Change:
     data: dict[str, Any] = field(default_factory=dict)
     committed_at: float = 0.0  # epoch seconds, when the change was recorded
     database: str = "default"  # alias of the org's primary (where the outbox row lives)
+    # The org was quiet when the version was taken: no deferred handler has work for it.
+    quiet: bool = False
 
     @property
     def entity(self) -> str:
@@ -56,6 +58,8 @@ class Change:
 
 Handler = Callable[[Change], None]
 BatchHandler = Callable[[list[Change]], None]
+# (org ids, database) -> those of the orgs the handler may have work for.
+WorkFor = Callable[[list[str], str], set[str]]
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class RegisteredHandler:
     inline: bool
     order: int
     batch: BatchHandler | None = None
+    work_for: WorkFor | None = None
+
+    def orgs_with_work(self, org_ids: list[str], database: str) -> set[str]:
+        """Those of `org_ids` this handler may have work for (all, if it cannot say)."""
+        return set(org_ids) if self.work_for is None else self.work_for(org_ids, database)
 
     def run(self, changes: list[Change]) -> None:
         if self.batch is not None and len(changes) > 1:
@@ -84,13 +93,20 @@ def register_handler(
     inline: bool = True,
     order: int = 100,
     batch: BatchHandler | None = None,
+    work_for: WorkFor | None = None,
 ) -> None:
     """Add a handler (once per name; a second registration replaces the first).
 
     `batch`, if given, must have the same effect as calling `handler` for each change
-    in order."""
+    in order. `work_for` (deferred handlers): which of the given orgs the handler could
+    have any work for, asked by the outbox worker under the orgs' counter locks; an org
+    none of the deferred handlers has work for is marked quiet (docs/changelog.md).
+    Whatever could give the handler work for an org must then end its quiet period in
+    its own transaction (`changelog.services.org_quiet_end`)."""
     global _handlers  # noqa: PLW0603
-    entry = RegisteredHandler(name=name, handler=handler, inline=inline, order=order, batch=batch)
+    entry = RegisteredHandler(
+        name=name, handler=handler, inline=inline, order=order, batch=batch, work_for=work_for
+    )
     others = [h for h in _handlers if h.name != name]
     _handlers = sorted([*others, entry], key=lambda h: (h.order, h.name))
 

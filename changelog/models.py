@@ -4,7 +4,8 @@
   first (`org_version_take`) and holds its row lock until commit, so an org's versions
   commit in order and a reader of the log never skips a late commit. `epoch` changes
   when the org's history is rewritten (restore, move, tombstone horizon): sync cookies
-  from an older epoch get `reset`.
+  from an older epoch get `reset`. `quiet_until`: while in the future, the org's
+  changes need no deferred handler.
 - `OutboxEntry`: one row per committed change, written in the change's transaction,
   deleted once every handler has run. What is left is what a crash interrupted; the
   outbox worker delivers it (changelog/worker.py).
@@ -24,6 +25,11 @@ class OrgChangeCounter(models.Model):
     epoch = models.CharField(max_length=32, default="1")
     # Tombstones at or below this version were pruned: older cookies must reset.
     pruned_through = models.BigIntegerField(default=0)
+    # Until then no deferred handler (push fan-out) has work for the org: its changes
+    # are deleted on the request thread and never reach the outbox worker. Set by the
+    # worker under this row's lock; cleared by whatever could give a handler work
+    # (docs/changelog.md "Quiet orgs").
+    quiet_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "org_changes"

@@ -21,8 +21,10 @@ outbox, so revocation survives a crash too.
 """
 
 import json
+import threading
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -36,14 +38,17 @@ from directory.exceptions import MOVED_EPOCH, OrgMoving
 
 # No row comes back when the org has moved to another cluster (its epoch here says so)
 # or when it has no counter row yet (an org made before the change log, or by a fixture).
+# The second column says whether the org is quiet (no deferred handler has work for it):
+# read under the row lock the UPDATE takes, so it holds until this transaction ends.
 _TAKE_VERSION = f"""
-UPDATE org_changes SET version = version + 1 WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}' RETURNING version
+UPDATE org_changes SET version = version + 1 WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}'
+RETURNING version, quiet_until > now()
 """
 _TAKE_FIRST_VERSION = f"""
 INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 1, '1', 0)
 ON CONFLICT (org_id) DO UPDATE SET version = org_changes.version + 1
 WHERE org_changes.epoch <> '{MOVED_EPOCH}'
-RETURNING version
+RETURNING version, quiet_until > now()
 """
 
 _OUTBOX_INSERT = """
@@ -79,6 +84,12 @@ def org_transaction() -> transaction.Atomic:
     return transaction.atomic(using=_database())
 
 
+# The last version this thread took while its org was quiet: (database, org, version).
+# `change_record` for that same version (in the same transaction: the version is the
+# org's lock) lets its change skip the deferred handlers.
+_quiet_take = threading.local()
+
+
 def org_version_take(*, org_id: uuid.UUID | str) -> int:
     """The org's next version, its counter row locked until this transaction ends.
 
@@ -97,7 +108,56 @@ def org_version_take(*, org_id: uuid.UUID | str) -> int:
             row = cursor.fetchone()
     if row is None:
         _refuse_moved(org_id)
-    return int(row[0])
+    version = int(row[0])
+    _quiet_take.key = (database, str(org_id), version) if row[1] else None
+    return version
+
+
+def _taken_while_quiet(database: str, org_id: str | None, version: int | None) -> bool:
+    return version is not None and getattr(_quiet_take, "key", None) == (database, org_id, version)
+
+
+_QUIET_END = """
+UPDATE org_changes SET quiet_until = NULL WHERE org_id IN (
+    SELECT org_id FROM org_changes WHERE org_id = ANY(%s::uuid[]) ORDER BY org_id FOR NO KEY UPDATE)
+"""
+
+
+def org_quiet_end(*, org_ids: Iterable[uuid.UUID | str], using: str | None = None) -> None:
+    """A deferred handler may have work for these orgs from this transaction's commit on
+    (a member added, a device registered, preferences changed): end their quiet period.
+
+    Call it in the transaction that makes the change. The UPDATE is unconditional (not
+    `WHERE quiet_until IS NOT NULL`): it waits for the row lock of a worker that is
+    marking the org quiet right now and then clears what that worker set; and a worker
+    that locks the row after this commits sees the change (docs/changelog.md)."""
+    ids = sorted({str(org_id) for org_id in org_ids})
+    if not ids:
+        return
+    connection = connections[using or _database()]
+    if not connection.in_atomic_block:
+        raise RuntimeError("org_quiet_end must run inside the change's transaction (transaction.atomic)")
+    with connection.cursor() as cursor:
+        cursor.execute(_QUIET_END, [ids])
+
+
+def member_changes_lock(*, user_id: uuid.UUID | str, using: str | None = None) -> None:
+    """Serialize, per user and database, the transactions that change which of the
+    user's orgs a deferred handler could have work for: adding a membership and
+    registering a device. Without it, a device registration that does not yet see a
+    membership being added (so does not end that org's quiet period) and the membership
+    (whose transaction cannot see the uncommitted device) could both commit while a
+    worker marks the org quiet in between. Take it before reading or adding the
+    memberships; held until the transaction ends."""
+    connection = connections[using or _database()]
+    if not connection.in_atomic_block:
+        raise RuntimeError(
+            "member_changes_lock must run inside the change's transaction (transaction.atomic)"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('changelog-member:' || %s, 0))", [str(user_id)]
+        )
 
 
 def _refuse_moved(org_id: uuid.UUID | str) -> NoReturn:
@@ -227,5 +287,6 @@ def _record(
         data=data,
         committed_at=committed_at,
         database=database,
+        quiet=_taken_while_quiet(database, org_id, version),
     )
     transaction.on_commit(lambda: deliver_after_commit(change), using=database)

@@ -7,6 +7,11 @@ handled in id order, which within an org is version order (the counter lock make
 org's outbox rows commit in version order). A row whose handlers keep failing is moved
 to the dead-letter state after CHANGELOG_MAX_ATTEMPTS; `manage.py outbox_status
 --requeue-dead` gives it another round.
+
+Before it commits a batch, the worker asks the deferred handlers whether they have any
+work for the orgs it delivered changes of, and marks those none has work for quiet for
+CHANGELOG_QUIET_SECONDS (docs/changelog.md "Quiet orgs"): their next changes are done
+on the request thread and never come here.
 """
 
 import json
@@ -15,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 
 from changelog.delivery import retry_delay
 from changelog.dispatch import Change, HandlerFailed, handlers, run_handlers
@@ -44,6 +49,7 @@ class DrainResult:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+    quieted: int = 0  # orgs marked quiet
 
     @property
     def claimed(self) -> int:
@@ -54,6 +60,7 @@ def drain_once(*, database: str = "default", batch_size: int = 100) -> DrainResu
     """Claim up to `batch_size` due rows of one database and deliver them."""
     result = DrainResult()
     failed_orgs: set[str] = set()
+    delivered_orgs: set[str] = set()
     with transaction.atomic(using=database), connections[database].cursor() as cursor:
         cursor.execute(_CLAIM, [batch_size])
         rows = cursor.fetchall()
@@ -115,7 +122,73 @@ def drain_once(*, database: str = "default", batch_size: int = 100) -> DrainResu
             cursor.execute("DELETE FROM changelog_outbox WHERE id = %s", [outbox_id])
             changelog_deliveries.labels(path=DELIVERY_PATHS.worker).inc()
             result.delivered += 1
+            if change.org_id is not None:
+                delivered_orgs.add(change.org_id)
+        result.quieted = quiet_mark(database=database, org_ids=sorted(delivered_orgs - failed_orgs))
     return result
+
+
+# The orgs' counter rows, locked in org order (as every multi-org locker does, so no
+# deadlock), waiting at most _QUIET_LOCK_WAIT_MS for writers: a busy org's row is
+# rarely free at any instant, and a hot org is the one that gains most.
+_QUIET_LOCK_WAIT_MS = 250
+_LOCK_FOR_QUIET = """
+SELECT org_id FROM org_changes
+WHERE org_id = ANY(%s::uuid[]) AND (quiet_until IS NULL OR quiet_until < clock_timestamp())
+ORDER BY org_id
+FOR NO KEY UPDATE
+"""
+_SET_QUIET = """
+UPDATE org_changes SET quiet_until = clock_timestamp() + make_interval(secs => %s) WHERE org_id = ANY(%s::uuid[])
+"""
+
+
+# Orgs a handler had work for, not asked again before this (monotonic) time: an org with
+# devices sends every change here, and its answer does not change by the batch.
+_BUSY_ASK_AGAIN_SECONDS = 30.0
+_busy_until: dict[tuple[str, str], float] = {}
+
+
+def quiet_mark(*, database: str, org_ids: list[str]) -> int:
+    """Mark quiet those of `org_ids` no deferred handler has work for; returns how many.
+
+    Runs in the worker's transaction, which it commits next. The orgs' counter rows are
+    locked first (waiting a moment for writers), and only then are the handlers asked
+    (each statement of a READ COMMITTED transaction sees what committed before it
+    began): a change that gives a handler work either committed before the lock (the
+    handler sees it) or ends the quiet period after this commits (`org_quiet_end` waits
+    for the row lock). A failure here only leaves the orgs as they were."""
+    deferred = handlers(inline=False)
+    now = time.monotonic()
+    org_ids = [org for org in org_ids if _busy_until.get((database, org), 0.0) <= now]
+    if not org_ids or not deferred or settings.CHANGELOG_QUIET_SECONDS <= 0:
+        return 0
+    if len(_busy_until) > 10_000:
+        _busy_until.clear()
+    try:
+        with transaction.atomic(using=database), connections[database].cursor() as cursor:
+            # Kept to the end of the worker's transaction, which only commits after this.
+            cursor.execute(f"SET LOCAL lock_timeout = {_QUIET_LOCK_WAIT_MS}")
+            cursor.execute(_LOCK_FOR_QUIET, [org_ids])
+            locked = [str(row[0]) for row in cursor.fetchall()]
+            quiet = locked
+            for registered in deferred:
+                if quiet:
+                    busy = registered.orgs_with_work(quiet, database)
+                    quiet = [org for org in quiet if org not in busy]
+                    for org in busy:
+                        _busy_until[(database, org)] = now + min(
+                            _BUSY_ASK_AGAIN_SECONDS, settings.CHANGELOG_QUIET_SECONDS
+                        )
+            if quiet:
+                cursor.execute(_SET_QUIET, [settings.CHANGELOG_QUIET_SECONDS, quiet])
+    except OperationalError as error:  # lock_timeout: a writer held a row; next time
+        logger.info("outbox worker: quiet orgs of %s not marked this time: %s", database, error)
+        return 0
+    except Exception:
+        logger.exception("outbox worker: could not mark quiet orgs of %s", database)
+        return 0
+    return len(quiet)
 
 
 def run_worker(

@@ -378,6 +378,10 @@ CHANGELOG_RETRY_MAX_SECONDS = env.float("CHANGELOG_RETRY_MAX_SECONDS", default=2
 CHANGELOG_MAX_ATTEMPTS = env.int("CHANGELOG_MAX_ATTEMPTS", default=100)
 CHANGELOG_MAINTENANCE_SECONDS = env.float("CHANGELOG_MAINTENANCE_SECONDS", default=5.0)
 CHANGELOG_ALERT_AGE_SECONDS = env.float("CHANGELOG_ALERT_AGE_SECONDS", default=30.0)
+# How long the worker marks an org quiet once no deferred handler (push) has work for it:
+# its changes are then done on the request thread. A safety bound: whatever gives a
+# handler work ends the quiet period at once. 0 turns quiet marking off.
+CHANGELOG_QUIET_SECONDS = env.float("CHANGELOG_QUIET_SECONDS", default=300.0)
 # Test-only: a server process SIGKILLs itself right after a write's commit, before its
 # handlers run (the crash the outbox exists for). Never set it in production.
 CHANGELOG_CRASH_AFTER_COMMIT = env.bool("CHANGELOG_CRASH_AFTER_COMMIT", default=False)

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from core.admin_filters import OrgIdFilter
 from core.admin_paginator import EstimatedCountPaginator
 from push.models import Delivery, Device
+from push.services import devices_of_user_may_fire
 
 
 @admin.register(Device)
@@ -25,6 +26,12 @@ class DeviceAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # devices register themselves (POST /v1/devices)
+
+    def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
+        """Reactivating a device by hand gives the fan-out work, like registering it."""
+        super().save_model(request, obj, form, change)
+        if obj.active:
+            devices_of_user_may_fire(user_id=obj.user_id)
 
 
 @admin.register(Delivery)

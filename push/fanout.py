@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from changelog.dispatch import Change
@@ -24,6 +24,7 @@ from core.ids import uuid7
 from push import metrics
 from push.models import DeviceKind, NotificationType
 from realtime.connection_limits import users_with_open_socket
+from replicas.topology import topology
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,33 @@ def push_fanout(change: Change) -> None:
             large_expense_queue(change=change)
         if change.version is not None:
             sync_pokes_queue(change=change)
+
+
+# Any member with an active device that either fan-out query below could pick: the alert
+# on (whatever its thresholds and currencies), or an app device with sync on (whether
+# its user has a socket open changes by the second: not a reason to be quiet).
+_ORGS_WITH_WORK = """
+SELECT DISTINCT m.org_id
+FROM tenancy_membership m
+JOIN push_device d ON d.user_id = m.user_id AND d.active
+LEFT JOIN push_notification_preference p ON p.org_id = m.org_id AND p.user_id = m.user_id
+WHERE m.org_id = ANY(%s::uuid[])
+  AND (COALESCE(p.large_expense_enabled, false) OR (d.kind = ANY(%s) AND COALESCE(p.sync, true)))
+"""
+
+
+def push_orgs_with_work(org_ids: list[str], database: str) -> set[str]:
+    """Those of the orgs the fan-out could queue anything for (the outbox worker asks,
+    holding the orgs' counter locks, before marking the rest quiet).
+
+    Only orgs on the database the fan-out reads (`default`, also where devices are
+    registered) can be quiet: a device registration ends the quiet period of its user's
+    orgs in its own transaction, which it could not do on another cluster."""
+    if database != DEFAULT_DB_ALIAS or topology().home.primary != DEFAULT_DB_ALIAS:
+        return set(org_ids)
+    with connections[database].cursor() as cursor:
+        cursor.execute(_ORGS_WITH_WORK, [org_ids, list(SYNC_KINDS)])
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 def _committed_at(change: Change) -> datetime.datetime:

@@ -1,14 +1,33 @@
-"""Writes for push: registering and removing devices, setting preferences."""
+"""Writes for push: registering and removing devices, setting preferences.
+
+Whatever could give the push fan-out work for an org (a device registered or
+reactivated, preferences set) ends the org's quiet period in its own transaction
+(changelog.services.org_quiet_end, docs/changelog.md "Quiet orgs"); removing or
+deactivating a device only takes work away and needs nothing.
+"""
 
 import uuid
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from changelog.services import member_changes_lock, org_quiet_end
 from push.models import Device, NotificationPreference
-from tenancy.models import Organization
+from tenancy.models import Membership, Organization
+
+
+def devices_of_user_may_fire(*, user_id: uuid.UUID | str) -> None:
+    """The user's devices may receive notifications of their orgs from this transaction's
+    commit on: end the quiet period of every org the user is a member of on the devices'
+    database (the one the fan-out reads: orgs elsewhere are never quiet). The member lock
+    first, so a membership being added meanwhile is either seen here or ends its org's
+    quiet period after this commits."""
+    database = router.db_for_write(Device)
+    member_changes_lock(user_id=user_id, using=database)
+    org_ids = Membership.objects.using(database).filter(user_id=user_id).values_list("org_id", flat=True)
+    org_quiet_end(org_ids=list(org_ids), using=database)
 
 
 @transaction.atomic
@@ -29,6 +48,7 @@ def device_register(
                 device = Device.objects.create(
                     user=user, kind=kind, address=address, p256dh=p256dh, auth=auth
                 )
+            devices_of_user_may_fire(user_id=user.id)
             return device, True
         except IntegrityError:  # a concurrent registration of the same address won
             device = Device.objects.select_for_update().get(kind=kind, address=address)
@@ -37,6 +57,7 @@ def device_register(
     device.p256dh, device.auth = p256dh, auth
     device.active, device.last_error, device.deactivated_at = True, "", None
     device.save(update_fields=["user", "p256dh", "auth", "active", "last_error", "deactivated_at"])
+    devices_of_user_may_fire(user_id=user.id)
     return device, is_new_to_user
 
 
@@ -73,5 +94,8 @@ def preference_set(
         "large_expense_thresholds": {code: f"{amount:.2f}" for code, amount in sorted(thresholds.items())},
         "sync": sync,
     }
-    preference, _ = NotificationPreference.objects.update_or_create(org=org, user=user, defaults=values)
+    database = router.db_for_write(NotificationPreference)
+    with transaction.atomic(using=database):
+        preference, _ = NotificationPreference.objects.update_or_create(org=org, user=user, defaults=values)
+        org_quiet_end(org_ids=[org.id], using=database)
     return preference

@@ -11,7 +11,9 @@ from accounts.models import User
 from changelog.services import (
     access_change_record,
     change_record,
+    member_changes_lock,
     org_counter_create,
+    org_quiet_end,
     org_transaction,
     org_version_take,
 )
@@ -51,8 +53,14 @@ def organization_create(*, name: str, owner: User, cluster: Cluster | None = Non
 
 
 def membership_add(*, org: Organization, user: User, role: Role) -> Membership:
-    with use_org_cluster(org.id):
-        return Membership.objects.create(org=org, user=user, role=role)
+    """Add a member. A new member's devices may get the org's push notifications, so the
+    org's quiet period ends (docs/changelog.md "Quiet orgs"); the member lock orders this
+    against a device registration of the same user."""
+    with use_org_cluster(org.id) as cluster, transaction.atomic(using=cluster.primary):
+        member_changes_lock(user_id=user.id)
+        membership = Membership.objects.create(org=org, user=user, role=role)
+        org_quiet_end(org_ids=[org.id])
+        return membership
 
 
 def _locked_membership(*, org: Organization, user_id: uuid.UUID) -> tuple[Membership, int]:
