@@ -431,8 +431,7 @@ def test_a_transaction_notes_one_commit_and_a_rolled_back_savepoint_does_not_los
                 raise Refused
             Organization.objects.create(name="kept")
         assert state.writes == 2
-        with transaction.atomic():
-            with pytest.raises(Refused), transaction.atomic():
-                Organization.objects.create(name="rolled back too")
-                raise Refused
+        with transaction.atomic(), pytest.raises(Refused), transaction.atomic():
+            Organization.objects.create(name="rolled back too")
+            raise Refused
         assert state.writes == 2  # nothing committed a write: no note

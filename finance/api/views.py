@@ -60,7 +60,10 @@ class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
     def post(self, request: Request, org_id: uuid.UUID) -> Response:
         data = EntryInput(data=request.data, context={"org": self.org})
         data.is_valid(raise_exception=True)
-        entry = entry_create(model=self.model, org=self.org, created_by=request.user, **data.validated_data)
+        # A failed create fails the request; a keyed one's transaction rolls back whole.
+        entry = entry_create(
+            model=self.model, org=self.org, created_by=request.user, savepoint=False, **data.validated_data
+        )
         return Response(entry_output(entry), status=status.HTTP_201_CREATED)
 
 
