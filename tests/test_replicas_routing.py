@@ -401,10 +401,16 @@ def test_a_keyed_write_reads_and_stores_its_position_once_and_it_covers_the_whol
         assert created.json()["id"] in [e["id"] for e in listed.json()["results"]]
         assert listed["X-DB-Read-From"] != "replica1"
     assert sum("pg_current_wal_insert_lsn" in q["sql"] for q in queries.captured_queries) == 1
-    clients = [client_id(tenant.manager._credentials["HTTP_AUTHORIZATION"]), org_reader_id(str(tenant.org.id))]
+    clients = [
+        client_id(tenant.manager._credentials["HTTP_AUTHORIZATION"]),
+        org_reader_id(str(tenant.org.id)),
+    ]
     assert position_store.load("main", clients) == position
     replicas_live.wait_until(
-        lambda: int(replicas_live.sql("replica2", "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0]) >= position
+        lambda: (
+            int(replicas_live.sql("replica2", "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0])
+            >= position
+        )
     )
     entry = (created.json()["id"],)
     assert replicas_live.sql("replica2", "SELECT count(*) FROM finance_expense WHERE id = %s", entry)[0] == 1
