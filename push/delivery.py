@@ -10,6 +10,7 @@ device and (for sync pokes) open sockets are re-checked in the claiming transact
 import datetime
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Claimed:
     outgoing: Outgoing
-    device_id: object
+    device_id: uuid.UUID
     attempts: int
     committed_at: datetime.datetime
 

@@ -107,7 +107,7 @@ def test_rejections_by_limit_are_counted(realtime_servers, tenant):
 def test_events_published_counts_each_published_event_once_and_no_duplicate_or_gap():
     """On a single node the count rides in the publish script's round trip, added
     ahead: a duplicate, a gap or an unknown last version takes it back."""
-    from realtime.publishing import _publish
+    from realtime.publishing import OutgoingEvent, _publish
 
     org_id = str(uuid.uuid4())
 
@@ -115,9 +115,9 @@ def test_events_published_counts_each_published_event_once_and_no_duplicate_or_g
         return int(sync_redis().hget(keys.STATS_KEY, "events_published") or 0)
 
     def publish(version: int, floor: str) -> str:
-        outcome, _ = _publish(org_id=org_id, version=version, topic="expense.created", data={},
-                              committed_at=time.time(), floor=floor, force=False)  # fmt: skip
-        return outcome
+        event = OutgoingEvent(org_id=org_id, version=version, topic="expense.created", data={},
+                              committed_at=time.time(), floor=floor)  # fmt: skip
+        return _publish(event)[0]
 
     before = published()
     assert publish(1, floor="") == "unknown"  # Redis knows no last version and none was given

@@ -10,6 +10,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.authentication import authenticated_user
 from core.openapi import paginated
 from core.pagination import PAGE_PARAMETERS, paginate_desc
 from edgecache.cacheable import EdgeCachedApi
@@ -45,7 +46,8 @@ def _filters(request: Request) -> EntryFilterInput:
 
 
 class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
-    model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+    # as_view(model=...) sets the concrete model per route; the abstract base is the placeholder.
+    model: type[FinanceEntry] = FinanceEntry  # type: ignore[type-abstract]
 
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, f"{self.model.kind}s")]
@@ -62,13 +64,18 @@ class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
         data.is_valid(raise_exception=True)
         # A failed create fails the request; a keyed one's transaction rolls back whole.
         entry = entry_create(
-            model=self.model, org=self.org, created_by=request.user, savepoint=False, **data.validated_data
+            model=self.model,
+            org=self.org,
+            created_by=authenticated_user(request),
+            savepoint=False,
+            **data.validated_data,
         )
         return Response(entry_output(entry), status=status.HTTP_201_CREATED)
 
 
 class EntryDetailApi(EdgeCachedApi, OrgScopedApi):
-    model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+    # as_view(model=...) sets the concrete model per route; the abstract base is the placeholder.
+    model: type[FinanceEntry] = FinanceEntry  # type: ignore[type-abstract]
 
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, f"{self.model.kind}s")]
