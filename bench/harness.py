@@ -10,10 +10,12 @@ from tests.live_server import wait_until_up
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_server(command: list[str], *, env: dict[str, str], port: int, ready_path: str) -> subprocess.Popen:
-    """Start `command` (output discarded) and return once `ready_path` answers on `port`."""
+def start_server(
+    command: list[str], *, env: dict[str, str], port: int, ready_path: str, cwd: Path = ROOT
+) -> subprocess.Popen:
+    """Start `command` in `cwd` (output discarded) and return once `ready_path` answers on `port`."""
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_until_up(f"http://127.0.0.1:{port}", process, path=ready_path)

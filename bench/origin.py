@@ -9,7 +9,10 @@ stack, straight to gunicorn (no Varnish: every read is a cache miss at the origi
 - bare: bench/bare_drf, a ModelSerializer and generic views over the same table shape,
   no auth, nothing else.
 
-Cases: a keyed create (a fresh Idempotency-Key per request; bare: a plain POST), the
+Cases: a keyed create (a fresh Idempotency-Key per request; bare: a plain POST) spread
+over BENCH_ORGS orgs (default 64, the token's user a member of all: a realistic load
+writes many hotels at once), the same create into one org (the contention case: every
+write of an org serialises on its change-counter row, which bare DRF does not have), the
 list (20 newest), one entry's detail, and the finance summary (ours only: its goal is
 against our list). wrk -t2 -c16 drives each case for BENCH_SECONDS, the two servers in
 alternating order over BENCH_ROUNDS rounds; figures are medians over rounds. Besides
@@ -19,6 +22,10 @@ primary + replicas, Redis, from /proc), which a busy neighbour barely moves.
 Then, for each of our cases, a paced run at half the measured saturation (wrk's
 per-connection delay, calibrated once) for the p95 goal. The load generator's own CPU
 share is printed to show it is not the bottleneck.
+
+BENCH_BASELINE=<dir>: a third server, ours from another checkout (e.g. `git worktree add
+--detach /tmp/base main`, same migrations), runs each of our cases too, alternating with
+the others: a cut's before/after in one run.
 
 BENCH_PROFILE=<dir>: afterwards, py-spy records our server under each case (CPU-only
 and with idle/waiting frames) into <dir>/<case>-{cpu,wall}.txt (collapsed stacks), and
@@ -57,6 +64,8 @@ from tests.live_server import free_port
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+ORGS = int(os.environ.get("BENCH_ORGS", "64"))
+BASELINE = os.environ.get("BENCH_BASELINE", "")
 PACED_CONNECTIONS = 8
 PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")
 PROFILE_SECONDS = int(os.environ.get("BENCH_PROFILE_SECONDS", "8"))
@@ -75,11 +84,21 @@ def stack_pids() -> list[int]:
 
 
 def prepare() -> dict[str, str]:
-    """A tenant with ROWS expenses, the same rows in the bare table; ids for the URLs."""
+    """A tenant with ROWS expenses, the same rows in the bare table, ORGS - 1 more orgs
+    the same user is a manager of (one property each); ids for the URLs."""
     from bench.idempotency import make_tenant
+    from tenancy.models import Membership, Organization, Property
+    from tenancy.roles import Role
 
     org, prop, token = make_tenant()
     user_id = org.memberships.first().user_id
+    targets = [(org.id, prop.id)]
+    for number in range(1, ORGS):
+        other = Organization.objects.create(name=f"{org.name} {number}")
+        Membership.objects.create(org=other, user_id=user_id, role=Role.MANAGER)
+        targets.append(
+            (other.id, Property.objects.create(org=other, name="Bench", currency="EUR", timezone="UTC").id)
+        )
     Expense.objects.bulk_create(
         Expense(org=org, property=prop, amount="12.50", currency="EUR", category="laundry",
                 occurred_on="2026-01-01", created_by_id=user_id)
@@ -97,38 +116,57 @@ def prepare() -> dict[str, str]:
             [org.id, prop.id, user_id, ROWS],
         )
         bare_entry = str(cursor.fetchone()[0])
-    body = json.dumps({"property_id": str(prop.id), "amount": "12.50", "currency": "EUR",
-                       "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
+
+    def body(property_id: object) -> str:
+        return json.dumps({"property_id": str(property_id), "amount": "12.50", "currency": "EUR",
+                           "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
+
     entry = str(Expense.objects.filter(org=org).values_list("id", flat=True).first())
-    return {"org": str(org.id), "token": token, "body": body, "entry": entry, "bare_entry": bare_entry}
+    return {"org": str(org.id), "token": token, "body": body(prop.id), "entry": entry, "bare_entry": bare_entry,
+            "orgs": "\n".join(str(o) for o, _ in targets),
+            "bodies": "\n".join(body(p) for _, p in targets)}  # fmt: skip
 
 
 def start(kind: str) -> tuple[subprocess.Popen, int]:
+    """ours, bare, or before (ours from the BENCH_BASELINE checkout)."""
     port = free_port()
     db = settings.DATABASES["default"]
     env = os.environ | {
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "ACCESS_LOG": "", "REST_PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_THREADS": "4",
     }  # fmt: skip
-    if kind == "ours":
+    cwd = ROOT
+    if kind in ("ours", "before"):
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         ready = "/v1/schema"
+        cwd = Path(BASELINE) if kind == "before" else ROOT
     else:
         env["DJANGO_SETTINGS_MODULE"] = "bench.bare_drf.settings"
         command = [sys.executable, "-m", "gunicorn", *SHAPE, "--bind", f"127.0.0.1:{port}",
                    "bench.bare_drf.wsgi:application"]  # fmt: skip
         ready = "/bare/orgs/00000000-0000-0000-0000-000000000000/expenses"
-    return start_server(command, env=env, port=port, ready_path=ready), port
+    return start_server(command, env=env, port=port, ready_path=ready, cwd=cwd), port
 
 
 def cases(ids: dict[str, str]) -> dict[str, dict[str, dict[str, str] | None]]:
     """case -> server -> (path and wrk environment), None where a server has no such case."""
     org, token = ids["org"], ids["token"]
     post = {"BENCH_METHOD": "POST", "BENCH_BODY": ids["body"]}
+    keyed = {"BENCH_TOKEN": token, "BENCH_KEY_PREFIX": "k"}
+    orgs = ids["orgs"].split("\n")
+
+    def spread(prefix: str) -> dict[str, str]:
+        paths = "\n".join(f"{prefix}/orgs/{o}/expenses" for o in orgs)
+        return post | {
+            "path": f"{prefix}/orgs/{org}/expenses",
+            "BENCH_PATHS": paths,
+            "BENCH_BODIES": ids["bodies"],
+        }
+
     return {
-        "create": {
-            "ours": post
-            | {"path": f"/v1/orgs/{org}/expenses", "BENCH_TOKEN": token, "BENCH_KEY_PREFIX": "k"},
+        "create": {"ours": spread("/v1") | keyed, "bare": spread("/bare")},
+        "create1": {
+            "ours": post | {"path": f"/v1/orgs/{org}/expenses"} | keyed,
             "bare": post | {"path": f"/bare/orgs/{org}/expenses"},
         },
         "list": {
@@ -208,7 +246,10 @@ def main() -> None:
     load_before = os.getloadavg()
     ids = prepare()
     plan = cases(ids)
-    servers = {kind: start(kind) for kind in ("ours", "bare")}
+    kinds = ["ours", "bare", *(["before"] if BASELINE else [])]
+    for by_server in plan.values():
+        by_server["before"] = by_server["ours"] if BASELINE else None
+    servers = {kind: start(kind) for kind in kinds}
     results: dict[tuple[str, str], list[dict]] = {}
     half: dict[str, dict] = {}
     try:
@@ -218,11 +259,12 @@ def main() -> None:
                     run_wrk(servers[kind][1], case, seconds=2, connections=CONNECTIONS)
         for round_number in range(ROUNDS):
             for name, by_server in plan.items():
-                order = [k for k in ("ours", "bare") if by_server[k] is not None]
-                for kind in order if round_number % 2 == 0 else reversed(order):
+                order = [k for k in kinds if by_server[k] is not None]
+                shift = round_number % len(order)
+                for kind in order[shift:] + order[:shift]:  # each server goes first in turn
                     r = measure(*servers[kind], by_server[kind])  # type: ignore[arg-type]
                     results.setdefault((name, kind), []).append(r)
-                    print(f"round {round_number + 1} {name:8} {kind:5} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:6.1f}"
+                    print(f"round {round_number + 1} {name:8} {kind:6} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:6.1f}"
                           f"  p95 {r['p95_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  CPU ms/req app {r['cpu_app']:.2f}"
                           f" pg {r['cpu_pg']:.2f} (primary {r['cpu_pg_primary']:.2f}) redis {r['cpu_redis']:.2f}  wrk {100 * r['wrk_cpu_share']:.0f} %",
                           flush=True)  # fmt: skip
@@ -247,7 +289,7 @@ def report(results: dict[tuple[str, str], list[dict]], half: dict[str, dict], lo
     print(f"\nload average before: {load_before[0]:.2f} {load_before[1]:.2f}, after: {os.getloadavg()[0]:.2f}"
           f" ({os.cpu_count()} cores)")  # fmt: skip
     print(f"gunicorn 2 workers x 4 threads each; wrk -t2 -c{CONNECTIONS}, {ROUNDS} alternating rounds x {SECONDS}s;"
-          " medians over rounds")  # fmt: skip
+          f" medians over rounds; create spread over {ORGS} orgs, create1 into one org")  # fmt: skip
     print(f"{'case':8} {'server':6} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6}  {'app':>5} {'pg':>5} {'(prim)':>6}"
           f" {'redis':>5}  {'wrk CPU':>7}")  # fmt: skip
     print(f"{'':8} {'':6} {'':>7} {'ms':>6} {'ms':>6} {'ms':>6}  {'CPU ms/request':>17}")
@@ -263,12 +305,20 @@ def report(results: dict[tuple[str, str], list[dict]], half: dict[str, dict], lo
 
     print("\nratios (goal >= 0.6); CPU-bound: bare's server CPU per request / ours, the throughput ratio")
     print("on two free saturated cores, which a busy neighbour barely moves:")
-    for name in ("create", "list", "detail"):
+
+    def ratio(name: str, kind: str, against: str) -> str:
         rounds = sorted(
-            o["rps"] / b["rps"] for o, b in zip(results[(name, "ours")], results[(name, "bare")], strict=True)
+            o["rps"] / b["rps"] for o, b in zip(results[(name, kind)], results[(name, against)], strict=True)
         )
-        print(f"  {name:7} ours / bare DRF: {med(name, 'ours', 'rps') / med(name, 'bare', 'rps'):.2f}"
-              f"  (per round min {rounds[0]:.2f}, max {rounds[-1]:.2f}); CPU-bound {cpu(name, 'bare') / cpu(name, 'ours'):.2f}")  # fmt: skip
+        return (f"{med(name, kind, 'rps') / med(name, against, 'rps'):.2f}  (per round min {rounds[0]:.2f},"
+                f" max {rounds[-1]:.2f}); CPU-bound {cpu(name, against) / cpu(name, kind):.2f}")  # fmt: skip
+
+    for name in ("create", "create1", "list", "detail"):
+        print(f"  {name:7} ours / bare DRF: {ratio(name, 'ours', 'bare')}")
+    if BASELINE:
+        print(f"this checkout against the baseline ({BASELINE}), same run:")
+        for name in ("create", "create1", "list", "detail", "summary"):
+            print(f"  {name:7} ours / before: {ratio(name, 'ours', 'before')}")
     print(f"  summary / our list: {med('summary', 'ours', 'rps') / med('list', 'ours', 'rps'):.2f};"
           f" CPU-bound {cpu('list', 'ours') / cpu('summary', 'ours'):.2f}")  # fmt: skip
     print(f"\nours at half saturation ({PACED_CONNECTIONS} paced connections; goal p95 < 20 ms):")

@@ -11,6 +11,7 @@ through one WSGI handler per list: BENCH_INPROCESS_REQUESTS requests per variant
 interleaved rounds, medians. A middleware whose removal breaks the request is skipped.
 """
 
+import http.client
 import io
 import json
 import os
@@ -92,6 +93,15 @@ def _spy_on_http() -> None:
         return original(self, request, **kwargs)
 
     httpx.Client.send = send  # type: ignore[method-assign]
+    plain = http.client.HTTPConnection.request
+
+    def request(
+        self: http.client.HTTPConnection, method: str, url: str, *args: object, **kwargs: object
+    ) -> None:
+        _redis_batches.append((f"HTTP {method}", _ours()))  # the Varnish purge's keep-alive client
+        plain(self, method, url, *args, **kwargs)
+
+    http.client.HTTPConnection.request = request  # type: ignore[method-assign]
 
 
 def main() -> None:

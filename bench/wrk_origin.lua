@@ -1,8 +1,13 @@
 -- wrk script for bench/origin.py. Environment: BENCH_METHOD (GET | POST), BENCH_BODY,
 -- BENCH_TOKEN (sends Authorization when set), BENCH_KEY_PREFIX (a fresh
 -- Idempotency-Key per request when set), BENCH_DELAY_MS (pause per connection between
--- requests: paced load below saturation). Prints one RESULT line (JSON).
+-- requests: paced load below saturation), BENCH_PATHS and BENCH_BODIES (newline-separated,
+-- as many of each: requests go round-robin over these paths with the matching body, e.g.
+-- creates spread over many orgs). Prints one RESULT line (JSON).
 local prefix = os.getenv("BENCH_KEY_PREFIX") or ""
+local paths, bodies = {}, {}
+for line in string.gmatch(os.getenv("BENCH_PATHS") or "", "[^\n]+") do paths[#paths + 1] = line end
+for line in string.gmatch(os.getenv("BENCH_BODIES") or "", "[^\n]+") do bodies[#bodies + 1] = line end
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local token = os.getenv("BENCH_TOKEN") or ""
 local thread_count = 0
@@ -24,9 +29,13 @@ function setup(thread)
 end
 
 function request()
+  counter = counter + 1
   if prefix ~= "" then
-    counter = counter + 1
     wrk.headers["Idempotency-Key"] = prefix .. "-" .. thread_id .. "-" .. counter
+  end
+  if #paths > 0 then
+    local i = (counter * 7 + thread_id) % #paths + 1  -- threads interleave over the targets
+    return wrk.format(nil, paths[i], nil, bodies[i])
   end
   return wrk.format()
 end

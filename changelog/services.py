@@ -78,10 +78,12 @@ def _database() -> str:
     return router.db_for_write(OutboxEntry)
 
 
-def org_transaction() -> transaction.Atomic:
+def org_transaction(*, savepoint: bool = True) -> transaction.Atomic:
     """The write's transaction, on the current org's primary (its cluster's, not
-    necessarily `default`): what every org write runs in."""
-    return transaction.atomic(using=_database())
+    necessarily `default`): what every org write runs in. Inside a caller's transaction
+    it is a savepoint, unless `savepoint=False`: for a caller whose transaction fails as
+    a whole when this block fails (it saves the SAVEPOINT and RELEASE round trips)."""
+    return transaction.atomic(using=_database(), savepoint=savepoint)
 
 
 # The last version this thread took while its org was quiet: (database, org, version).

@@ -42,14 +42,18 @@ def entry_create(
     occurred_on: Any,
     description: str = "",
     entry_id: Any = None,
+    savepoint: bool = True,
 ) -> FinanceEntry:
+    """`savepoint=False`: the caller's transaction, if any, fails as a whole when this
+    fails (a REST create), so no savepoint is needed; callers that go on after a failed
+    create in the same transaction (a sync push's next mutation) keep the default."""
     if property.org_id != org.id:
         raise ValueError("property belongs to another organization")
     fields: dict[str, Any] = {"id": entry_id} if entry_id is not None else {}
     # Parsed values, as a row read back would hold them (the change's data renders them).
     amount = model._meta.get_field("amount").to_python(amount)
     occurred_on = model._meta.get_field("occurred_on").to_python(occurred_on)
-    with org_transaction():
+    with org_transaction(savepoint=savepoint):
         version = org_version_take(org_id=org.id)
         entry = model(
             org=org,

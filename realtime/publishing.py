@@ -20,7 +20,8 @@ is the event id (`last_event_id` replay).
 On a Redis Cluster the script runs on the org's shard (its keys share the org's hash
 tag) and announces with SPUBLISH, so only that shard carries the org's live events;
 the global `events_published` figure is added after it, alone (a figure lost with a
-failing Redis is a figure, never an event).
+failing Redis is a figure, never an event). On a single node the count rides in the
+script's round trip, added ahead and taken back in the rare case nothing was published.
 Redis failing (or the Redis breaker open) raises: the change stays in the outbox and is published again once Redis
 takes writes (docs/changelog.md). If Redis lost the org's last version (a restart
 without persistence), the lowest undelivered version in the outbox is the floor.
@@ -39,7 +40,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from changelog.dispatch import Change
 from changelog.selectors import outbox_changes_between, outbox_lowest_pending_version
-from core.redis_clients import pipeline_eval, publish_command, redis_call, sync_redis
+from core.redis_clients import cluster_mode, pipeline_eval, publish_command, redis_call, sync_redis
 from core.redis_keys import atomic_script
 from realtime import keys
 
@@ -154,11 +155,29 @@ def _publish(event: OutgoingEvent) -> tuple[str, str]:
     client = sync_redis()
     # Behind the project's one Redis breaker (core/redis_clients.py): while Redis is down
     # this raises at once, and the change waits in the outbox for the worker's retry.
-    outcome, detail = redis_call(
-        lambda: client.eval(_PUBLISH_IN_ORDER, len(script_keys), *script_keys, *args)
-    )
-    if outcome == "published":
-        _count_published(client)
+    if cluster_mode():  # the stats hash lives on another shard: counted after, alone
+        outcome, detail = redis_call(
+            lambda: client.eval(_PUBLISH_IN_ORDER, len(script_keys), *script_keys, *args)
+        )
+        if outcome == "published":
+            _count_published(client)
+        return outcome, detail
+
+    def publish_and_count() -> list[Any]:
+        """One round trip: the script, and the count as if it published (almost always)."""
+        pipe = client.pipeline(transaction=False)
+        pipeline_eval(pipe, _PUBLISH_IN_ORDER, script_keys, args)
+        pipe.hincrby(keys.STATS_KEY, "events_published", 1)
+        return pipe.execute(raise_on_error=False)
+
+    published, counted = redis_call(publish_and_count)
+    if isinstance(published, Exception):
+        raise published
+    outcome, detail = published
+    if isinstance(counted, Exception):  # a figure lost, never an event
+        logger.warning("realtime: events_published not counted: %s", counted)
+    elif outcome != "published":
+        _count_published(client, -1)  # counted ahead for a duplicate, gap or unknown: take it back
     return outcome, detail
 
 

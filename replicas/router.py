@@ -177,6 +177,24 @@ def failover_alias(failed_alias: str, *, reason: str, to_primary: bool = False) 
     return alias
 
 
+def _commit_pending(connection: Any, state: RequestRouting, cluster: Cluster) -> bool:
+    """Whether this transaction will already note its commit for `state` (one note per
+    commit, however many writes it routes). Its first write registers the note, before
+    any change-log delivery (whose position handler records the position after the
+    commit, covering every write of it): a later write of the same transaction must not
+    count as a write after that position, which made the response read the WAL position
+    and store it again. A note registered inside a savepoint that rolled back is gone from
+    the list, so the next write registers it again."""
+    for _savepoints, callback, _robust in connection.run_on_commit:
+        if (
+            isinstance(callback, partial)
+            and callback.func == state.note_commit
+            and callback.args == (cluster,)
+        ):
+            return True
+    return False
+
+
 # Global (not per-org) tables: users, tokens, sessions, the org directory. They live on
 # the directory cluster only, whatever org the request is bound to (docs/clusters.md).
 GLOBAL_APPS = frozenset({"accounts", "auth", "knox", "contenttypes", "sessions", "admin", "directory"})
@@ -229,8 +247,10 @@ class ReplicaRouter:
             state.pin("after_write")
             # The position is handed out only for writes that commit (a rolled-back
             # attempt, e.g. a refused keyed write, must not raise every reader's bar).
-            if connections[cluster.primary].in_atomic_block:
-                transaction.on_commit(partial(state.note_commit, cluster), using=cluster.primary)
+            connection = connections[cluster.primary]
+            if connection.in_atomic_block:
+                if not _commit_pending(connection, state, cluster):
+                    transaction.on_commit(partial(state.note_commit, cluster), using=cluster.primary)
             else:
                 state.note_commit(cluster)  # autocommit: the statement commits by itself
         routing_stats.write(cluster.primary)

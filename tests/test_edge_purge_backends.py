@@ -281,3 +281,59 @@ def test_a_failing_cdn_ends_the_retry_pass_at_the_first_failure(fastly):
     PurgeQueueEntry.objects.update(next_attempt_at=timezone.now())
     assert purge_queue_drain().sent == 3
     assert not PurgeQueueEntry.objects.exists()
+
+
+@pytest.fixture
+def varnish_node(settings: Any) -> Iterator[dict[str, Any]]:
+    """A stand-in for a Varnish node's PURGE handling (HTTP/1.1, keep-alive): records each
+    purge with the client port it came on; `close_after` answers then closes the
+    connection without saying so, as a node's idle timeout does between purges."""
+    node: dict[str, Any] = {"calls": [], "status": 200, "close_after": False}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_PURGE(self) -> None:
+            node["calls"].append((self.client_address[1], self.headers.get("xkey-purge")))
+            close, node["close_after"] = node["close_after"], False  # decided before answering
+            self.send_response(node["status"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.close_connection = close
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.CDN_PROVIDER = "varnish"
+    settings.CDN_VARNISH_URLS = [f"http://127.0.0.1:{server.server_port}"]
+    try:
+        yield node
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_varnish_purges_reuse_one_connection_and_a_node_closing_it_loses_no_purge(varnish_node):
+    backend = purge_backend()
+    for n in range(3):
+        backend.purge([f"org-{n}-expenses"])
+    varnish_node["close_after"] = True
+    backend.purge(["org-3-expenses"])  # answered, then the node closes the connection
+    backend.purge(["org-4-expenses"])  # the reused connection is dead: sent again on a new one
+    assert [tags for _, tags in varnish_node["calls"]] == [f"org-{n}-expenses" for n in range(5)]
+    ports = [port for port, _ in varnish_node["calls"]]
+    assert len(set(ports[:4])) == 1 and ports[4] != ports[0]
+
+
+def test_varnish_refusing_or_unreachable_is_a_purge_failure(settings, varnish_node):
+    varnish_node["status"] = 403  # not in the purgers ACL
+    with pytest.raises(PurgeFailed) as refused:
+        purge_backend().purge(["org-1-expenses"])
+    assert refused.value.remaining == ["org-1-expenses"]
+    settings.CDN_VARNISH_URLS = [f"http://127.0.0.1:{free_port()}"]  # nobody listens
+    with pytest.raises(PurgeFailed) as unreachable:
+        purge_backend().purge(["org-2-expenses"])
+    assert unreachable.value.remaining == ["org-2-expenses"]

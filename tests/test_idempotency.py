@@ -307,3 +307,39 @@ def test_a_malformed_body_with_a_key_is_400_and_the_key_stays_free(tenant):
     assert "JSON parse error" in broken.json()["detail"]
     assert IdempotencyRecord.objects.count() == 0
     assert post(tenant, key="m").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)  # the keyed write's transaction is the outermost one, as in a server
+def test_a_keyed_create_failing_after_its_first_writes_rolls_back_whole_and_the_key_stays_free(
+    tenant, monkeypatch
+):
+    """The REST create runs in the keyed write's transaction without a savepoint of its
+    own (no SAVEPOINT/RELEASE round trips): a failure after the counter and the entry
+    were written (here the change record refused, as for an org caught moving) rolls
+    back all of it with the request, and the same key then runs."""
+    from django.test.utils import CaptureQueriesContext
+
+    from changelog.models import OrgChangeCounter, OutboxEntry
+    from directory.exceptions import OrgMoving
+
+    assert post(tenant, key="warm").status_code == 201
+    version = OrgChangeCounter.objects.get(org_id=tenant.org.id).version
+    outbox = OutboxEntry.objects.count()
+
+    def refused(**kwargs):
+        raise OrgMoving()
+
+    monkeypatch.setattr("finance.services.change_record", refused)
+    with CaptureQueriesContext(connection) as queries:
+        failed = post(tenant, key="retry-me", amount="7.00")
+    assert failed.status_code == 503
+    assert any("INSERT INTO finance_expense" in q["sql"] for q in queries.captured_queries)  # it did write
+    assert not any("SAVEPOINT" in q["sql"] for q in queries.captured_queries)
+    assert Expense.objects.filter(amount="7.00").count() == 0
+    assert OrgChangeCounter.objects.get(org_id=tenant.org.id).version == version
+    assert OutboxEntry.objects.count() == outbox
+    assert IdempotencyRecord.objects.count() == 1  # the warm-up's only
+    monkeypatch.undo()
+    retried = post(tenant, key="retry-me", amount="7.00")
+    assert retried.status_code == 201
+    assert Expense.objects.filter(amount="7.00").count() == 1

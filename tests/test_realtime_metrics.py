@@ -4,6 +4,7 @@ p50/p95/p99 from commit to send. Counters are cumulative and shared: tests read 
 
 import asyncio
 import time
+import uuid
 
 import httpx
 import pytest
@@ -101,3 +102,28 @@ def test_rejections_by_limit_are_counted(realtime_servers, tenant):
     asyncio.run(scenario())
     after = _staff_metrics(realtime_servers[0].url)
     assert after["rejections"]["user_limit"] == before["rejections"]["user_limit"] + 1
+
+
+def test_events_published_counts_each_published_event_once_and_no_duplicate_or_gap():
+    """On a single node the count rides in the publish script's round trip, added
+    ahead: a duplicate, a gap or an unknown last version takes it back."""
+    from realtime.publishing import OutgoingEvent, _publish
+
+    org_id = str(uuid.uuid4())
+
+    def published() -> int:
+        return int(sync_redis().hget(keys.STATS_KEY, "events_published") or 0)
+
+    def publish(version: int, floor: str) -> str:
+        event = OutgoingEvent(org_id=org_id, version=version, topic="expense.created", data={},
+                              committed_at=time.time(), floor=floor)  # fmt: skip
+        return _publish(event)[0]
+
+    before = published()
+    assert publish(1, floor="") == "unknown"  # Redis knows no last version and none was given
+    assert publish(1, floor="0") == "published"
+    assert publish(1, floor="0") == "duplicate"
+    assert publish(3, floor="0") == "gap"
+    assert publish(2, floor="0") == "published"
+    assert published() == before + 2
+    assert sync_redis().xlen(keys.org_stream_key(org_id)) == 2

@@ -373,3 +373,71 @@ def test_a_stored_position_read_with_the_rate_limit_count_routes_the_read(replic
     response = tenant.viewer.get(tenant.url("/expenses"))
     assert response.status_code == 200
     assert response["X-DB-Read-From"] == "default"  # the stored position held it off the replicas
+
+
+def test_a_keyed_write_reads_and_stores_its_position_once_and_it_covers_the_whole_transaction(
+    replicas_live, tenant
+):
+    """A keyed create writes after its change record (the idempotency record, in the same
+    transaction): the position the change log's handler records on commit covers every
+    write of that transaction, so the response reuses it (one WAL position read, one
+    Redis write) and a replica at that position has the entry and the record."""
+    from django.test.utils import CaptureQueriesContext
+
+    from replicas.lsn import lsn_to_int
+    from replicas.middleware import org_reader_id
+    from replicas.positions import client_id, position_store
+
+    replicas_live.wait_caught_up()
+    with replicas_live.replay_paused("replica1"), CaptureQueriesContext(connections["default"]) as queries:
+        created = tenant.manager.post(
+            tenant.url("/expenses"), tenant.entry_payload(), format="json", HTTP_IDEMPOTENCY_KEY="covers-1"
+        )
+        assert created.status_code == 201
+        position = lsn_to_int(created["X-DB-Position"])
+        # replica1 (paused) is behind the position; a read of this client or any reader
+        # of the org never goes there, and the list has the entry.
+        listed = tenant.viewer.get(tenant.url("/expenses"), {"page_size": 3})
+        assert created.json()["id"] in [e["id"] for e in listed.json()["results"]]
+        assert listed["X-DB-Read-From"] != "replica1"
+    assert sum("pg_current_wal_insert_lsn" in q["sql"] for q in queries.captured_queries) == 1
+    clients = [
+        client_id(tenant.manager._credentials["HTTP_AUTHORIZATION"]),
+        org_reader_id(str(tenant.org.id)),
+    ]
+    assert position_store.load("main", clients) == position
+    replicas_live.wait_until(
+        lambda: (
+            int(replicas_live.sql("replica2", "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0])
+            >= position
+        )
+    )
+    entry = (created.json()["id"],)
+    assert replicas_live.sql("replica2", "SELECT count(*) FROM finance_expense WHERE id = %s", entry)[0] == 1
+    record = "SELECT count(*) FROM idempotency_record WHERE org_id = %s"
+    assert replicas_live.sql("replica2", record, (str(tenant.org.id),))[0] == 1
+
+
+def test_a_transaction_notes_one_commit_and_a_rolled_back_savepoint_does_not_lose_it(replicas_live):
+    """One note per committed transaction however many writes it routes; a note taken
+    inside a savepoint that rolled back is gone with it, and the next write takes it again."""
+    from replicas.context import RequestRouting
+
+    class Refused(Exception):
+        pass
+
+    with request_routing(RequestRouting(client_ids=["someone"])) as state:
+        with transaction.atomic():
+            Organization.objects.create(name="first")
+            Organization.objects.create(name="second")
+        assert state.writes == 1
+        with transaction.atomic():
+            with pytest.raises(Refused), transaction.atomic():
+                Organization.objects.create(name="rolled back")
+                raise Refused
+            Organization.objects.create(name="kept")
+        assert state.writes == 2
+        with transaction.atomic(), pytest.raises(Refused), transaction.atomic():
+            Organization.objects.create(name="rolled back too")
+            raise Refused
+        assert state.writes == 2  # nothing committed a write: no note

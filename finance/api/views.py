@@ -62,8 +62,13 @@ class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
     def post(self, request: Request, org_id: uuid.UUID) -> Response:
         data = EntryInput(data=request.data, context={"org": self.org})
         data.is_valid(raise_exception=True)
+        # A failed create fails the request; a keyed one's transaction rolls back whole.
         entry = entry_create(
-            model=self.model, org=self.org, created_by=authenticated_user(request), **data.validated_data
+            model=self.model,
+            org=self.org,
+            created_by=authenticated_user(request),
+            savepoint=False,
+            **data.validated_data,
         )
         return Response(entry_output(entry), status=status.HTTP_201_CREATED)
 
