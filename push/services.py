@@ -6,6 +6,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from changelog.services import org_lock_take, org_transaction
 from push.models import Device, NotificationPreference
 from tenancy.models import Organization
 
@@ -72,5 +73,9 @@ def preference_set(
         "large_expense_thresholds": {code: f"{amount:.2f}" for code, amount in sorted(thresholds.items())},
         "sync": sync,
     }
-    preference, _ = NotificationPreference.objects.update_or_create(org=org, user=user, defaults=values)
+    with org_transaction():  # the org's cluster
+        # The org's lock, as every writer of the org takes it: a move's fence holds it
+        # while it copies the preferences, and a write to the copy an org left is refused.
+        org_lock_take(org_id=org.id)
+        preference, _ = NotificationPreference.objects.update_or_create(org=org, user=user, defaults=values)
     return preference
