@@ -85,4 +85,6 @@ def org_fence_wait(*, org_id: uuid.UUID | str) -> None:
         placement = placement_get(org_id=org_id, fresh=True)
         if placement is None or placement.state != PlacementState.FENCED:
             return
+    if _fence_abandoned(org_id):
+        return
     raise OrgMoving()

@@ -41,7 +41,8 @@ def device_register(
 
 
 def device_delete(*, device: Device) -> None:
-    """Its pending deliveries go with it (cascade); one already being sent finishes."""
+    """Its pending deliveries (on the orgs' clusters) are skipped at send time ("device
+    removed"); one already being sent finishes."""
     Device.objects.filter(id=device.id).delete()
 
 

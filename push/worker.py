@@ -97,9 +97,15 @@ class PushWorker:
 
     def _record_finished(self) -> None:
         finished = [f for f in self.in_flight if f.done()]
-        if finished:
-            deliveries_record(outcomes=[(self.in_flight[f], f.result()) for f in finished])
-            for future in finished:
+        for database in sorted({self.in_flight[f].database for f in finished}):
+            here = [f for f in finished if self.in_flight[f].database == database]
+            try:
+                deliveries_record(outcomes=[(self.in_flight[f], f.result()) for f in here])
+            except DatabaseError as error:  # kept in flight: recorded once the cluster answers
+                logger.warning("push worker: recording on %s failed (%s); retrying", database, error)
+                connections[database].close()
+                continue
+            for future in here:
                 del self.in_flight[future]
 
     def _claim_and_send(self) -> None:
@@ -113,7 +119,13 @@ class PushWorker:
         for database in self.databases[start:] + self.databases[:start]:
             if free <= 0:
                 break
-            for claimed in deliveries_claim(limit=free, database=database):
+            try:
+                batch = deliveries_claim(limit=free, database=database)
+            except DatabaseError as error:  # one cluster away: the others' sends go on
+                logger.warning("push worker: claiming on %s failed (%s); retrying", database, error)
+                connections[database].close()
+                continue
+            for claimed in batch:
                 future = self.pool.submit(send_one, claimed)
                 self.in_flight[future] = claimed
                 future.add_done_callback(self._on_done)
@@ -125,12 +137,21 @@ class PushWorker:
         now = time.monotonic()
         if now >= self.next_housekeeping:
             for database in self.databases:
-                deliveries_mark_lost(database=database)
-                deliveries_prune(database=database)
+                try:
+                    deliveries_mark_lost(database=database)
+                    deliveries_prune(database=database)
+                except DatabaseError as error:
+                    logger.warning("push worker: housekeeping of %s failed (%s)", database, error)
+                    connections[database].close()
             self.next_housekeeping = now + HOUSEKEEPING_SECONDS
         depth, earliest = 0, None
         for database in self.databases:
-            count, due = queue_state(database=database)
+            try:
+                count, due = queue_state(database=database)
+            except DatabaseError as error:
+                logger.warning("push worker: queue state of %s unknown (%s)", database, error)
+                connections[database].close()
+                continue
             depth += count
             if due is not None and (earliest is None or due < earliest):
                 earliest = due
