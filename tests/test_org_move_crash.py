@@ -129,7 +129,7 @@ def test_a_killed_mover_leaves_the_org_usable_and_a_rerun_finishes(
     assert OrgPlacement.objects.get(org_id=org.id).cluster == NAME
     assert OrgPlacement.objects.get(org_id=org.id).state == "active"
     ids = sorted(writer.acked.values())
-    assert len(set(ids)) == len(ids) >= 9
+    assert len(set(ids)) == len(ids) >= 8
     on_c2 = second_cluster.sql("SELECT id::text FROM finance_expense WHERE org_id = %s ORDER BY 1", (org.id,))
     assert [r[0] for r in on_c2] == ids  # every acknowledged write, once
     assert second_cluster.sql("SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org.id,)) == [
