@@ -1,28 +1,33 @@
 """Moving an org to another cluster while the service runs (CONTRACT §13).
 
     1. MOVING   copy every row of the org from a snapshot of the source (COPY, table
-                by table), remembering the org's version V0 in that snapshot
-    2.          catch up from the change log: rows with a version above the last one
-                applied (upserted), tombstones above it (deleted), until the source
-                stands still or a few rounds have passed
+                by table), remembering the org's version V0 and the snapshot's time
+    2.          catch up, in rounds: rows with a version above the last one applied
+                (upserted), tombstones above it (deleted, and copied), the per-day
+                totals of the keys those changes touched, and the tables kept by time
+                or state (sync clients, idempotency records, push deliveries) since
+                the previous snapshot; until the source stands still or a few rounds
+                have passed. The last round verifies everything (row counts, the
+                per-day totals on both sides and against the target's rows) in its
+                snapshot, outside the fence
     3. FENCED   writes of the org wait (at most ORG_MOVE_FENCE_SECONDS) or get 503;
                 take the org's counter lock on the source (in-flight writes finish,
-                new ones queue behind it), apply the last changes, copy the
-                unversioned tables again (memberships, per-day totals, sync clients,
-                idempotency records, tombstones), give the target's counter the
+                new ones queue behind it), apply only what changed since the last
+                round, copy the org row, memberships and notification preferences
+                again (bounded by the org's people), give the target's counter the
                 source's version under a new epoch (pre-move sync cookies reset)
-    4. verify   row counts of every table, and the per-day totals recomputed from the
-                target's rows equal to the source's totals (the read model is the checksum)
-    5. flip     commit the target; mark the source's counter `moved` (writes that were
+    4. verify   what changed since the full check: the changed rows, the totals keys
+                they touched, the counts of the unversioned tables
+    5. flip     commit the target; mark the source's counter `moved` and commit (writes
                 queued on its lock, or routed there by a stale cache, are refused:
-                503); the directory names the target, ACTIVE; release the lock
+                503); then the directory names the target, ACTIVE
     6. clean    after the directory cache's staleness bound, delete the source's copy
                 (its counter row stays, marked moved)
 
 Anything that fails before the flip leaves the org where it was (ACTIVE on the
-source) and the target's partial copy is deleted; a rerun starts over.
+source) and the target's partial copy is deleted. A mover killed at any step leaves a
+state the next run of the same command recognises and finishes (OrgMove).
 The outbox is not moved: it is a per-cluster queue, drained by the source's worker.
-Push preferences and deliveries are not moved yet (docs/clusters.md).
 """
 
 import os
@@ -99,7 +104,17 @@ def _conninfo(alias: str) -> str:
     )
 
 
+_COLUMNS: dict[str, list[str]] = {}
+
+
 def _columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """The table's columns (every cluster has the same schema: cached per process)."""
+    if table not in _COLUMNS:
+        _COLUMNS[table] = _read_columns(conn, table)
+    return _COLUMNS[table]
+
+
+def _read_columns(conn: psycopg.Connection, table: str) -> list[str]:
     rows = conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s"
         " ORDER BY ordinal_position",
@@ -217,15 +232,24 @@ def _upsert(
     target.cursor().executemany(statement, rows)
 
 
+@dataclass
+class Applied:
+    """What one catch-up step changed on the target."""
+
+    rows: int = 0
+    keys: set[TotalsKey] = field(default_factory=set)  # per-day totals keys refreshed
+    ids: dict[str, list] = field(default_factory=dict)  # versioned table -> ids upserted or deleted
+
+
 def _apply_changes(
     source: psycopg.Connection, target: psycopg.Connection, org_id: uuid.UUID, after: int, upto: int
-) -> tuple[int, set[TotalsKey]]:
+) -> Applied:
     """Bring the target from version `after` to `upto`: rows changed in between are
     upserted, entities deleted in between are deleted, tombstones recorded in between
     copied, and the per-day totals of every key those changes touched (the entries'
     keys before, as the target has them, and after) copied again.
-    Returns the rows touched and the totals keys refreshed."""
-    touched, keys = 0, set()
+    """
+    applied = Applied()
     deleted = source.execute(
         "SELECT entity, entity_id FROM changelog_tombstone WHERE org_id = %s AND version > %s AND version <= %s",
         [org_id, after, upto],
@@ -238,12 +262,13 @@ def _apply_changes(
             ),
             [org_id, after, upto],
         ).fetchall()
+        ids = [row[columns.index("id")] for row in rows] + [i for kind, i in deleted if kind == entity]
+        applied.ids[table] = ids
         if table in _ENTRY_KEYS:
-            ids = [row[columns.index("id")] for row in rows] + [i for kind, i in deleted if kind == entity]
-            keys |= _entry_keys(target, table, org_id, ids) | _entry_keys(source, table, org_id, ids)
+            applied.keys |= _entry_keys(target, table, org_id, ids) | _entry_keys(source, table, org_id, ids)
         if rows:
             _upsert(target, table, columns, key, rows)
-            touched += len(rows)
+            applied.rows += len(rows)
     by_entity = {entity: table for table, entity, _ in VERSIONED}
     for entity in ("expense", "revenue", "property"):  # children before their property
         ids = [entity_id for kind, entity_id in deleted if kind == entity]
@@ -254,7 +279,7 @@ def _apply_changes(
                 ),
                 [org_id, ids],
             )
-            touched += len(ids)
+            applied.rows += len(ids)
     columns = _columns(source, "changelog_tombstone")
     tombstones = source.execute(
         sql.SQL("SELECT {} FROM changelog_tombstone WHERE org_id = %s AND version > %s AND version <= %s").format(
@@ -264,8 +289,8 @@ def _apply_changes(
     ).fetchall()  # fmt: skip
     if tombstones:
         _upsert(target, "changelog_tombstone", columns, ("org_id", "entity_id"), tombstones)
-    _totals_refresh(source, target, org_id, keys)
-    return touched, keys
+    _totals_refresh(source, target, org_id, applied.keys)
+    return applied
 
 
 def _drop_gone(
@@ -376,10 +401,10 @@ _TOTALS = (
 
 
 def _totals_pair(
-    conn: psycopg.Connection, org_id: uuid.UUID, keys: set[TotalsKey] | None
+    conn: psycopg.Connection, org_id: uuid.UUID, keys: set[TotalsKey] | None, *, rows: bool = True
 ) -> tuple[list, list]:
-    """(the totals table, the totals recomputed from the rows) on one side, for every
-    key or only `keys`."""
+    """(the totals table, the totals recomputed from the rows unless not `rows`) on one
+    side, for every key or only `keys`."""
     params: dict[str, object] = {"org": org_id}
     if keys is None:
         expense = revenue = totals = "true"
@@ -392,6 +417,8 @@ def _totals_pair(
         revenue = match.format("occurred_on, property_id, currency, 'revenue'")
         totals = match.format("day, property_id, currency, kind")
     table = conn.execute(_TOTALS.format(totals=totals), params).fetchall()
+    if not rows:
+        return table, []
     from_rows = conn.execute(_TOTALS_FROM_ROWS.format(expense=expense, revenue=revenue), params).fetchall()
     return table, from_rows
 
@@ -403,35 +430,59 @@ def _differing(first: list, second: list, what: str) -> list[str]:
     return [f"{what} differ on {len(differing)} keys, e.g. {sorted(differing, key=str)[:3]}"]
 
 
-def _verify_rows_against_totals(
-    conn: psycopg.Connection, org_id: uuid.UUID, keys: set[TotalsKey] | None = None
+def _counts(
+    source: psycopg.Connection, target: psycopg.Connection, org_id: uuid.UUID, tables: list[str]
 ) -> list[str]:
-    """The target's per-day totals equal its rows (every key, or the keys given)."""
-    table, from_rows = _totals_pair(conn, org_id, keys)
-    return _differing(table, from_rows, "the target's per-day totals and its rows")
-
-
-def _verify(
-    source: psycopg.Connection, target: psycopg.Connection, org_id: uuid.UUID, keys: set[TotalsKey]
-) -> list[str]:
-    """What differs between the two copies under the fence (empty: they agree): row
-    counts of every table; the per-day totals tables, key by key; the target's totals
-    against its own rows for the keys changed since the last full check (which ran
-    before the fence: together, the target's rows add up to the source's totals, the
-    read model being the checksum kept in each write's transaction on the source)."""
     problems = []
-    for table, query in _COUNTS.items():
-        statement = sql.SQL(query).format(sql.Identifier(table))
+    for table in tables:
+        statement = sql.SQL(_COUNTS[table]).format(sql.Identifier(table))
         theirs, ours = (c.execute(statement, [org_id]).fetchone()[0] for c in (source, target))
         if theirs != ours:
             problems.append(f"{table}: {theirs} rows on the source, {ours} on the target")
-    every = {"org": org_id}
-    query = _TOTALS.format(totals="true")
-    problems += _differing(
-        source.execute(query, every).fetchall(), target.execute(query, every).fetchall(), "per-day totals"
+    return problems
+
+
+def _totals_tables(
+    source: psycopg.Connection, target: psycopg.Connection, org_id: uuid.UUID, keys: set[TotalsKey] | None
+) -> list[str]:
+    """The per-day totals tables equal on both sides (every key, or the keys given),
+    and the target's equal its own rows."""
+    source_table, _ = _totals_pair(source, org_id, keys, rows=False)
+    target_table, target_rows = _totals_pair(target, org_id, keys)
+    return _differing(source_table, target_table, "per-day totals") + _differing(
+        target_table, target_rows, "the target's per-day totals and its rows"
     )
-    if keys:
-        problems += _verify_rows_against_totals(target, org_id, keys)
+
+
+def _verify_full(source: psycopg.Connection, target: psycopg.Connection, org_id: uuid.UUID) -> list[str]:
+    """Outside the fence, the source in a snapshot at the version the target was just
+    committed at: row counts of every table, the per-day totals tables key by key, and
+    the target's totals recomputed from its rows (the read model is the checksum: it
+    was kept in each write's transaction on the source). Empty: the copies agree."""
+    return _counts(source, target, org_id, list(_COUNTS)) + _totals_tables(source, target, org_id, None)
+
+
+def _verify_fence(
+    source: psycopg.Connection, target: psycopg.Connection, org_id: uuid.UUID, applied: Applied
+) -> list[str]:
+    """Under the fence, only what changed since `_verify_full`: the versioned rows
+    upserted or deleted since exist on both sides alike, the totals keys they touched
+    agree (source, target, target's rows), and the unversioned tables other than the
+    totals have equal counts. Rows and keys untouched since are unchanged on both sides,
+    so with the full check this covers the whole org."""
+    problems = []
+    for table, ids in applied.ids.items():
+        if ids:
+            statement = sql.SQL("SELECT count(*) FROM {} WHERE org_id = %s AND id = ANY(%s)").format(
+                sql.Identifier(table)
+            )
+            theirs, ours = (c.execute(statement, [org_id, ids]).fetchone()[0] for c in (source, target))
+            if theirs != ours:
+                problems.append(f"{table}: {theirs} of the changed rows on the source, {ours} on the target")
+    unversioned = [t for t in UNVERSIONED if t != "finance_daily_total"]
+    problems += _counts(source, target, org_id, [ORG, *unversioned])
+    if applied.keys:
+        problems += _totals_tables(source, target, org_id, applied.keys)
     return problems
 
 
@@ -559,24 +610,28 @@ class OrgMove:
     def _catch_up(
         self, source: psycopg.Connection, target: psycopg.Connection, applied: int, since: float
     ) -> tuple[int, float]:
+        """Rounds until the source stands still (or CATCH_UP_ROUNDS); the last one also
+        runs the full verification, in its snapshot, outside the fence."""
         for round_ in range(1, CATCH_UP_ROUNDS + 1):
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             now, taken, pruned = self._snapshot(source)
-            touched, _ = _apply_changes(source, target, self.org_id, applied, now)
+            step = _apply_changes(source, target, self.org_id, applied, now)
             recent = _refresh_recent(source, target, self.org_id, since, pruned)
-            source.rollback()
             target.commit()
-            self.report.changes_applied += touched
+            self.report.changes_applied += step.rows
             self.progress(
-                f"catch-up round {round_}: versions {applied + 1}..{now}, {touched} rows, {recent} recent"
+                f"catch-up round {round_}: versions {applied + 1}..{now}, {step.rows} rows, {recent} recent"
             )
-            stood_still = now == applied
+            last = now == applied or round_ == CATCH_UP_ROUNDS
             applied, since = now, taken
-            if stood_still:
+            if last:
+                problems = _verify_full(source, target, self.org_id)
+                source.rollback()
+                if problems:
+                    raise MoveError("verification failed: " + "; ".join(problems))
+                self.progress(f"verified at version {now}: row counts and per-day totals agree")
                 break
-        problems = _verify_rows_against_totals(target, self.org_id)  # the full check, outside the fence
-        if problems:
-            raise MoveError("verification failed: " + "; ".join(problems))
+            source.rollback()
         return applied, since
 
     def _switch(
@@ -589,8 +644,8 @@ class OrgMove:
         source.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(budget * 1000)}ms"])
         version, _, pruned = _version(source, self.org_id, lock=True)  # in-flight writes done, new ones wait
         _kill_point("fence")
-        touched, keys = _apply_changes(source, target, self.org_id, applied, version)
-        self.report.changes_applied += touched
+        step = _apply_changes(source, target, self.org_id, applied, version)
+        self.report.changes_applied += step.rows
         target.execute("SET CONSTRAINTS ALL DEFERRED")
         target.execute(f"DELETE FROM {ORG} WHERE id = %s", [self.org_id])
         _copy_table(source, target, ORG, self.org_id, where="id")
@@ -607,12 +662,12 @@ class OrgMove:
             " pruned_through = EXCLUDED.pruned_through",
             [self.org_id, version, epoch, pruned],
         )
-        problems = _verify(source, target, self.org_id, keys)
+        problems = _verify_fence(source, target, self.org_id, step)
         if problems:
             raise MoveError("verification failed: " + "; ".join(problems))
         if time.monotonic() - fenced_at > budget:
             raise MoveError(f"the switch took longer than ORG_MOVE_FENCE_SECONDS ({budget:g}s)")
-        self.progress(f"verified at version {version}: row counts and per-day totals agree")
+        self.progress(f"verified the changes up to version {version}")
         target.commit()
         _kill_point("committed")
         # The source refuses the org's writes from its commit on (queued writers meet
