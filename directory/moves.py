@@ -486,6 +486,15 @@ def _verify_fence(
     return problems
 
 
+def _activate(target: psycopg.Connection, org_id: uuid.UUID) -> str:
+    """The target's copy takes writes from now on, under a new epoch (pre-move sync
+    cookies get a reset); returns the epoch. Committed at once."""
+    epoch = secrets.token_hex(8)
+    target.execute("UPDATE org_changes SET epoch = %s WHERE org_id = %s", [epoch, org_id])
+    target.commit()
+    return epoch
+
+
 def _kill_point(step: str) -> None:
     """Test hook: die here, as a crash would (no cleanup, no rollback sent)."""
     if os.environ.get(KILL_AT_ENV) == step:
@@ -529,30 +538,50 @@ class OrgMove:
         self.target: Cluster = topology().named(target)
         self.report = MoveReport(org_id=org_id, source=self.source.name, target=self.target.name)
         self.leftovers: list[Cluster] = []
+        self.reactivate = False
         if self.source == self.target:
+            # Rerun towards where the directory says the org is: what an earlier move
+            # left elsewhere is deleted; a source it marked `moved` takes writes again.
             self.leftovers = [
                 cluster
                 for cluster in topology().clusters.values()
-                if cluster != self.target
-                and _counter_epoch(_conninfo(cluster.primary), org_id) == MOVED_EPOCH
-                and _has_org(_conninfo(cluster.primary), org_id)
+                if cluster != self.target and _has_org(_conninfo(cluster.primary), org_id)
             ]
-            if not self.leftovers:
+            self.reactivate = _counter_epoch(_conninfo(self.source.primary), org_id) == MOVED_EPOCH
+            if not (self.leftovers or self.reactivate):
                 raise MoveError(f"org {org_id} is already on {target}")
 
     def run(self) -> MoveReport:
-        if self.leftovers:  # an earlier move flipped, then died before it cleaned
-            self.progress(f"already on {self.target.name}: finishing an earlier move's cleaning")
-            for cluster in self.leftovers:
-                self._clean(cluster, wait=False)
-            return self.report
-        if _counter_epoch(_conninfo(self.source.primary), self.org_id) == MOVED_EPOCH:
-            self._finish_flip()
-        else:
-            self._move()
-        if self.clean_source:
-            self._clean(self.source, wait=True)
+        with psycopg.connect(_conninfo(topology().home.primary), autocommit=True) as directory:
+            # One mover per org: held until this process ends (a killed mover's goes
+            # with its connection), so a rerun never races a mover still running.
+            lock = "SELECT pg_try_advisory_lock(hashtextextended('org-move:' || %s, 0))"
+            if not directory.execute(lock, [str(self.org_id)]).fetchone()[0]:
+                raise MoveError(f"another org_move of org {self.org_id} is running")
+            if self.leftovers or self.reactivate:
+                self._settle()
+                return self.report
+            if _counter_epoch(_conninfo(self.source.primary), self.org_id) == MOVED_EPOCH:
+                self._finish_flip()
+            else:
+                self._move()
+            if self.clean_source:
+                self._clean(self.source, wait=True)
         return self.report
+
+    def _settle(self) -> None:
+        """The org is where the directory says: delete what an earlier, killed move
+        left on other clusters (a copy not cleaned after its flip, or a target it never
+        flipped to), then, if that move had marked this cluster `moved` before dying,
+        let it take writes again (under a new epoch)."""
+        self.progress(f"the org is on {self.target.name}: finishing what an earlier move left")
+        for cluster in self.leftovers:
+            self._clean(cluster, wait=False)
+        if self.reactivate:
+            with psycopg.connect(_conninfo(self.target.primary)) as target:
+                epoch = _activate(target, self.org_id)
+            placement_change(org_id=self.org_id, state=PlacementState.ACTIVE)
+            self.progress(f"the copy on {self.target.name} takes writes again (epoch {epoch})")
 
     def _move(self) -> None:
         placement_change(org_id=self.org_id, state=PlacementState.MOVING)
@@ -570,13 +599,27 @@ class OrgMove:
 
     def _finish_flip(self) -> None:
         """The source refuses writes (`moved`) and the directory still names it: the
-        previous mover committed the target and died before the flip."""
-        epoch = _counter_epoch(_conninfo(self.target.primary), self.org_id)
-        if epoch in (None, MOVED_EPOCH) or not _has_org(_conninfo(self.target.primary), self.org_id):
-            raise MoveError(
-                f"the copy on {self.source.name} is marked moved but {self.target.name} has no live copy of the org:"
-                " rerun with --to naming the cluster the earlier move went to"
-            )
+        previous mover committed the target and died before the flip. The target's copy
+        is the org if it is at the source's last version (a copy left by an older move
+        would be behind it)."""
+        with (
+            psycopg.connect(_conninfo(self.source.primary), autocommit=True) as source,
+            psycopg.connect(_conninfo(self.target.primary), autocommit=True) as target,
+        ):
+            final = source.execute(
+                "SELECT version FROM org_changes WHERE org_id = %s", [self.org_id]
+            ).fetchone()
+            copied = target.execute(
+                "SELECT c.version FROM org_changes c JOIN tenancy_organization o ON o.id = c.org_id"
+                " WHERE c.org_id = %s",
+                [self.org_id],
+            ).fetchone()
+            if copied is None or copied[0] != final[0]:
+                raise MoveError(
+                    f"the copy on {self.source.name} is marked moved but {self.target.name} has no copy of the org"
+                    f" at its version {final[0]}: rerun with --to naming the cluster the earlier move went to"
+                )
+            epoch = _activate(target, self.org_id)
         placement_change(org_id=self.org_id, state=PlacementState.ACTIVE, cluster=self.target.name)
         self.report.epoch = epoch
         self.progress(f"finished an earlier move's flip: the org is on {self.target.name} (epoch {epoch})")
@@ -655,12 +698,14 @@ class OrgMove:
             )
             _copy_table(source, target, table, self.org_id)
         _refresh_recent(source, target, self.org_id, since, pruned)
-        epoch = secrets.token_hex(8)
+        # The target's counter is committed as `moved` (refusing writes, its deliveries
+        # unclaimed) and made live only once the source is marked moved: never may both
+        # copies take writes or send the org's notifications.
         target.execute(
             "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (org_id) DO UPDATE SET version = EXCLUDED.version, epoch = EXCLUDED.epoch,"
             " pruned_through = EXCLUDED.pruned_through",
-            [self.org_id, version, epoch, pruned],
+            [self.org_id, version, MOVED_EPOCH, pruned],
         )
         problems = _verify_fence(source, target, self.org_id, step)
         if problems:
@@ -676,6 +721,7 @@ class OrgMove:
         source.execute("UPDATE org_changes SET epoch = %s WHERE org_id = %s", [MOVED_EPOCH, self.org_id])
         source.commit()
         _kill_point("moved")
+        epoch = _activate(target, self.org_id)
         placement_change(org_id=self.org_id, state=PlacementState.ACTIVE, cluster=self.target.name)
         self.report.fence_seconds = time.monotonic() - fenced_at
         self.report.version, self.report.epoch = version, epoch
@@ -708,4 +754,5 @@ class OrgMove:
             time.sleep(bound)
         with psycopg.connect(_conninfo(cluster.primary)) as conn:
             _delete_org(conn, self.org_id, keep_counter=True)
+            conn.execute("UPDATE org_changes SET epoch = %s WHERE org_id = %s", [MOVED_EPOCH, self.org_id])
         self.progress(f"deleted the copy on {cluster.name} (its counter stays, marked moved)")

@@ -36,14 +36,14 @@ def _env(cluster: SecondCluster) -> dict[str, str]:
 
 
 def _org_move(
-    cluster: SecondCluster, org: Organization, kill_at: str | None = None
+    cluster: SecondCluster, org: Organization, kill_at: str | None = None, to: str = NAME
 ) -> subprocess.CompletedProcess:
     env = os.environ | {"DATABASE_URL": conftest.test_database_url(), "REPLICA_URLS": "", **_env(cluster)}
     env.pop(KILL_AT_ENV, None)
     if kill_at is not None:
         env[KILL_AT_ENV] = kill_at
     return subprocess.run(
-        [sys.executable, "manage.py", "org_move", str(org.id), "--to", NAME],
+        [sys.executable, "manage.py", "org_move", str(org.id), "--to", to],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -79,12 +79,34 @@ class Writer:
         return time.monotonic() - started
 
 
-@pytest.mark.parametrize("step", ["copy", "fence", "committed", "moved", "flipped"])
+def _sql(cluster: SecondCluster, name: str, query: str, *params: object) -> list[tuple]:
+    if name == NAME:
+        return cluster.sql(query, params)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(query, list(params))
+        return cursor.fetchall()
+
+
+@pytest.mark.parametrize(
+    ("step", "rerun_to"),
+    [
+        ("copy", NAME),
+        ("fence", NAME),
+        ("committed", NAME),
+        ("moved", NAME),
+        ("flipped", NAME),
+        ("moved", "main"),
+    ],
+)
 def test_a_killed_mover_leaves_the_org_usable_and_a_rerun_finishes(
-    second_cluster: SecondCluster, settings, django_db_blocker, step: str
+    second_cluster: SecondCluster, settings, django_db_blocker, step: str, rerun_to: str
 ) -> None:
+    """A rerun towards the same target finishes the move; one towards the cluster the
+    directory still names (the last case) undoes it."""
     settings.DIRECTORY_HEARTBEAT_SECONDS, settings.DIRECTORY_STALE_SECONDS = 1, 0.5
-    user = User.objects.create_user(username=f"crash-{step}", password="pw-123456!")
+    user = User.objects.create_user(username=f"crash-{step}-{rerun_to}", password="pw-123456!")
     org = Organization.objects.create(name=f"Hotel killed at {step}")
     Membership.objects.create(org=org, user=user, role="manager")
     prop = Property.objects.create(org=org, name="Main", currency="EUR", timezone="Europe/Paris")
@@ -111,14 +133,16 @@ def test_a_killed_mover_leaves_the_org_usable_and_a_rerun_finishes(
             writer.write_until_acked(within=FENCE_SECONDS + FENCE_ABANDONED_MARGIN_SECONDS + 3)
             writer.write_until_acked(within=1)
 
-        rerun = _org_move(second_cluster, org)
+        rerun = _org_move(second_cluster, org, to=rerun_to)
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-        if step == "moved":
+        left = "main" if rerun_to == NAME else NAME
+        if rerun_to == "main":
+            assert "takes writes again" in rerun.stdout
+        elif step == "moved":
             assert "finished an earlier move's flip" in rerun.stdout
         if step == "flipped":
-            assert "finishing an earlier move's cleaning" in rerun.stdout
-        else:
-            assert "deleted the copy on main" in rerun.stdout
+            assert "finishing what an earlier move left" in rerun.stdout
+        assert f"deleted the copy on {left}" in rerun.stdout
 
         for _ in range(3):  # after the rerun, on the new cluster
             writer.write_until_acked(within=FENCE_SECONDS + 3)
@@ -126,22 +150,21 @@ def test_a_killed_mover_leaves_the_org_usable_and_a_rerun_finishes(
         assert listed.status_code == 200
         assert sorted(e["id"] for e in listed.json()["results"]) == sorted(writer.acked.values())
 
-    assert OrgPlacement.objects.get(org_id=org.id).cluster == NAME
+    assert OrgPlacement.objects.get(org_id=org.id).cluster == rerun_to
     assert OrgPlacement.objects.get(org_id=org.id).state == "active"
     ids = sorted(writer.acked.values())
     assert len(set(ids)) == len(ids) >= 8
-    on_c2 = second_cluster.sql("SELECT id::text FROM finance_expense WHERE org_id = %s ORDER BY 1", (org.id,))
-    assert [r[0] for r in on_c2] == ids  # every acknowledged write, once
-    assert second_cluster.sql("SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org.id,)) == [
-        (len(ids),)
+    on = "SELECT id::text FROM finance_expense WHERE org_id = %s ORDER BY 1"
+    assert [r[0] for r in _sql(second_cluster, rerun_to, on, org.id)] == ids  # every acknowledged write, once
+    records = "SELECT count(*) FROM idempotency_record WHERE org_id = %s"
+    assert _sql(second_cluster, rerun_to, records, org.id) == [(len(ids),)]
+    totals = "SELECT sum(total), sum(count) FROM finance_daily_total WHERE org_id = %s"
+    rows = "SELECT sum(amount), count(*) FROM finance_expense WHERE org_id = %s"
+    assert _sql(second_cluster, rerun_to, totals, org.id) == _sql(second_cluster, rerun_to, rows, org.id)
+    # the other copy is gone, and its counter refuses writes
+    assert _sql(second_cluster, left, "SELECT count(*) FROM finance_expense WHERE org_id = %s", org.id) == [
+        (0,)
     ]
-    assert second_cluster.sql(
-        "SELECT sum(total), sum(count) FROM finance_daily_total WHERE org_id = %s", (org.id,)
-    ) == second_cluster.sql("SELECT sum(amount), count(*) FROM finance_expense WHERE org_id = %s", (org.id,))
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM finance_expense WHERE org_id = %s", [org.id])
-        assert cursor.fetchone()[0] == 0  # the old copy is gone
-        cursor.execute("SELECT epoch FROM org_changes WHERE org_id = %s", [org.id])
-        assert cursor.fetchone()[0] == "moved"
+    assert _sql(second_cluster, left, "SELECT epoch FROM org_changes WHERE org_id = %s", org.id) == [
+        ("moved",)
+    ]
