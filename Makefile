@@ -16,11 +16,11 @@ help:
 	@echo "make run    - set everything up (venv, local stack, migrations, demo data) and serve on $(ORIGIN)"
 	@echo "make test   - set everything up and run the whole test suite against the real stack"
 	@echo "make stop   - stop the local stack (data is kept; 'make destroy' removes it)"
-	@echo "make lint   - ruff check, ruff format --check, makemigrations --check"
+	@echo "make lint   - ruff check, ruff format --check, makemigrations --check, mypy"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
 	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
-	@echo "    bench-summary | bench-origin | bench-org-move | bench-redis-cluster"
+	@echo "    bench-summary | bench-origin | bench-org-move | bench-redis-cluster | bench-storage"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -94,6 +94,7 @@ lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@SECRET_KEY=$${SECRET_KEY:-lint-only-not-a-secret} $(PY) manage.py makemigrations --check --dry-run
+	@SECRET_KEY=$${SECRET_KEY:-lint-only-not-a-secret} $(VENV)/bin/mypy
 
 stop:
 	@bin/stack down
@@ -115,6 +116,11 @@ bench-idempotency: migrate bench-tools
 # The org change log's cost on a keyed write: with vs without (docs/benchmarks.md "Change log").
 bench-changelog: migrate bench-tools
 	@$(PY) bench/changelog_cost.py
+
+# Bytes on disk per org and per row (scratch database; docs/scale-out.md "Capacity").
+.PHONY: bench-storage
+bench-storage: migrate
+	@$(PY) bench/storage_per_org.py
 
 # Finance summary from per-day totals vs from rows, 1 000 - 1 000 000 rows; the totals' write cost.
 bench-summary: migrate bench-tools

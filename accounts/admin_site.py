@@ -30,7 +30,9 @@ class ThrottledAdminSite(AdminSite):
         )
         wait = login_blocked_for(attempt)
         if wait is not None:
-            response = JsonResponse({"detail": "Too many failed logins; try again later."}, status=429)
+            response: HttpResponse = JsonResponse(
+                {"detail": "Too many failed logins; try again later."}, status=429
+            )
             response["Retry-After"] = str(math.ceil(wait))
             return response
         response = super().login(request, extra_context)

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import authenticated_user
 from accounts.login_throttle import (
     LoginAttempt,
     client_address,
@@ -44,18 +45,22 @@ class TokenOutput(serializers.Serializer):
 class TokenApi(APIView):
     """POST: log in; DELETE: revoke the token this request is made with."""
 
+    def _is_login(self) -> bool:
+        request = getattr(self, "request", None)  # None while the schema is generated
+        return request is not None and request.method == "POST"
+
     def get_authenticators(self) -> list:
-        if self.request is not None and self.request.method == "POST":
+        if self._is_login():
             return []  # a login needs no token (and ignores one)
         return super().get_authenticators()
 
     def get_permissions(self) -> list:
-        if self.request is not None and self.request.method == "POST":
+        if self._is_login():
             return [AllowAny()]
         return [IsAuthenticated()]
 
     def get_throttles(self) -> list:
-        if self.request is not None and self.request.method == "POST":
+        if self._is_login():
             return []  # logins have their own throttle (per username and address)
         return super().get_throttles()
 
@@ -103,5 +108,5 @@ class TokensApi(APIView):
 
     @_REVOKE_SCHEMA
     def delete(self, request: Request) -> Response:
-        tokens_revoke_all(user=request.user)
+        tokens_revoke_all(user=authenticated_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -13,6 +13,7 @@ class User(AbstractUser):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    _password: str | None  # AbstractBaseUser's pending raw password (set_password); not in the stubs
 
     class Meta:
         db_table = "accounts_user"

@@ -11,7 +11,7 @@ import logging
 
 import redis
 
-from core.redis_clients import redis_breaker, redis_call, sync_redis
+from core.redis_clients import pipeline_eval, redis_breaker, redis_call, sync_redis
 from core.redis_keys import atomic_script
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,7 @@ def counter_increment_and_get(
 
     def run() -> list:
         pipe = sync_redis().pipeline(transaction=False)
-        # execute_command: a cluster pipeline has no eval() (the same EVAL on the wire)
-        pipe.execute_command("EVAL", _INCREMENT, 1, key, window_seconds)
+        pipeline_eval(pipe, _INCREMENT, [key], [window_seconds])
         for other in also_get:
             pipe.get(other)
         return pipe.execute()

@@ -65,7 +65,8 @@ ROWS = 200
 
 
 def stack_pids() -> list[int]:
-    """Postgres postmasters (primary and replicas) and Redis of the local stack."""
+    """Postgres postmasters (the primary first, then the replicas: directories `primary`,
+    `replica1`, ... sort that way) and Redis of the local stack."""
     state = dict(line.split("=", 1) for line in (ROOT / ".stack/stack.state").read_text().split())
     pg_root = Path(state["PG_ROOT"])
     postmasters = [int((d / "postmaster.pid").read_text().split()[0]) for d in sorted(pg_root.iterdir())
@@ -171,6 +172,7 @@ def measure(process: subprocess.Popen, port: int, case: dict[str, str]) -> dict:
     n = result["requests"]
     result["cpu_app"] = 1000 * cpu[0] / n
     result["cpu_pg"] = 1000 * sum(cpu[1:-1]) / n
+    result["cpu_pg_primary"] = 1000 * cpu[1] / n  # the rest of cpu_pg: the replicas (replay, reads)
     result["cpu_redis"] = 1000 * cpu[-1] / n
     return result
 
@@ -222,7 +224,7 @@ def main() -> None:
                     results.setdefault((name, kind), []).append(r)
                     print(f"round {round_number + 1} {name:8} {kind:5} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:6.1f}"
                           f"  p95 {r['p95_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  CPU ms/req app {r['cpu_app']:.2f}"
-                          f" pg {r['cpu_pg']:.2f} redis {r['cpu_redis']:.2f}  wrk {100 * r['wrk_cpu_share']:.0f} %",
+                          f" pg {r['cpu_pg']:.2f} (primary {r['cpu_pg_primary']:.2f}) redis {r['cpu_redis']:.2f}  wrk {100 * r['wrk_cpu_share']:.0f} %",
                           flush=True)  # fmt: skip
         for name, by_server in plan.items():
             saturation = statistics.median(r["rps"] for r in results[(name, "ours")])
@@ -246,13 +248,14 @@ def report(results: dict[tuple[str, str], list[dict]], half: dict[str, dict], lo
           f" ({os.cpu_count()} cores)")  # fmt: skip
     print(f"gunicorn 2 workers x 4 threads each; wrk -t2 -c{CONNECTIONS}, {ROUNDS} alternating rounds x {SECONDS}s;"
           " medians over rounds")  # fmt: skip
-    print(f"{'case':8} {'server':6} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6}  {'app':>5} {'pg':>5} {'redis':>5}"
-          f"  {'wrk CPU':>7}")  # fmt: skip
+    print(f"{'case':8} {'server':6} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6}  {'app':>5} {'pg':>5} {'(prim)':>6}"
+          f" {'redis':>5}  {'wrk CPU':>7}")  # fmt: skip
     print(f"{'':8} {'':6} {'':>7} {'ms':>6} {'ms':>6} {'ms':>6}  {'CPU ms/request':>17}")
     for name, kind in results:
         print(f"{name:8} {kind:6} {med(name, kind, 'rps'):7.0f} {med(name, kind, 'p50_ms'):6.1f}"
               f" {med(name, kind, 'p95_ms'):6.1f} {med(name, kind, 'p99_ms'):6.1f}  {med(name, kind, 'cpu_app'):5.2f}"
-              f" {med(name, kind, 'cpu_pg'):5.2f} {med(name, kind, 'cpu_redis'):5.2f}"
+              f" {med(name, kind, 'cpu_pg'):5.2f} {med(name, kind, 'cpu_pg_primary'):6.2f}"
+              f" {med(name, kind, 'cpu_redis'):5.2f}"
               f"  {100 * med(name, kind, 'wrk_cpu_share'):6.0f} %")  # fmt: skip
 
     def cpu(name: str, kind: str) -> float:

@@ -14,7 +14,13 @@ In one run, interleaved over BENCH_ROUNDS rounds:
   and matched by expense id;
 - "drain": the same burst with the push worker stopped, then started: how fast one
   worker empties a full queue (sends per second, nothing else competing).
-The client sends the burst from BENCH_CLIENTS (16) threads with keep-alive.
+The client sends the burst from BENCH_CLIENTS (16) threads with keep-alive, first as
+fast as the server answers (a saturating burst: every process of the pipeline competes
+with the writes for the two cores, so notifications queue behind the burst), then paced
+at BENCH_RATE writes per second (60: well under this machine's saturation, the regime
+the latency goal is about), off and on each time. Each notification's time is split
+into its stages from its delivery row: commit -> fan-out (the row's creation), fan-out
+-> claim by the push worker, claim -> arrival.
 """
 
 import logging
@@ -56,6 +62,7 @@ MEMBERS = int(os.environ.get("BENCH_MEMBERS", "100"))
 EXPENSES = int(os.environ.get("BENCH_EXPENSES", "1000"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+RATE = float(os.environ.get("BENCH_RATE", "60"))
 DEVICES_PER_MEMBER = 2
 OUTBOX_WORKER = ["manage.py", "outbox_worker"]
 PUSH_WORKER = ["manage.py", "push_worker"]
@@ -113,9 +120,11 @@ def running(command: list[str], env: dict[str, str]):
             proc.kill()
 
 
-def burst(base_url: str, tenants: list[Tenant]) -> list[tuple[float, dict]]:
-    """EXPENSES POSTs round-robin over the tenants; (latency, created expense) each."""
+def burst(base_url: str, tenants: list[Tenant], rate: float | None = None) -> list[tuple[float, dict]]:
+    """EXPENSES POSTs round-robin over the tenants, as fast as answered or, with `rate`,
+    the i-th sent at start + i / rate (open loop); (latency, created expense) each."""
     local = threading.local()
+    start = time.perf_counter() + 0.1
 
     def client() -> httpx.Client:
         if not hasattr(local, "client"):
@@ -131,6 +140,8 @@ def burst(base_url: str, tenants: list[Tenant]) -> list[tuple[float, dict]]:
             "category": "renovation",
             "occurred_on": "2026-11-30",
         }
+        if rate is not None:
+            time.sleep(max(0.0, start + i / rate - time.perf_counter()))
         started = time.perf_counter()
         response = client().post(
             f"/v1/orgs/{tenant.org.id}/expenses",
@@ -170,11 +181,22 @@ def wait_for(predicate, timeout: float = 300.0) -> None:
 
 
 @dataclass
-class Figures:
+class Phase:
+    """One way of sending the burst (saturating or paced): its figures over the rounds."""
+
+    rate: float | None
     write_off: list[float] = field(default_factory=list)
     write_on: list[float] = field(default_factory=list)
     commit_to_receipt: list[float] = field(default_factory=list)
-    burst_rates: list[float] = field(default_factory=list)
+    commit_to_fanout: list[float] = field(default_factory=list)
+    fanout_to_claim: list[float] = field(default_factory=list)
+    claim_to_receipt: list[float] = field(default_factory=list)
+    send_rates: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Figures:
+    phases: list[Phase] = field(default_factory=lambda: [Phase(rate=None), Phase(rate=RATE)])
     drain_rates: list[float] = field(default_factory=list)
     cpu_ms_per_send: list[float] = field(default_factory=list)
     fanout_cpu_ms: list[float] = field(default_factory=list)
@@ -187,6 +209,7 @@ def round_off_then_on(
     tenants: list[Tenant],
     figures: Figures,
     *,
+    phase: Phase,
     outbox: subprocess.Popen,
 ) -> None:
     expected = EXPENSES * DEVICES_PER_MEMBER
@@ -194,21 +217,38 @@ def round_off_then_on(
         time.sleep(1.0)
         for tenant in tenants:
             tenant.alerts(False)
-        figures.write_off += [latency for latency, _ in burst(base_url, tenants)]
+        phase.write_off += [latency for latency, _ in burst(base_url, tenants, phase.rate)]
         outbox_drained(tenants)  # the fan-out of the "off" burst reads the preferences
         for tenant in tenants:
             tenant.alerts(True)
         before = len(server.requests)
         outbox_cpu = tree_cpu_seconds(outbox.pid)
-        results = burst(base_url, tenants)
-        figures.write_on += [latency for latency, _ in results]
+        results = burst(base_url, tenants, phase.rate)
+        phase.write_on += [latency for latency, _ in results]
         wait_for(lambda: len(server.requests) >= before + expected)
         figures.fanout_cpu_ms.append((tree_cpu_seconds(outbox.pid) - outbox_cpu) * 1000 / EXPENSES)
     created = {e["id"]: datetime.fromisoformat(e["created_at"]).timestamp() for _, e in results}
     arrived = receipts(server, tenants, before)
-    figures.commit_to_receipt += [at - created[expense_id] for at, expense_id in arrived]
+    phase.commit_to_receipt += [at - created[expense_id] for at, expense_id in arrived]
     first, last = min(a for a, _ in arrived), max(a for a, _ in arrived)
-    figures.burst_rates.append(len(arrived) / max(last - first, 1e-9))
+    phase.send_rates.append(len(arrived) / max(last - first, 1e-9))
+    stages(phase, tenants, created, arrived)
+
+
+def stages(phase: Phase, tenants: list[Tenant], created: dict[str, float], arrived: list) -> None:
+    """Split each notification's time by its delivery row's timestamps."""
+    arrival = {}
+    for at, expense_id in arrived:
+        arrival.setdefault(expense_id, []).append(at)
+    rows = Delivery.objects.filter(
+        org_id__in=[t.org.id for t in tenants], event_key__in=[f"expense.large:{e}" for e in created]
+    ).values_list("event_key", "created_at", "claimed_at")
+    for event_key, fanned_out, claimed in rows:
+        expense_id = event_key.removeprefix("expense.large:")
+        phase.commit_to_fanout.append(fanned_out.timestamp() - created[expense_id])
+        if claimed is not None:
+            phase.fanout_to_claim.append(claimed.timestamp() - fanned_out.timestamp())
+            phase.claim_to_receipt += [at - claimed.timestamp() for at in arrival.get(expense_id, [])[:1]]
 
 
 def round_drain(
@@ -238,17 +278,28 @@ def report(figures: Figures) -> None:
             f"  p99={percentile(ms, 99):7.1f} ms"
         )
 
-    off95, on95 = percentile(figures.write_off, 95), percentile(figures.write_on, 95)
     print()
     print(
         f"push benchmark: {EXPENSES} large expenses per burst over {MEMBERS} members x {DEVICES_PER_MEMBER} "
         f"devices, {CLIENTS} client threads, {ROUNDS} rounds, load avg {os.getloadavg()[0]:.2f} (shared machine)"
     )
-    print(line("write latency, push off", figures.write_off))
-    print(line("write latency, push on", figures.write_on))
-    print(f"{'write p95 on / off':<34} {on95 / off95:.2f}x")
-    print(line("commit -> receipt (push on)", figures.commit_to_receipt))
-    print(f"{'sends/s during the burst':<34} {statistics.median(figures.burst_rates):.0f} (median of rounds)")
+    for phase in figures.phases:
+        print()
+        print(
+            "saturating burst (as fast as answered)"
+            if phase.rate is None
+            else f"paced at {phase.rate:g} writes/s"
+        )
+        print(line("write latency, push off", phase.write_off))
+        print(line("write latency, push on", phase.write_on))
+        off95, on95 = percentile(phase.write_off, 95), percentile(phase.write_on, 95)
+        print(f"{'write p95 on / off':<34} {on95 / off95:.2f}x")
+        print(line("commit -> receipt (push on)", phase.commit_to_receipt))
+        print(line("  commit -> fan-out row", phase.commit_to_fanout))
+        print(line("  fan-out row -> claimed", phase.fanout_to_claim))
+        print(line("  claimed -> receipt", phase.claim_to_receipt))
+        print(f"{'sends/s':<34} {statistics.median(phase.send_rates):.0f} (median of rounds)")
+    print()
     print(f"{'sends/s draining a full queue':<34} {statistics.median(figures.drain_rates):.0f} (one worker)")
     cpu = statistics.median(figures.cpu_ms_per_send)
     print(f"{'push worker CPU per send':<34} {cpu:.2f} ms (so {1000 / cpu:.0f} sends/s per free core)")
@@ -268,7 +319,7 @@ def main() -> None:
         port = free_port()
         env = os.environ | {
             "ACCESS_LOG": "",
-            "PORT": str(port),
+            "REST_PORT": str(port),
             "WEB_CONCURRENCY": "2",
             "LOG_LEVEL": "WARNING",
             "PUSH_WEBPUSH_ALLOWED_HOSTS": ",".join([*settings.PUSH_WEBPUSH_ALLOWED_HOSTS, "127.0.0.1"]),
@@ -280,7 +331,8 @@ def main() -> None:
         wait_until_up(base_url, gunicorn)
         outbox = stack.enter_context(running(OUTBOX_WORKER, env))
         for round_number in range(ROUNDS):
-            round_off_then_on(base_url, env, server, tenants, figures, outbox=outbox)
+            for phase in figures.phases:
+                round_off_then_on(base_url, env, server, tenants, figures, phase=phase, outbox=outbox)
             round_drain(base_url, env, server, tenants, figures)
             print(f"round {round_number + 1}/{ROUNDS} done", flush=True)
     report(figures)

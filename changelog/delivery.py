@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connections
@@ -155,7 +156,7 @@ def _young(changes: list[Change]) -> bool:
     return time.time() - oldest < settings.CHANGELOG_WORKER_GRACE_SECONDS / 2
 
 
-def _execute(database: str, sql: str, params: list[object]) -> bool:
+def _execute(database: str, sql: str, params: list[Any]) -> bool:
     try:
         with connections[database].cursor() as cursor:
             cursor.execute(sql, params)

@@ -11,6 +11,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # REST_PORT is internal: clients use the edge at PORT (bin/stack, README "Serving").
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('REST_PORT', '8002')}"
@@ -62,14 +63,14 @@ def remove_metrics_dir(directory: str) -> None:
     path.rmdir()
 
 
-def on_starting(server) -> None:
+def on_starting(server: Any) -> None:
     prepare_metrics_dir(METRICS_DIR)
     from monitoring.slo_window import FileReadingStore
 
     FileReadingStore(METRICS_DIR).reset()
 
 
-def post_worker_init(worker) -> None:
+def post_worker_init(worker: Any) -> None:
     from config.warmup import warm_up_worker
     from monitoring.sampler import ensure_sampler_running
 
@@ -77,12 +78,12 @@ def post_worker_init(worker) -> None:
     ensure_sampler_running()
 
 
-def child_exit(server, worker) -> None:
+def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server) -> None:
+def on_exit(server: Any) -> None:
     if METRICS_DIR_IS_DEFAULT:  # a folder we made up: leave nothing behind in /tmp
         remove_metrics_dir(METRICS_DIR)

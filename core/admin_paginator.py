@@ -10,13 +10,14 @@ from functools import cached_property
 
 from django.core.paginator import Paginator
 from django.db import connections
+from django.db.models import QuerySet
 
 
 class EstimatedCountPaginator(Paginator):
     @cached_property
-    def count(self) -> int:  # type: ignore[override]
+    def count(self) -> int:
         queryset = self.object_list
-        if getattr(queryset, "query", None) is None or queryset.query.where:
+        if not isinstance(queryset, QuerySet) or queryset.query.where:
             return super().count
         table = queryset.model._meta.db_table
         with connections[queryset.db].cursor() as cursor:

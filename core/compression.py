@@ -11,5 +11,5 @@ class GZipMiddleware(DjangoGZipMiddleware):
     """
 
     @property
-    def min_length(self) -> int:  # type: ignore[override]
+    def min_length(self) -> int:
         return settings.GZIP_MIN_BYTES

@@ -22,7 +22,8 @@ serializers (StrictSerializer inputs are `additionalProperties: false`, see
 `postprocess`), and `extra_error_statuses = {code: description}` for anything else.
 """
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from django.conf import settings
 from drf_spectacular.openapi import AutoSchema
@@ -100,9 +101,15 @@ def paginated(output: type[serializers.Serializer]) -> type[serializers.Serializ
     )
 
 
+def _any_permission(classes: Sequence[Any], wanted: type) -> bool:
+    """Whether one of a view's permission classes is `wanted` (a composed `A | B`, which
+    is no class, counts as neither)."""
+    return any(isinstance(p, type) and issubclass(p, wanted) for p in classes)
+
+
 class ApiSchema(AutoSchema):
     def _is_open(self) -> bool:
-        return any(issubclass(p, AllowAny) for p in self.view.permission_classes)
+        return _any_permission(self.view.permission_classes, AllowAny)
 
     def _is_org_scoped(self) -> bool:
         from tenancy.access import OrgScopedApi
@@ -117,7 +124,7 @@ class ApiSchema(AutoSchema):
     def _is_staff_only(self) -> bool:
         from monitoring.permissions import IsStaffOrMetricsToken
 
-        return any(issubclass(p, IsStaffOrMetricsToken) for p in self.view.permission_classes)
+        return _any_permission(self.view.permission_classes, IsStaffOrMetricsToken)
 
     def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict:
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
@@ -125,9 +132,9 @@ class ApiSchema(AutoSchema):
             # drf-spectacular's pattern admits "", "-." and, with min_value, zero: exactly
             # what the field refuses. State what it accepts.
             positive = field.min_value is not None and field.min_value > 0
-            schema["pattern"] = decimal_pattern(
-                field.max_whole_digits, field.decimal_places, positive=positive
-            )
+            whole, places = field.max_whole_digits, field.decimal_places
+            if whole is not None and places is not None:  # our DecimalFields set both
+                schema["pattern"] = decimal_pattern(whole, places, positive=positive)
         return schema
 
     def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
@@ -194,12 +201,12 @@ class ApiSchema(AutoSchema):
             errors[str(code)] = (description, DETAIL, {})
         return errors
 
-    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+    def _get_response_bodies(self, direction: Literal["request", "response"] = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         if self._is_idempotent_write():
-            for code, response in responses.items():
+            for code, documented in responses.items():
                 if code.startswith("2"):
-                    response.setdefault("headers", {}).update(WRITE_HEADERS)
+                    documented.setdefault("headers", {}).update(WRITE_HEADERS)
         for code, (description, body, headers) in self.error_statuses().items():
             if code in responses:
                 continue

@@ -9,6 +9,7 @@ or foreign cursor is a 400, never a value the database is asked to compare.
 
 import datetime
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,10 @@ from django.db.models import Q, QuerySet
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
+from rest_framework.serializers import BaseSerializer
 from rest_framework.utils.urls import replace_query_param
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[str], Any]] = {
     "date": datetime.date.fromisoformat,
     "datetime": datetime.datetime.fromisoformat,
     "uuid": uuid.UUID,
@@ -66,6 +68,10 @@ class Page:
 
     def as_dict(self, results: list[Any]) -> dict[str, Any]:
         return {"results": results, "next": self.next_url}
+
+    def serialized(self, output: type[BaseSerializer]) -> dict[str, Any]:
+        """as_dict with the items rendered by the serializer class `output`."""
+        return self.as_dict(output(self.items, many=True).data)
 
 
 def page_size_from(request: Request) -> int:
@@ -130,7 +136,7 @@ def paginate_desc_across(querysets: list[QuerySet], request: Request, fields: tu
         if cursor is not None
         else None
     )
-    rows = []
+    rows: list[Any] = []
     for queryset in querysets:
         selected = queryset if after is None else queryset.filter(after)
         rows += selected.order_by(*(f"-{name}" for name in fields))[: size + 1]

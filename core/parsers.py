@@ -2,8 +2,9 @@
 refuses bodies over MAX_JSON_BODY_BYTES before reading them."""
 
 import json
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from rest_framework import status
@@ -32,7 +33,7 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _declared_length(parser_context: dict[str, Any]) -> int | None:
+def _declared_length(parser_context: Mapping[str, Any]) -> int | None:
     request = parser_context.get("request")
     meta = getattr(request, "META", None) or {}
     try:
@@ -50,7 +51,12 @@ class DecimalJSONParser(JSONParser):
     (config/body_limit.py gives every body a Content-Length, chunked ones included).
     """
 
-    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+    def parse(
+        self,
+        stream: IO[Any] | None,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:  # any JSON value, as json.loads answers
         parser_context = parser_context or {}
         limit = settings.MAX_JSON_BODY_BYTES
         declared = _declared_length(parser_context)

@@ -28,17 +28,19 @@ which are not behind the breaker: on one node one client, on a cluster one per m
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import lru_cache
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 from django.conf import settings
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
 from redis.crc import key_slot as _key_slot
@@ -57,6 +59,12 @@ ASYNC_CLUSTER_NODE_CONNECTIONS = 64
 
 SyncClient = redis.Redis | redis.RedisCluster
 AsyncClient = aioredis.Redis | aiocluster.RedisCluster
+Pipeline = (
+    redis.client.Pipeline
+    | redis.cluster.ClusterPipeline
+    | aioredis.client.Pipeline
+    | aiocluster.ClusterPipeline
+)
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient]" = (
     weakref.WeakKeyDictionary()
@@ -90,6 +98,15 @@ def publish_command() -> str:
     """How live announcements go out: SPUBLISH on a cluster (only the shard that owns
     the channel's slot carries it), PUBLISH on one node."""
     return "SPUBLISH" if cluster_mode() else "PUBLISH"
+
+
+def pipeline_eval(pipe: Pipeline, script: str, keys: Sequence[str], args: Sequence[str | int]) -> None:
+    """Queue an EVAL of `script` in `pipe`, on one node or a cluster, sync or async.
+
+    A sync cluster pipeline's eval() is another method (it takes no script: TypeError),
+    so the command goes as such: the same EVAL on the wire, routed by the first key's
+    slot on a cluster."""
+    pipe.execute_command("EVAL", script, len(keys), *keys, *args)
 
 
 def sync_redis(*, decode_responses: bool = True) -> SyncClient:
@@ -135,7 +152,7 @@ def _sync_cluster_client(
             decode_responses=decode_responses,
         )
 
-    return LazyRedisCluster(connect)  # type: ignore[return-value]  (a RedisCluster once used)
+    return LazyRedisCluster(connect)  # type: ignore[return-value]  # a RedisCluster once used
 
 
 @lru_cache(maxsize=8)
@@ -163,7 +180,7 @@ def async_redis() -> AsyncClient:
                 max_connections=ASYNC_CLUSTER_NODE_CONNECTIONS,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
+                retry=AsyncRetry(NoBackoff(), 0),
                 require_full_coverage=False,
                 decode_responses=True,
             )
@@ -179,7 +196,9 @@ def async_redis() -> AsyncClient:
             socket_connect_timeout=timeout,
             decode_responses=True,
         )
-        client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        # A client given a pool takes its connections' settings from the pool: theirs
+        # default to no retries (a `retry` here would be ignored).
+        client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
@@ -204,10 +223,10 @@ async def async_pubsub_target(channel: str) -> tuple[str, aioredis.Redis | None]
     # clients resume with last_event_id), never silently reconnect past a gap.
     client = aioredis.Redis(
         host=node.host,
-        port=node.port,
+        port=int(node.port),
         socket_connect_timeout=1.0,
         socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
+        retry=AsyncRetry(NoBackoff(), 0),
         decode_responses=True,
     )
     return node.name, client
@@ -281,7 +300,8 @@ def _sync_topology_refresh() -> None:
         _sync_topology_stale.clear()
         if cluster_mode():
             for decode in (True, False):
-                sync_redis(decode_responses=decode).nodes_manager.initialize()
+                cluster = cast(redis.RedisCluster, sync_redis(decode_responses=decode))  # cluster mode
+                cluster.nodes_manager.initialize()
 
 
 def _as_redis_error(exc: RedisClusterException) -> redis.ConnectionError:
@@ -291,50 +311,51 @@ def _as_redis_error(exc: RedisClusterException) -> redis.ConnectionError:
     return redis.ConnectionError(f"redis cluster unusable: {exc}")
 
 
-def redis_call(call: Callable[[], T]) -> T:
-    """Run one Redis call behind the breaker; RedisError (RedisUnavailable while open)
-    when Redis does not answer."""
-    breaker = redis_breaker()
-    if not breaker.allow():
-        raise RedisUnavailable("redis circuit open")
+@contextlib.contextmanager
+def _counted(breaker: CircuitBreaker, topology_stale: Callable[[bool], None]) -> Iterator[None]:
+    """Count the call inside on the breaker: no answer is a failure (and may be a
+    failover: `topology_stale(cluster_error)` marks the slot map for a reload), an
+    answer (an error reply too) a success. A cluster error leaves as a RedisError."""
     try:
-        _sync_topology_refresh()
-        result = call()
+        yield
     except _UNREACHABLE as exc:
-        _sync_topology_stale.set()
+        topology_stale(False)
         _failed(breaker, exc)
         raise
     except RedisClusterException as exc:
-        _sync_topology_stale.set()
+        topology_stale(True)
         _failed(breaker, exc)
         raise _as_redis_error(exc) from exc
     except redis.RedisError:
         _answered(breaker)
         raise
     _answered(breaker)
-    return result
+
+
+def _allowed_breaker() -> CircuitBreaker:
+    breaker = redis_breaker()
+    if not breaker.allow():
+        raise RedisUnavailable("redis circuit open")
+    return breaker
+
+
+def redis_call(call: Callable[[], T]) -> T:
+    """Run one Redis call behind the breaker; RedisError (RedisUnavailable while open)
+    when Redis does not answer."""
+    with _counted(_allowed_breaker(), lambda cluster_error: _sync_topology_stale.set()):
+        _sync_topology_refresh()
+        return call()
 
 
 async def aredis_call(call: Callable[[], Awaitable[T]]) -> T:
     """redis_call for coroutines (same breaker)."""
-    breaker = redis_breaker()
-    if not breaker.allow():
-        raise RedisUnavailable("redis circuit open")
+    breaker = _allowed_breaker()
     loop = asyncio.get_running_loop()
-    try:
+
+    def topology_stale(cluster_error: bool) -> None:
+        _async_topology_stale[loop] = cluster_error or cluster_mode()
+
+    with _counted(breaker, topology_stale):
         if _async_topology_stale.pop(loop, False):
             await async_topology_refresh()
-        result = await call()
-    except _UNREACHABLE as exc:
-        _async_topology_stale[loop] = cluster_mode()
-        _failed(breaker, exc)
-        raise
-    except RedisClusterException as exc:
-        _async_topology_stale[loop] = True
-        _failed(breaker, exc)
-        raise _as_redis_error(exc) from exc
-    except redis.RedisError:
-        _answered(breaker)
-        raise
-    _answered(breaker)
-    return result
+        return await call()

@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.authentication import authenticated_user
 from edgecache.headers import mark_cacheable
 from edgecache.tags import org_section_tag, user_access_tag
 from tenancy.access import OrgScopedApi
@@ -32,6 +33,6 @@ class EdgeAuthzApi(OrgScopedApi):
         )
         s_maxage = min(settings.CDN_AUTH_TTL_SECONDS, seconds_left)
         if s_maxage >= 1:
-            tags = [org_section_tag(self.org.id, "access"), user_access_tag(request.user.pk)]
+            tags = [org_section_tag(self.org.id, "access"), user_access_tag(authenticated_user(request).pk)]
             mark_cacheable(response, tags=tags, s_maxage=s_maxage)
         return response

@@ -1,6 +1,7 @@
 """Admin for expenses and revenues. Admin writes are writes: saving, deleting and the
 bulk delete action go through finance.services, so each takes a change version and
-has every effect an API write has (realtime event, edge purge, read-your-writes)."""
+has every effect an API write has (realtime event, edge purge, read-your-writes).
+Each page runs on the cluster of its org (core/admin_clusters.py)."""
 
 import contextlib
 from typing import Any
@@ -10,17 +11,20 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
+from core.admin_clusters import OrgClusterAdmin
 from core.admin_filters import OrgIdFilter, PropertyIdFilter
 from core.admin_paginator import EstimatedCountPaginator
 from finance.models import Expense, FinanceEntry, Revenue
 from finance.services import UPDATABLE_FIELDS, EntryGone, entry_create, entry_delete, entry_update
 
 
-class FinanceEntryAdmin(admin.ModelAdmin):
+class FinanceEntryAdmin(OrgClusterAdmin):
     list_display = ("occurred_on", "money", "category", "property", "org", "created_by", "created_at")
     # No "currency" filter: its choices come from a DISTINCT over every row of the table.
     list_filter = (OrgIdFilter, PropertyIdFilter, "occurred_on")
-    list_select_related = ("org", "property", "created_by")
+    # Users live on the directory cluster: read with a second query, never joined
+    # (a join on an org's other cluster finds no user and drops the row).
+    list_select_related = ("org", "property")
     search_fields = ("=id", "category", "description")
     raw_id_fields = ("org", "property", "created_by")
     readonly_fields = ("id", "created_at", "updated_at", "version")
@@ -30,6 +34,9 @@ class FinanceEntryAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).prefetch_related("created_by")
 
     def get_readonly_fields(self, request: HttpRequest, obj: FinanceEntry | None = None) -> tuple[str, ...]:
         fixed = ("org", "created_by") if obj is not None else ()  # an entry never changes org

@@ -36,6 +36,10 @@ class FinanceEntry(models.Model):
     # Realtime event names and cache tags use this ("expense", "revenue").
     kind: str
 
+    # Django gives each concrete model this manager anyway; declared here, code that takes
+    # any entry model (type[FinanceEntry]) can use it.
+    objects = models.Manager()
+
     class Meta:
         abstract = True
 

@@ -14,6 +14,8 @@ import copy
 from decimal import Decimal
 from typing import Any
 
+from django.db import models
+
 from accounts.models import User
 from changelog.services import change_record, org_transaction, org_version_take
 from finance.api.serializers import entry_output
@@ -83,6 +85,7 @@ def entry_update(*, entry: FinanceEntry, changes: dict[str, Any]) -> FinanceEntr
         before = copy.copy(locked)
         for name, value in changes.items():
             field = locked._meta.get_field(name)
+            assert isinstance(field, models.Field)  # the entry's own columns, never a reverse relation
             setattr(locked, name, value if name == "property" else field.to_python(value))
         locked.version = version
         locked.save(update_fields=[*changes, "updated_at", "version"])

@@ -17,9 +17,10 @@ counter lock, it never races an increment.
 import datetime
 import uuid
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import connections, router
+from django.db.models import Field
 
 from finance.models import DailyTotal, FinanceEntry
 
@@ -34,10 +35,17 @@ class TotalKey(NamedTuple):
 
 class Delta(NamedTuple):
     total: Decimal
-    count: int
+    count: int  # type: ignore[assignment]  # the column's name; shadows tuple.count, never called
 
 
 COLUMNS = "org_id, day, property_id, currency, kind, total, count"
+
+
+def _column_list(fields: list[Field]) -> str:
+    """The columns of concrete fields (Django's "concrete" is "has a column"), for SQL."""
+    return ", ".join(field.column for field in fields if field.column is not None)
+
+
 CONFLICT = """
 ON CONFLICT (org_id, day, property_id, currency, kind)
 DO UPDATE SET total = finance_daily_total.total + EXCLUDED.total,
@@ -68,7 +76,7 @@ def totals_add(*, deltas: dict[TotalKey, Delta]) -> None:
     if not changed:
         return
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(changed))
-    params: list[object] = []
+    params: list[Any] = []
     for key, delta in changed:
         params += [key.org_id, key.day, key.property_id, key.currency, key.kind, delta.total, delta.count]
     with connections[totals_database()].cursor() as cursor:
@@ -95,7 +103,7 @@ def entry_insert_counted(*, entry: FinanceEntry) -> None:
     connection = connections[database]
     fields = list(model._meta.concrete_fields)
     values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
-    columns = ", ".join(field.column for field in fields)
+    columns = _column_list(fields)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = f"""
         WITH entry AS (
@@ -118,7 +126,7 @@ def entry_delete_returning(
     """Delete the entry and take it off its total in one statement (a CTE); the
     deleted row, or None if there was none."""
     fields = [field for field in model._meta.concrete_fields]
-    columns = ", ".join(field.column for field in fields)
+    columns = _column_list(fields)
     sql = f"""
         WITH gone AS (
             DELETE FROM {model._meta.db_table} WHERE org_id = %s AND id = %s RETURNING {columns}

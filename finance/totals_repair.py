@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.db import connections, transaction
 
@@ -118,7 +119,7 @@ def org_total_empty_keys(*, org_id: uuid.UUID | str) -> list[TotalKey]:
 def org_total_key_rebuild(*, key: TotalKey) -> tuple[Decimal, int]:
     """Recompute one key from its rows under the org's counter lock; (total, count)."""
     database = totals_database()
-    params = {
+    params: dict[str, Any] = {
         "org_id": key.org_id,
         "day": key.day,
         "property_id": key.property_id,

@@ -8,14 +8,16 @@ commit or roll back together. Writes without the header take the plain path.
 """
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
+from accounts.authentication import authenticated_user
 from idempotency.calls import IdempotentCall, write_database
 from idempotency.exceptions import IdempotencyKeyInvalid, IdempotencyKeyRequired, Replay
 from idempotency.identity import HEADER, NO_ORG, IdempotencyScope, key_is_valid, request_fingerprint
@@ -23,8 +25,13 @@ from monitoring.metrics import idempotency_requests
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+if TYPE_CHECKING:
+    _ViewBase = APIView  # only ever mixed into DRF views: checked as one
+else:
+    _ViewBase = object
 
-class IdempotentWritesMixin:
+
+class IdempotentWritesMixin(_ViewBase):
     """Honours Idempotency-Key on POST, PUT, PATCH and DELETE (CONTRACT §3)."""
 
     _idempotent_call: IdempotentCall | None = None
@@ -45,12 +52,12 @@ class IdempotentWritesMixin:
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method not in WRITE_METHODS or HEADER not in request.headers:
-            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+            return super().dispatch(request, *args, **kwargs)
         self._idempotent_call = None
         self.bind_database(request, **kwargs)
         try:
             with transaction.atomic(using=write_database()):
-                response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+                response = super().dispatch(request, *args, **kwargs)
                 call = self._idempotent_call
                 if call is not None:
                     call.complete(response, keep=self.idempotency_keeps(response))
@@ -65,22 +72,24 @@ class IdempotentWritesMixin:
         try:
             call.after_transaction()
         except (Replay, APIException) as exc:  # the answers, rendered like any other
-            response = self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)  # type: ignore[attr-defined]
+            response = self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)
         return response
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]  # auth, org and role first
+        super().initial(request, *args, **kwargs)  # auth, org and role first
         # A method the view does not have is a 405 whatever the key: claiming the key
         # first would answer 422 (or replay) for a request that can never run.
-        if request.method in WRITE_METHODS and hasattr(self, request.method.lower()):
-            self._idempotent_call = self._begin_idempotent_call(request)
+        method = request.method
+        if method in WRITE_METHODS and hasattr(self, method.lower()):
+            self._idempotent_call = self._begin_idempotent_call(request, method)
 
-    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+    # DRF renders whatever HttpResponseBase handle_exception returns; its stubs say Response.
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:  # type: ignore[override]
         if isinstance(exc, Replay):
             return exc.stored.replay()
-        return super().handle_exception(exc)  # type: ignore[misc]
+        return super().handle_exception(exc)
 
-    def _begin_idempotent_call(self, request: Request) -> IdempotentCall | None:
+    def _begin_idempotent_call(self, request: Request, method: str) -> IdempotentCall | None:
         key = request.headers.get(HEADER)
         if key is None:
             if settings.IDEMPOTENCY_REQUIRED:
@@ -90,6 +99,8 @@ class IdempotentWritesMixin:
         if not key_is_valid(key):
             idempotency_requests.labels(outcome="invalid").inc()
             raise IdempotencyKeyInvalid()
-        scope = IdempotencyScope.of(org_id=self.idempotency_org_id(), user_id=request.user.pk, key=key)
-        fingerprint = request_fingerprint(method=request.method, path=request.path, body=request.data)
+        scope = IdempotencyScope.of(
+            org_id=self.idempotency_org_id(), user_id=authenticated_user(request).pk, key=key
+        )
+        fingerprint = request_fingerprint(method=method, path=request.path, body=request.data)
         return IdempotentCall.begin(scope=scope, fingerprint=fingerprint)

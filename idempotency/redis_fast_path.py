@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -35,7 +35,7 @@ from core.redis_clients import (
     redis_call,
     sync_redis,
 )
-from core.redis_keys import atomic_script, key_pattern
+from core.redis_keys import KeySample, atomic_script, key_pattern
 from idempotency.identity import IdempotencyScope
 from idempotency.stored_response import StoredResponse
 
@@ -49,7 +49,7 @@ _FINGERPRINT_BYTES = 32
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
-def _sample_key(sample: "object") -> str:
+def _sample_key(sample: KeySample) -> str:
     scope = IdempotencyScope.of(org_id=uuid.UUID(sample.org_id), user_id=uuid.UUID(sample.user_id), key="k")
     return scope.redis_key()
 
@@ -118,7 +118,7 @@ class RedisFastPath:
         cluster the client routes by the key's slot (and follows MOVED) instead."""
         if self._cluster:  # `get`: SET ... GET answers the old value, not a bool
             return self._client.execute_command(*args, get="GET" in args)
-        pool = self._client.connection_pool
+        pool = cast(redis.Redis, self._client).connection_pool  # one node: not a cluster
         connection = pool.get_connection()
         try:
             connection.send_command(*args)

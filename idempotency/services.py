@@ -1,5 +1,7 @@
 """Writes to idempotency records (Postgres, the authority)."""
 
+from typing import Any
+
 from django.db import connections, router
 
 from idempotency.identity import IdempotencyScope
@@ -35,7 +37,7 @@ def idempotency_record_insert(*, scope: IdempotencyScope, response: StoredRespon
     Blocks while a concurrent duplicate's uncommitted record holds the same scope.
     Returns False when a live record already owns the key: the caller must roll back.
     """
-    params = [scope.org_id, scope.user_id, scope.key_hash, response.fingerprint, response.status]
+    params: list[Any] = [scope.org_id, scope.user_id, scope.key_hash, response.fingerprint, response.status]
     params += [response.content_type, response.body, ttl_seconds]
     db = router.db_for_write(IdempotencyRecord)
     with connections[db].cursor() as cursor:

@@ -47,4 +47,4 @@ def metrics_source() -> Collector:
 
 
 def prometheus_text() -> bytes:
-    return generate_latest(metrics_source()) + generate_latest(_edge_registry)  # type: ignore[arg-type]
+    return generate_latest(metrics_source()) + generate_latest(_edge_registry)

@@ -4,13 +4,12 @@ Gauges are `livesum`: each server process reports its own pools and the scrape a
 up the live ones. Only pools that exist are read; none is created here.
 """
 
-from django.db.backends.postgresql.base import DatabaseWrapper
-
 from monitoring.metrics import db_pool_connections, db_pool_max_connections
+from replicas.pools import connection_pools
 
 
 def refresh_pool_gauges() -> None:
-    for alias, pool in list(DatabaseWrapper._connection_pools.items()):
+    for alias, pool in list(connection_pools().items()):
         stats = pool.get_stats()
         size = stats.get("pool_size", 0)
         idle = stats.get("pool_available", 0)

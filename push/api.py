@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import authenticated_user
 from core.pagination import paginate_desc
 from push.credentials import CredentialsMissing, vapid_public_key
 from push.selectors import device_get, devices_of_user, preference_get
@@ -48,8 +49,8 @@ class VapidPublicKeyApi(APIView):
 class DeviceListCreateApi(APIView):
     @extend_schema(responses={200: DevicePageOutput, 400: BAD_REQUEST, 401: UNAUTHORIZED})
     def get(self, request: Request) -> Response:
-        page = paginate_desc(devices_of_user(user=request.user), request, ("id",))
-        return Response(page.as_dict(DeviceOutput(page.items, many=True).data))
+        page = paginate_desc(devices_of_user(user=authenticated_user(request)), request, ("id",))
+        return Response(page.serialized(DeviceOutput))
 
     @extend_schema(
         request=DeviceInput,
@@ -63,7 +64,7 @@ class DeviceListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = DeviceInput(data=request.data)
         data.is_valid(raise_exception=True)
-        device, created = device_register(user=request.user, **data.validated_data)
+        device, created = device_register(user=authenticated_user(request), **data.validated_data)
         return Response(
             DeviceOutput(device).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
@@ -72,7 +73,7 @@ class DeviceListCreateApi(APIView):
 class DeviceDetailApi(APIView):
     @extend_schema(responses={204: None, 401: UNAUTHORIZED, 404: NOT_FOUND})
     def delete(self, request: Request, device_id: uuid.UUID) -> Response:
-        device = device_get(user=request.user, device_id=device_id)
+        device = device_get(user=authenticated_user(request), device_id=device_id)
         if device is None:
             raise NotFound()
         device_delete(device=device)
@@ -86,7 +87,9 @@ class NotificationPreferenceApi(OrgScopedApi):
 
     @extend_schema(responses={200: PreferenceOutput, 401: UNAUTHORIZED, 404: NOT_FOUND})
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
-        return Response(PreferenceOutput(preference_get(org_id=self.org.id, user=request.user)).data)
+        return Response(
+            PreferenceOutput(preference_get(org_id=self.org.id, user=authenticated_user(request))).data
+        )
 
     @extend_schema(
         request=PreferenceInput,
@@ -98,7 +101,7 @@ class NotificationPreferenceApi(OrgScopedApi):
         values = data.validated_data
         preference = preference_set(
             org=self.org,
-            user=request.user,
+            user=authenticated_user(request),
             large_expense_enabled=values["large_expense"]["enabled"],
             thresholds=values["large_expense"]["thresholds"],
             sync=values["sync"],

@@ -17,6 +17,7 @@ UPDATE`, not with writers), so an org's deliveries are sent from one cluster onl
 import datetime
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Claimed:
     outgoing: Outgoing
-    device_id: object
+    device_id: uuid.UUID
     attempts: int
     committed_at: datetime.datetime
     database: str  # the primary the delivery row lives on

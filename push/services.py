@@ -1,5 +1,6 @@
 """Writes for push: registering and removing devices, setting preferences."""
 
+import uuid
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -46,14 +47,14 @@ def device_delete(*, device: Device) -> None:
     Device.objects.filter(id=device.id).delete()
 
 
-def device_deactivate(*, device_id: object, error: str) -> None:
+def device_deactivate(*, device_id: uuid.UUID, error: str) -> None:
     """The push service said the subscription or token is gone (404/410)."""
     Device.objects.filter(id=device_id, active=True).update(
         active=False, last_error=error[:300], deactivated_at=timezone.now()
     )
 
 
-def devices_deactivate_of_user(*, user_id: object, error: str) -> int:
+def devices_deactivate_of_user(*, user_id: uuid.UUID, error: str) -> int:
     """Every active device of the user stops receiving (logout everywhere): registering
     one again reactivates it. Returns how many."""
     return Device.objects.filter(user_id=user_id, active=True).update(

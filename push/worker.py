@@ -202,7 +202,7 @@ def serve_metrics() -> None:
 
         from monitoring.exposition import metrics_source
 
-        start_http_server(port, addr="127.0.0.1", registry=metrics_source())  # type: ignore[arg-type]
+        start_http_server(port, addr="127.0.0.1", registry=metrics_source())
         logger.info("push worker metrics on http://127.0.0.1:%s/metrics", port)
 
 

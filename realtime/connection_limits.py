@@ -20,7 +20,7 @@ import redis
 import redis.asyncio.cluster as aiocluster
 from django.conf import settings
 
-from core.redis_clients import aredis_call, async_redis, key_slot
+from core.redis_clients import aredis_call, async_redis, key_slot, pipeline_eval
 from core.redis_keys import atomic_script
 from realtime import keys
 
@@ -44,14 +44,15 @@ for i = 1, 3 do
 end
 return 0
 """
+
+
+def _lease_keys(*, user_id: str, org_id: str) -> list[str]:
+    """_PRUNE_CHECK_ADD's KEYS: the user's, the org's and everyone's leases."""
+    return [keys.user_connections_key(user_id), keys.org_connections_key(org_id), keys.all_connections_key()]
+
+
 atomic_script(
-    "realtime.lease_take",
-    _PRUNE_CHECK_ADD,
-    keys=lambda s: [
-        keys.user_connections_key(s.user_id),
-        keys.org_connections_key(s.org_id),
-        keys.all_connections_key(),
-    ],
+    "realtime.lease_take", _PRUNE_CHECK_ADD, keys=lambda s: _lease_keys(user_id=s.user_id, org_id=s.org_id)
 )
 
 _COUNT_LIVE = """
@@ -105,14 +106,10 @@ class ConnectionSlot:
 
     @property
     def redis_keys(self) -> list[str]:
-        return [
-            keys.user_connections_key(self.user_id),
-            keys.org_connections_key(self.org_id),
-            keys.all_connections_key(),
-        ]
+        return _lease_keys(user_id=self.user_id, org_id=self.org_id)
 
 
-def _script_args(slot: ConnectionSlot) -> list[object]:
+def _script_args(slot: ConnectionSlot) -> list[str | int]:
     lease_ms = int(settings.REALTIME_LEASE_SECONDS * 1000)
     return [slot.connection_id, settings.MAX_CONNECTIONS_PER_USER, settings.MAX_CONNECTIONS_PER_ORG, lease_ms]
 
@@ -138,7 +135,7 @@ async def slot_acquire(*, slot: ConnectionSlot) -> SlotOutcome:
         master = client.nodes_manager.slots_cache[key_slot(slot.redis_keys[0])][0]
         wanted = min(await _connected_replicas(client, master), 1)
         async with client.pipeline(transaction=False) as pipe:  # one node: one connection
-            pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+            pipeline_eval(pipe, _PRUNE_CHECK_ADD, slot.redis_keys, _script_args(slot))
             pipe.execute_command("WAIT", wanted, LEASE_WAIT_MS, target_nodes=master)
             result, acknowledged = await pipe.execute()
         return int(result), int(acknowledged), wanted
@@ -202,7 +199,7 @@ class LeaseRenewer:
             # Redis caches the text's compiled form anyway.
             async with client.pipeline(transaction=False) as pipe:
                 for slot, _ in held:
-                    pipe.eval(_PRUNE_CHECK_ADD, 3, *slot.redis_keys, *_script_args(slot))
+                    pipeline_eval(pipe, _PRUNE_CHECK_ADD, slot.redis_keys, _script_args(slot))
                 return await pipe.execute()
 
         results = await aredis_call(renew)

@@ -29,6 +29,7 @@ without persistence), the lowest undelivered version in the outbox is the floor.
 import json
 import logging
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from changelog.dispatch import Change
 from changelog.selectors import outbox_changes_between, outbox_lowest_pending_version
-from core.redis_clients import publish_command, redis_call, sync_redis
+from core.redis_clients import pipeline_eval, publish_command, redis_call, sync_redis
 from core.redis_keys import atomic_script
 from realtime import keys
 
@@ -67,15 +68,14 @@ redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[3])
 redis.call(ARGV[9], KEYS[2], ARGV[4] .. ' {"event_id":"' .. id .. '",' .. string.sub(ARGV[1], 2) .. '\\n' .. ARGV[8])
 return {'published', id}
 """
-atomic_script(
-    "realtime.publish_in_order",
-    _PUBLISH_IN_ORDER,
-    keys=lambda s: [
-        keys.org_stream_key(s.org_id),
-        keys.org_channel(s.org_id),
-        keys.org_version_key(s.org_id),
-    ],
-)
+
+
+def _script_keys(org_id: str) -> list[str]:
+    """_PUBLISH_IN_ORDER's KEYS for an org."""
+    return [keys.org_stream_key(org_id), keys.org_channel(org_id), keys.org_version_key(org_id)]
+
+
+atomic_script("realtime.publish_in_order", _PUBLISH_IN_ORDER, keys=lambda s: _script_keys(s.org_id))
 
 
 def event_body(
@@ -97,59 +97,66 @@ def poke_frame(*, org_id: str, version: int) -> str:
     return json.dumps({"type": "sync.poke", "org_id": org_id, "version": version}, separators=(",", ":"))
 
 
-def _script_args(
-    *,
-    org_id: str,
-    version: int,
-    topic: str,
-    data: dict[str, Any],
-    committed_at: float,
-    floor: str,
-    force: bool,
-) -> tuple[Any, ...]:
-    """The EVAL arguments of _PUBLISH_IN_ORDER for one event."""
-    body = event_body(event_type=topic, org_id=org_id, version=version, committed_at=committed_at, data=data)
-    return (
-        _PUBLISH_IN_ORDER,
-        3,
-        keys.org_stream_key(org_id),
-        keys.org_channel(org_id),
-        keys.org_version_key(org_id),
-        body,
-        settings.REALTIME_STREAM_MAXLEN,
-        settings.REALTIME_STREAM_TTL_SECONDS,
-        f"{committed_at:.6f}",
-        version,
-        floor,
-        "1" if force else "",
-        poke_frame(org_id=org_id, version=version),
-        publish_command(),
-    )
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """One change to publish as its org's `version` (_PUBLISH_IN_ORDER's arguments).
+
+    `floor`: the last version to assume when Redis has none ('' = report 'unknown');
+    `force`: publish past a gap that no longer exists anywhere."""
+
+    org_id: str
+    version: int
+    topic: str
+    data: dict[str, Any]
+    committed_at: float
+    floor: str = ""
+    force: bool = False
+
+    @classmethod
+    def of(cls, change: Change) -> "OutgoingEvent | None":
+        """The event a change publishes; None for a change that publishes none."""
+        if change.version is None or change.org_id is None or change.entity not in PUBLISHED_ENTITIES:
+            return None
+        return cls(
+            org_id=change.org_id,
+            version=change.version,
+            topic=change.topic,
+            data=change.data,
+            committed_at=change.committed_at,
+        )
+
+    def script_keys(self) -> list[str]:
+        return _script_keys(self.org_id)
+
+    def script_args(self) -> list[str | int]:
+        body = event_body(
+            event_type=self.topic,
+            org_id=self.org_id,
+            version=self.version,
+            committed_at=self.committed_at,
+            data=self.data,
+        )
+        return [
+            body,
+            settings.REALTIME_STREAM_MAXLEN,
+            settings.REALTIME_STREAM_TTL_SECONDS,
+            f"{self.committed_at:.6f}",
+            self.version,
+            self.floor,
+            "1" if self.force else "",
+            poke_frame(org_id=self.org_id, version=self.version),
+            publish_command(),
+        ]
 
 
-def _publish(
-    *,
-    org_id: str,
-    version: int,
-    topic: str,
-    data: dict[str, Any],
-    committed_at: float,
-    floor: str,
-    force: bool,
-) -> tuple[str, str]:
-    args = _script_args(
-        org_id=org_id,
-        version=version,
-        topic=topic,
-        data=data,
-        committed_at=committed_at,
-        floor=floor,
-        force=force,
-    )
+def _publish(event: OutgoingEvent) -> tuple[str, str]:
+    script_keys, args = event.script_keys(), event.script_args()
     client = sync_redis()
     # Behind the project's one Redis breaker (core/redis_clients.py): while Redis is down
     # this raises at once, and the change waits in the outbox for the worker's retry.
-    outcome, detail = redis_call(lambda: client.eval(*args))
+    outcome, detail = redis_call(
+        lambda: client.eval(_PUBLISH_IN_ORDER, len(script_keys), *script_keys, *args)
+    )
     if outcome == "published":
         _count_published(client)
     return outcome, detail
@@ -170,13 +177,14 @@ def event_publish(*, org_id: str, event_type: str, data: dict[str, Any]) -> str:
     while True:
         last = int(client.get(keys.org_version_key(org_id)) or 0)
         outcome, detail = _publish(
-            org_id=org_id,
-            version=last + 1,
-            topic=event_type,
-            data=data,
-            committed_at=time.time(),
-            floor=str(last),
-            force=False,
+            OutgoingEvent(
+                org_id=org_id,
+                version=last + 1,
+                topic=event_type,
+                data=data,
+                committed_at=time.time(),
+                floor=str(last),
+            )
         )
         if outcome == "published":
             return detail  # else another publisher took that version: try the next one
@@ -184,20 +192,13 @@ def event_publish(*, org_id: str, event_type: str, data: dict[str, Any]) -> str:
 
 def publish_change(change: Change) -> None:
     """The realtime handler: publish `change` after every earlier version of its org."""
-    if change.version is None or change.org_id is None or change.entity not in PUBLISHED_ENTITIES:
+    own = OutgoingEvent.of(change)
+    if own is None:
         return
-    org_id, version = change.org_id, change.version
+    org_id, version = own.org_id, own.version
 
     def publish_own(*, floor: str = "", force: bool = False) -> tuple[str, str]:
-        return _publish(
-            org_id=org_id,
-            version=version,
-            topic=change.topic,
-            data=change.data,
-            committed_at=change.committed_at,
-            floor=floor,
-            force=force,
-        )
+        return _publish(replace(own, floor=floor, force=force))
 
     outcome, detail = publish_own()
     if outcome == "unknown":
@@ -215,13 +216,15 @@ def publish_change(change: Change) -> None:
         # would publish nothing ('unknown') and a concurrent publisher of an earlier
         # version could then make ours look like a gap, skipping the ones between.
         _publish(
-            org_id=org_id,
-            version=missing_version,
-            topic=topic,
-            data=data,
-            committed_at=committed_at,
-            floor=str(last),
-            force=missing_version != last + 1,
+            OutgoingEvent(
+                org_id=org_id,
+                version=missing_version,
+                topic=topic,
+                data=data,
+                committed_at=committed_at,
+                floor=str(last),
+                force=missing_version != last + 1,
+            )
         )
         last = missing_version
     outcome, _ = publish_own(floor=str(last))
@@ -236,39 +239,22 @@ def publish_changes(changes: list[Change]) -> None:
     for all of them. An org whose
     event met a gap or an unknown last version goes on from that change one by one,
     through publish_change (which fills the gap from the outbox)."""
-    published = [
-        change
-        for change in changes
-        if change.version is not None and change.org_id is not None and change.entity in PUBLISHED_ENTITIES
-    ]
+    published = [(change, event) for change in changes if (event := OutgoingEvent.of(change)) is not None]
     if not published:
         return
     client = sync_redis()
 
-    def args_of(change: Change) -> tuple[Any, ...]:
-        return _script_args(
-            org_id=str(change.org_id),
-            version=int(change.version or 0),
-            topic=change.topic,
-            data=change.data,
-            committed_at=change.committed_at,
-            floor="",
-            force=False,
-        )
-
     def run() -> list[Any]:
         pipe = client.pipeline(transaction=False)
-        for change in published:
-            # execute_command: a cluster pipeline has no eval() (the same EVAL on the wire)
-            pipe.execute_command("EVAL", *args_of(change))
+        for _, event in published:
+            pipeline_eval(pipe, _PUBLISH_IN_ORDER, event.script_keys(), event.script_args())
         return pipe.execute(raise_on_error=True)
 
     stalled: set[str] = set()  # orgs whose later changes go one by one
     outcomes = redis_call(run)
     if sum(outcome == "published" for outcome, _ in outcomes):
         _count_published(client, sum(outcome == "published" for outcome, _ in outcomes))
-    for change, (outcome, _) in zip(published, outcomes, strict=True):
-        org_id = str(change.org_id)
-        if org_id in stalled or outcome not in ("published", "duplicate"):
-            stalled.add(org_id)
+    for (change, event), (outcome, _) in zip(published, outcomes, strict=True):
+        if event.org_id in stalled or outcome not in ("published", "duplicate"):
+            stalled.add(event.org_id)
             publish_change(change)

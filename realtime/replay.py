@@ -17,6 +17,8 @@ see docs/realtime.md and docs/redis.md.
 """
 
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -80,8 +82,10 @@ async def events_since(*, org_id: str, last_event_id: str) -> Replay:
     frames: list[tuple[str, str]] = []
     start = "(" + last_event_id
     while True:
-        batch = await aredis_call(
-            lambda after=start: client.xrange(stream, min=after, max="+", count=REPLAY_BATCH)
+        # decode_responses: ids and fields are str (redis-py's types cannot say so)
+        batch = cast(
+            list[tuple[str, dict[str, str]]],
+            await aredis_call(partial(client.xrange, stream, min=start, max="+", count=REPLAY_BATCH)),
         )
         frames += [(event_id, frame_with_id(event_id, fields["b"])) for event_id, fields in batch]
         if len(batch) < REPLAY_BATCH:

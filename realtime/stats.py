@@ -10,6 +10,7 @@ memory never grows.
 import asyncio
 import bisect
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -91,7 +92,7 @@ def latency_percentile_ms(buckets: list[int], quantile: float) -> float | None:
     return float("inf")
 
 
-def latency_buckets(raw: dict[str, str]) -> list[int]:
+def latency_buckets(raw: Mapping[bytes | str, bytes | str]) -> list[int]:
     return [int(raw.get(f"latency:{index}", 0)) for index in range(OVERFLOW_BUCKET + 1)]
 
 

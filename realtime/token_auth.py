@@ -4,6 +4,7 @@ Browsers cannot set headers on a WebSocket, hence the query parameter; tokens in
 reach access logs, so bin/serve runs uvicorn without an access log for this reason.
 """
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,12 +16,12 @@ from accounts.selectors import token_find
 MAX_TOKEN_CHARS = 256
 
 
-def query_params(scope: dict[str, Any]) -> dict[str, str]:
+def query_params(scope: Mapping[str, Any]) -> dict[str, str]:
     raw = scope.get("query_string", b"").decode("latin-1")
     return {name: values[0] for name, values in parse_qs(raw).items()}
 
 
-def token_from_scope(scope: dict[str, Any]) -> str | None:
+def token_from_scope(scope: Mapping[str, Any]) -> str | None:
     for name, value in scope.get("headers") or []:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")

@@ -139,6 +139,9 @@ class Checker:
                 continue
             replay = int(replay)
             now = time.monotonic()
+            lag_seconds: float | None
+            lag_bytes: int | None
+            data_as_of: float | None
             if primary_lsn is not None and replay >= primary_lsn:
                 lag_seconds, lag_bytes, data_as_of = 0.0, 0, sampled_at
             else:
@@ -170,6 +173,7 @@ class Checker:
                     conn = self._connections[alias] = psycopg.connect(**connection_kwargs(alias))
                 with watchdog.guard(conn.pgconn.socket, timeout, f"{alias} (health check)"):
                     row = conn.execute(sql).fetchone()
+                assert row is not None  # the checks' queries answer one row
                 return tuple(row)
             except psycopg.Error:
                 self._discard(alias)

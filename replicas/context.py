@@ -73,6 +73,7 @@ class RequestRouting:
                 stored = self.load_position(cluster.name, self.client_ids)
             else:
                 stored = None
+            position: int | None
             if stored == UNKNOWN_POSITION:
                 position = header if header is not None else UNKNOWN_POSITION
             else:

@@ -34,8 +34,13 @@ from replicas.watchdog import watchdog
 logger = logging.getLogger("replicas.pools")
 
 
+def connection_pools() -> dict[str, ConnectionPool]:
+    """Django's psycopg pools of this process, by alias (created on first use)."""
+    return PostgresWrapper._connection_pools  # type: ignore[attr-defined]  # Django 5.1+; not in the stubs
+
+
 def discard_pool(alias: str) -> None:
-    pool = PostgresWrapper._connection_pools.pop(alias, None)
+    pool = connection_pools().pop(alias, None)
     if pool is None:
         return
     try:

@@ -23,7 +23,7 @@ import logging
 
 import redis
 
-from core.redis_clients import RedisUnavailable, redis_call, sync_redis
+from core.redis_clients import RedisUnavailable, pipeline_eval, redis_call, sync_redis
 from core.redis_keys import atomic_script, key_pattern
 from replicas.conf import replica_settings
 from replicas.context import UNKNOWN_POSITION, current_cluster, current_routing
@@ -115,10 +115,7 @@ class PositionStore:
         def raise_all() -> None:
             with client.pipeline(transaction=False) as pipe:
                 for name in clients:
-                    # execute_command: a cluster pipeline has no eval() (same EVAL on the wire)
-                    pipe.execute_command(
-                        "EVAL", _RAISE_SCRIPT, 1, _key(cluster, name), f"{position:016x}", ttl_ms
-                    )
+                    pipeline_eval(pipe, _RAISE_SCRIPT, [_key(cluster, name)], [f"{position:016x}", ttl_ms])
                 pipe.execute()
 
         try:

@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
 from monitoring import metrics
 from replicas.checker import checker
 from replicas.conf import replica_settings
+from replicas.pools import connection_pools
 from replicas.replica_set import DOWN, UNKNOWN, WARNING, ReplicaSet, replica_set
 from replicas.stats import routing_stats
 
@@ -107,7 +107,7 @@ def pool_report() -> dict[str, Any]:
     pools = {}
     for alias, params in settings.DATABASES.items():
         options = params.get("OPTIONS", {}).get("pool") or {}
-        pool = PostgresWrapper._connection_pools.get(alias)
+        pool = connection_pools().get(alias)
         stats = pool.get_stats() if pool is not None else {}
         size = stats.get("pool_size", 0)
         idle = stats.get("pool_available", 0)

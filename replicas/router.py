@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from django.db import DatabaseError, connections, transaction
@@ -42,6 +42,9 @@ from replicas.stats import routing_stats
 from replicas.topology import Cluster, topology
 from replicas.watchdog import watchdog
 
+if TYPE_CHECKING:
+    from replicas.backend.base import DatabaseWrapper as ReplicaWrapper
+
 logger = logging.getLogger("replicas.router")
 
 
@@ -50,7 +53,7 @@ def _probe_replay_position(alias: str) -> int | None:
 
     Under the same watchdog as replica reads: a frozen replica is cut after the read
     timeout (the probe fails, the read goes elsewhere), never holding the request."""
-    connection = connections[alias]
+    connection = cast("ReplicaWrapper", connections[alias])  # a replica alias: replicas.backend
     try:
         with connection.probe_cursor() as cursor:
             socket = cursor.connection.pgconn.socket
@@ -83,7 +86,7 @@ def choose_read_alias(state: RequestRouting, cluster: Cluster) -> tuple[str, str
         # Left rotation mid-request: another replica might be further behind, and a
         # request must never see its data go back in time. The primary is ahead of all.
         state.pin("replica_left_rotation")
-        return cluster.primary, state.pinned
+        return cluster.primary, "replica_left_rotation"
     checker.ensure_running()
     candidates = replicas.usable(cluster, exclude=state.failed)
     if not candidates:

@@ -203,6 +203,7 @@ def _mutations_push(
             org=org, user=user, client_id=client_id, mutations=mutations[start:], outcome=outcome
         )
         if done is None:
+            assert outcome.expected is not None  # set by _group_push with the gap it stopped at
             outcome.last_mutation_id = outcome.expected - 1
             return
         start += done

@@ -22,7 +22,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from accounts.authentication import ExpiringTokenAuthentication
+from accounts.authentication import ExpiringTokenAuthentication, authenticated_user
 from accounts.models import User
 from directory.exceptions import OrgMoving
 from directory.selectors import org_cluster_get, org_fence_wait
@@ -60,7 +60,7 @@ class OrgTokenAuthentication(ExpiringTokenAuthentication):
         if found is None:
             raise AuthenticationFailed("Invalid token.")
         row, membership = found
-        row.org_membership = (self._org_id, membership)  # type: ignore[attr-defined]
+        row.org_membership = (self._org_id, membership)
         return row.user, row
 
 
@@ -118,7 +118,7 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
             membership = joined[1]
         else:
             with primary_reads():  # a removal or demotion holds from the next request on
-                membership = membership_get(org_id=org_id, user=request.user)
+                membership = membership_get(org_id=org_id, user=authenticated_user(request))
         if membership is None:
             raise NotFound()
         required = self.read_role if request.method in SAFE_METHODS else self.write_role

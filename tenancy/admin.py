@@ -5,6 +5,8 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
+from accounts.models import User
+from core.admin_clusters import OrgClusterAdmin, org_admin_write
 from core.admin_filters import OrgIdFilter
 from core.admin_paginator import EstimatedCountPaginator
 from tenancy.models import Membership, Organization, Property
@@ -21,27 +23,34 @@ from tenancy.services import (
     property_update,
 )
 
+USER_SEARCH_LIMIT = 100  # users matched by a membership search's username term
+
 
 def _membership_save(request: HttpRequest, membership: Membership, *, previous_user_id: Any) -> None:
     """An admin edit of a membership, through the same services as the API (so a
-    demotion or removal has the same revocation effects)."""
+    demotion or removal has the same revocation effects), in one transaction under the
+    org's lock (core.admin_clusters.org_admin_write: refused on a copy a move left)."""
     try:
-        if previous_user_id is None:
-            saved = membership_add(org=membership.org, user=membership.user, role=Role(membership.role))
-            membership.pk, membership.created_at = saved.pk, saved.created_at
-        elif previous_user_id != membership.user_id:  # moved to another user: remove, then add
-            membership_remove(org=membership.org, user_id=previous_user_id)
-            saved = membership_add(org=membership.org, user=membership.user, role=Role(membership.role))
-            membership.pk, membership.created_at = saved.pk, saved.created_at
-        else:
-            membership_role_change(org=membership.org, user_id=membership.user_id, role=Role(membership.role))
+        with org_admin_write(membership.org_id):
+            if previous_user_id is None:
+                saved = membership_add(org=membership.org, user=membership.user, role=Role(membership.role))
+                membership.pk, membership.created_at = saved.pk, saved.created_at
+            elif previous_user_id != membership.user_id:  # moved to another user: remove, then add
+                membership_remove(org=membership.org, user_id=previous_user_id)
+                saved = membership_add(org=membership.org, user=membership.user, role=Role(membership.role))
+                membership.pk, membership.created_at = saved.pk, saved.created_at
+            else:
+                membership_role_change(
+                    org=membership.org, user_id=membership.user_id, role=Role(membership.role)
+                )
     except LastOwner:
         messages.error(request, f"{membership.org} would have no owner left: that change was not made.")
 
 
 def _membership_delete(request: HttpRequest, membership: Membership) -> None:
     try:
-        membership_remove(org=membership.org, user_id=membership.user_id)
+        with org_admin_write(membership.org_id):
+            membership_remove(org=membership.org, user_id=membership.user_id)
     except LastOwner:
         messages.error(request, f"{membership.org} would have no owner left: its last owner was kept.")
     except MembershipNotFound:
@@ -57,7 +66,8 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(OrgClusterAdmin):
+    org_field = "id"
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "=id")
     readonly_fields = ("id", "created_at")
@@ -90,14 +100,33 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(OrgClusterAdmin):
     list_display = ("user", "org", "role", "created_at")
     list_filter = ("role", OrgIdFilter)
-    list_select_related = ("user", "org")
-    search_fields = ("user__username", "org__name", "=org__id")
+    # Users live on the directory cluster: read with a second query, never joined (a
+    # join on an org's other cluster finds no user and drops the row).
+    list_select_related = ("org",)
+    search_fields = ("org__name", "=org__id")  # and usernames: get_search_results
     raw_id_fields = ("user", "org")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).prefetch_related("user")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """Also the memberships of users whose username contains the term (the users
+        are found on the directory cluster, then their memberships by id here)."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            users = User.objects.filter(username__icontains=term).values_list("id", flat=True)[
+                :USER_SEARCH_LIMIT
+            ]
+            found |= queryset.filter(user_id__in=list(users))
+        return found, may_have_duplicates
 
     # Admin writes are writes: through tenancy.services, with every revocation effect.
     def save_model(self, request: HttpRequest, obj: Membership, form: ModelForm, change: bool) -> None:
@@ -116,7 +145,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(Property)
-class PropertyAdmin(admin.ModelAdmin):
+class PropertyAdmin(OrgClusterAdmin):
     list_display = ("name", "org", "currency", "timezone", "created_at")
     list_filter = ("currency", OrgIdFilter)
     list_select_related = ("org",)

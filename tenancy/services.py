@@ -18,7 +18,7 @@ from changelog.services import (
 from core.ids import uuid7
 from directory.services import placement_delete
 from replicas.context import use_cluster, use_org_cluster
-from replicas.topology import topology
+from replicas.topology import Cluster, topology
 from tenancy.models import Membership, Organization, Property
 from tenancy.representation import property_output
 from tenancy.roles import Role
@@ -34,12 +34,12 @@ class LastOwner(Exception):
     """The change would leave the org without an owner."""
 
 
-def organization_create(*, name: str, owner: User) -> Membership:
+def organization_create(*, name: str, owner: User, cluster: Cluster | None = None) -> Membership:
     """Create an org with `owner` as its first member; returns the owner's membership.
-    The org is made on DEFAULT_CLUSTER, and placed there in the directory as it is
-    saved (directory/apps.py); a failed creation takes its placement back."""
+    The org is made on `cluster` (default: DEFAULT_CLUSTER), and placed there in the
+    directory as it is saved (directory/apps.py); a failed creation takes its placement back."""
     org_id = uuid7()
-    cluster = topology().default
+    cluster = cluster or topology().default
     try:
         with use_cluster(cluster, org_id), transaction.atomic(using=cluster.primary):
             org = Organization.objects.create(id=org_id, name=name)

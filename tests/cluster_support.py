@@ -9,7 +9,6 @@ aliases exist before pytest-django resolves `databases="__all__"`.
 """
 
 import copy
-import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
+from tests.pinned_env import stack_environ
 from tests.replica_support import ROOT, STACK, wait_until
 
 NAME = "c2"
@@ -50,14 +50,15 @@ class SecondCluster:
 
 def _stack_env() -> dict[str, str]:
     started = subprocess.run(
-        [str(STACK), "cluster-up", "2"], check=False, capture_output=True, timeout=180, cwd=ROOT, text=True
-    )
+        [str(STACK), "cluster-up", "2"], check=False, capture_output=True, timeout=180, cwd=ROOT, text=True,
+        env=stack_environ(),  # not the suite's pinned CLUSTER_COUNT: bin/stack saves it
+    )  # fmt: skip
     assert started.returncode == 0, (
         f"bin/stack cluster-up 2 failed: {started.stdout[-1000:]} {started.stderr[-1000:]}"
     )
     out = subprocess.run(
         [str(STACK), "env"], check=True, capture_output=True, timeout=60, cwd=ROOT, text=True,
-        env={**os.environ, "CLUSTER_COUNT": "2"},
+        env={**stack_environ(), "CLUSTER_COUNT": "2"},
     ).stdout  # fmt: skip
     return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("CLUSTER2_"))
 

@@ -13,13 +13,17 @@ import psycopg
 from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
+from tests.pinned_env import stack_environ
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "bin" / "stack"
 REPLICAS = ("replica1", "replica2")
 
 
 def stack(*args: str) -> None:
-    subprocess.run([str(STACK), *args], check=True, capture_output=True, timeout=120, cwd=ROOT)
+    subprocess.run(
+        [str(STACK), *args], check=True, capture_output=True, timeout=120, cwd=ROOT, env=stack_environ()
+    )
 
 
 def url_of(alias: str) -> str:
@@ -83,7 +87,7 @@ def ensure_replicas_running() -> None:
         if not replica_is_up(alias):
             stack("pg-replica-start", str(n))
         wait_until(lambda a=alias: replica_is_up(a), 30)
-        sql(alias, "SELECT pg_wal_replay_resume()")
+        replay_resume(alias)
 
 
 @contextmanager
@@ -92,7 +96,23 @@ def replay_paused(alias: str) -> Iterator[None]:
     try:
         yield
     finally:
-        sql(alias, "SELECT pg_wal_replay_resume()")
+        replay_resume(alias)
+
+
+def replay_resume(alias: str) -> None:
+    """Resume WAL replay. Replay held paused longer than the standby's
+    max_standby_streaming_delay resumes by cancelling conflicting queries at once, the
+    resuming statement's own included (SQLSTATE 40001, after the resume took effect):
+    so the state is checked rather than the statement's outcome."""
+    for _ in range(20):
+        with suppress(psycopg.errors.SerializationFailure, psycopg.errors.QueryCanceled):
+            sql(alias, "SELECT pg_wal_replay_resume()")
+        with suppress(psycopg.errors.SerializationFailure, psycopg.errors.QueryCanceled):
+            paused = sql(alias, "SELECT pg_is_wal_replay_paused()")
+            if paused is not None and not paused[0]:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"WAL replay on {alias} did not resume")
 
 
 @contextmanager

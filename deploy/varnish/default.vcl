@@ -32,6 +32,7 @@ sub vcl_recv {
         unset req.http.X-Edge-Preflight;
         unset req.http.X-Edge-Url;
         unset req.http.X-Edge-Cache;
+        unset req.http.X-Edge-Bucket;
     }
 
     if (req.method == "PURGE") {
@@ -72,6 +73,9 @@ sub vcl_recv {
     }
 
     if (req.restarts == 0) {
+        # The org's purge bucket (edge_note_purge), for vcl_hit and vcl_backend_response
+        # (as bereq.http.X-Edge-Bucket); a header, so it outlives the restarts.
+        set req.http.X-Edge-Bucket = regsub(req.url, "^/v1/orgs/[0-9a-f-]{32}([0-9a-f]{4}).*$", "\1");
         if (!req.http.Authorization) {
             return (pass);  # the origin says 401
         }
@@ -133,7 +137,7 @@ sub vcl_hit {
     # once) would refetch everything fetched in that second; the app purges one org per
     # PURGE, and auth answers are short-lived.
     if (!req.http.X-Edge-Preflight) {
-        set req.http.X-Edge-Purged-At = var.global_get("purged-" + regsub(req.url, "^/v1/orgs/[0-9a-f-]{32}([0-9a-f]{4}).*$", "\1"));
+        set req.http.X-Edge-Purged-At = var.global_get("purged-" + req.http.X-Edge-Bucket);
         if (std.real(req.http.X-Edge-Purged-At, 0.0) + 0.001 >= std.time2real(now - obj.age, 0.0)
             && std.real(req.http.X-Edge-Purged-At, 0.0) - 1.0 <= std.time2real(now - obj.age, 0.0)) {
             unset req.http.X-Edge-Purged-At;
@@ -196,7 +200,6 @@ sub vcl_backend_response {
     # 100.0007 reads back as 100.001 or 100.000, and a fill that started at 100.0003,
     # before the purge, would pass a plain comparison. So a purge counts as late as the
     # end of its millisecond (refusing one harmless extra fill now and then).
-    set bereq.http.X-Edge-Bucket = regsub(bereq.url, "^/v1/orgs/[0-9a-f-]{32}([0-9a-f]{4}).*$", "\1");
     if (std.real(var.global_get("purged-" + bereq.http.X-Edge-Bucket), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)
         || std.real(var.global_get("purged-any"), 0.0) + 0.001 >= std.time2real(bereq.time, 0.0)) {
         set beresp.uncacheable = true;

@@ -10,6 +10,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.authentication import authenticated_user
 from core.openapi import paginated
 from core.pagination import PAGE_PARAMETERS, paginate_desc
 from edgecache.cacheable import EdgeCachedApi
@@ -45,7 +46,8 @@ def _filters(request: Request) -> EntryFilterInput:
 
 
 class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
-    model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+    # as_view(model=...) sets the concrete model per route; the abstract base is the placeholder.
+    model: type[FinanceEntry] = FinanceEntry  # type: ignore[type-abstract]
 
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, f"{self.model.kind}s")]
@@ -60,12 +62,15 @@ class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
     def post(self, request: Request, org_id: uuid.UUID) -> Response:
         data = EntryInput(data=request.data, context={"org": self.org})
         data.is_valid(raise_exception=True)
-        entry = entry_create(model=self.model, org=self.org, created_by=request.user, **data.validated_data)
+        entry = entry_create(
+            model=self.model, org=self.org, created_by=authenticated_user(request), **data.validated_data
+        )
         return Response(entry_output(entry), status=status.HTTP_201_CREATED)
 
 
 class EntryDetailApi(EdgeCachedApi, OrgScopedApi):
-    model: type[FinanceEntry] = FinanceEntry  # set per route by as_view(model=...)
+    # as_view(model=...) sets the concrete model per route; the abstract base is the placeholder.
+    model: type[FinanceEntry] = FinanceEntry  # type: ignore[type-abstract]
 
     def edge_cache_tags(self, request: Request) -> list[str]:
         return [org_section_tag(self.org.id, f"{self.model.kind}s")]

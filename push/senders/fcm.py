@@ -7,6 +7,7 @@ fcm.googleapis.com; our POST goes to PUSH_FCM_ENDPOINT, so a local server can st
 """
 
 import threading
+from typing import cast
 
 import google.auth.transport.requests
 from django.conf import settings
@@ -25,7 +26,7 @@ def fcm_access_token(*, force_refresh: bool = False) -> str:
     with _token_lock:
         if force_refresh or not credentials.valid:
             credentials.refresh(google.auth.transport.requests.Request())
-        return credentials.token
+        return cast(str, credentials.token)  # set by a refresh; google-auth types it Optional
 
 
 def fcm_message(outgoing: Outgoing) -> dict:

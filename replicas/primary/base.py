@@ -33,6 +33,8 @@ _READ_ONLY_PREFIXES = ("SELECT", "WITH", "SHOW")  # WITH: our code has no writab
 
 
 class DatabaseWrapper(PostgresDatabaseWrapper):
+    connection: Any  # the psycopg connection (the base class comes from untyped django_prometheus)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.statements_since_checkout = 0

@@ -63,7 +63,8 @@ class PushInput(StrictSerializer):
     client_id = serializers.UUIDField(
         help_text="The client's own id: one per install, kept for its lifetime."
     )
-    mutations = MutationInput(many=True, max_length=PUSH_MUTATIONS_MAX)
+    # many=True makes a ListSerializer, which takes max_length; the stubs check Serializer's kwargs.
+    mutations = MutationInput(many=True, max_length=PUSH_MUTATIONS_MAX)  # type: ignore[call-arg]
 
     def mutation_list(self) -> list[Mutation]:
         return [

@@ -10,6 +10,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.authentication import authenticated_user
 from changelog.delivery import delivery_batch
 from replicas.context import current_cluster
 from replicas.router import read_alias_for_read_only_post
@@ -56,6 +57,7 @@ class SyncPullApi(OrgScopedApi):
             page = sync_pull(database=database, primary=primary, org_id=self.org.id, **args)
         if page is None:
             page = sync_pull(database=primary, primary=primary, org_id=self.org.id, **args)
+        assert page is not None  # the primary vouches for any cookie: only a replica answers None
         if page.client_user_id is not None and page.client_user_id != request.user.pk:
             raise PermissionDenied(OTHER_USERS_CLIENT)
         return Response(
@@ -94,7 +96,7 @@ class SyncPushApi(OrgScopedApi):
         try:
             outcome = sync_push(
                 org=self.org,
-                user=request.user,
+                user=authenticated_user(request),
                 client_id=data.validated_data["client_id"],
                 mutations=data.mutation_list(),
             )
@@ -113,6 +115,6 @@ class SyncPushApi(OrgScopedApi):
         with delivery_batch():
             return super().dispatch(request, *args, **kwargs)
 
-    def idempotency_keeps(self, response: Response) -> bool:
+    def idempotency_keeps(self, response: HttpResponseBase) -> bool:
         """A gap's 409 follows committed mutations: keep it with them (a replay answers it again)."""
         return super().idempotency_keeps(response) or response.status_code == status.HTTP_409_CONFLICT

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import authenticated_user
 from accounts.models import User
 from core.openapi import paginated
 from core.pagination import PAGE_PARAMETERS, paginate_desc, paginate_desc_across
@@ -61,14 +62,16 @@ class OrganizationListCreateApi(IdempotentWritesMixin, APIView):
 
     @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(OrganizationOutput))
     def get(self, request: Request) -> Response:
-        page = paginate_desc_across(memberships_of_user(user=request.user), request, ("org_id",))
-        return Response(page.as_dict(OrganizationOutput(page.items, many=True).data))
+        page = paginate_desc_across(
+            memberships_of_user(user=authenticated_user(request)), request, ("org_id",)
+        )
+        return Response(page.serialized(OrganizationOutput))
 
     @extend_schema(request=OrganizationInput, responses={201: OrganizationOutput})
     def post(self, request: Request) -> Response:
         data = OrganizationInput(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = organization_create(name=data.validated_data["name"], owner=request.user)
+        membership = organization_create(name=data.validated_data["name"], owner=authenticated_user(request))
         return Response(OrganizationOutput(membership).data, status=status.HTTP_201_CREATED)
 
 
@@ -84,7 +87,7 @@ class MemberListCreateApi(OrgScopedApi):
     @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(MemberOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         page = paginate_desc(memberships_of_org(org=self.org), request, ("id",))
-        return Response(page.as_dict(MemberOutput(page.items, many=True).data))
+        return Response(page.serialized(MemberOutput))
 
     @extend_schema(request=MemberInput, responses={201: MemberOutput})
     def post(self, request: Request, org_id: uuid.UUID) -> Response:
@@ -145,7 +148,7 @@ class PropertyListCreateApi(EdgeCachedApi, OrgScopedApi):
     @extend_schema(parameters=PAGE_PARAMETERS, responses=paginated(PropertyOutput))
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         page = paginate_desc(properties_of_org(org=self.org), request, ("id",))
-        return Response(page.as_dict(PropertyOutput(page.items, many=True).data))
+        return Response(page.serialized(PropertyOutput))
 
     @extend_schema(request=PropertyInput, responses={201: PropertyOutput})
     def post(self, request: Request, org_id: uuid.UUID) -> Response:
