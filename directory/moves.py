@@ -37,6 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -104,6 +105,14 @@ def _conninfo(alias: str) -> str:
     )
 
 
+def _one(conn: psycopg.Connection, query: Any, params: Any = None) -> tuple[Any, ...]:
+    """The one row a query always answers (a count, an aggregate, a row the move holds)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise MoveError(f"no row for {query!r}")
+    return row
+
+
 _COLUMNS: dict[str, list[str]] = {}
 
 
@@ -143,12 +152,13 @@ def _copy_table(
     with source.cursor().copy(out) as reader, target.cursor().copy(into) as writer:
         for block in reader:
             writer.write(block)
-    return target.execute(
+    return _one(
+        target,
         sql.SQL("SELECT count(*) FROM {} WHERE {} = %s AND ({})").format(
             sql.Identifier(table), sql.Identifier(where), condition
         ),
         [org_id],
-    ).fetchone()[0]
+    )[0]
 
 
 def _delete_org(conn: psycopg.Connection, org_id: uuid.UUID, *, keep_counter: bool = False) -> None:
@@ -368,11 +378,12 @@ def _version(conn: psycopg.Connection, org_id: uuid.UUID, *, lock: bool = False)
         " ON CONFLICT (org_id) DO NOTHING",
         [org_id],
     )
-    row = conn.execute(
+    row = _one(
+        conn,
         "SELECT version, epoch, pruned_through FROM org_changes WHERE org_id = %s"
         + (" FOR UPDATE" if lock else ""),
         [org_id],
-    ).fetchone()
+    )
     return int(row[0]), row[1], int(row[2])
 
 
@@ -436,7 +447,7 @@ def _counts(
     problems = []
     for table in tables:
         statement = sql.SQL(_COUNTS[table]).format(sql.Identifier(table))
-        theirs, ours = (c.execute(statement, [org_id]).fetchone()[0] for c in (source, target))
+        theirs, ours = (_one(c, statement, [org_id])[0] for c in (source, target))
         if theirs != ours:
             problems.append(f"{table}: {theirs} rows on the source, {ours} on the target")
     return problems
@@ -476,7 +487,7 @@ def _verify_fence(
             statement = sql.SQL("SELECT count(*) FROM {} WHERE org_id = %s AND id = ANY(%s)").format(
                 sql.Identifier(table)
             )
-            theirs, ours = (c.execute(statement, [org_id, ids]).fetchone()[0] for c in (source, target))
+            theirs, ours = (_one(c, statement, [org_id, ids])[0] for c in (source, target))
             if theirs != ours:
                 problems.append(f"{table}: {theirs} of the changed rows on the source, {ours} on the target")
     unversioned = [t for t in UNVERSIONED if t != "finance_daily_total"]
@@ -556,7 +567,7 @@ class OrgMove:
             # One mover per org: held until this process ends (a killed mover's goes
             # with its connection), so a rerun never races a mover still running.
             lock = "SELECT pg_try_advisory_lock(hashtextextended('org-move:' || %s, 0))"
-            if not directory.execute(lock, [str(self.org_id)]).fetchone()[0]:
+            if not _one(directory, lock, [str(self.org_id)])[0]:
                 raise MoveError(f"another org_move of org {self.org_id} is running")
             if self.leftovers or self.reactivate:
                 self._settle()
@@ -606,9 +617,7 @@ class OrgMove:
             psycopg.connect(_conninfo(self.source.primary), autocommit=True) as source,
             psycopg.connect(_conninfo(self.target.primary), autocommit=True) as target,
         ):
-            final = source.execute(
-                "SELECT version FROM org_changes WHERE org_id = %s", [self.org_id]
-            ).fetchone()
+            final = _one(source, "SELECT version FROM org_changes WHERE org_id = %s", [self.org_id])
             copied = target.execute(
                 "SELECT c.version FROM org_changes c JOIN tenancy_organization o ON o.id = c.org_id"
                 " WHERE c.org_id = %s",
@@ -643,11 +652,12 @@ class OrgMove:
     def _snapshot(self, source: psycopg.Connection) -> tuple[int, float, int]:
         """(the org's version, the snapshot's time, the version its tombstones are
         pruned through) in the source's current snapshot."""
-        row = source.execute(
+        row = _one(
+            source,
             "SELECT c.version, extract(epoch FROM now()), c.pruned_through"
             " FROM (SELECT 1) one LEFT JOIN org_changes c ON c.org_id = %s",
             [self.org_id],
-        ).fetchone()
+        )
         return (0 if row[0] is None else int(row[0])), float(row[1]), int(row[2] or 0)
 
     def _catch_up(
