@@ -1,5 +1,5 @@
 """Benchmark: `org_move` throughput (rows per second of the copy) and its fence time,
-for orgs of 10 000 and 100 000 rows (BENCH_MOVE_SIZES), moved back and forth between
+for orgs of 10 000 and 100 000 rows by default (BENCH_MOVE_SIZES), moved back and forth between
 cluster main and a second real cluster c2 (`bin/stack cluster-up 2`) BENCH_MOVE_ROUNDS
 times. Run with `make bench-org-move`.
 
@@ -7,7 +7,9 @@ Baseline, in the same run: the bare COPY of the same org's expense and revenue r
 from main's primary into a scratch table on c2's primary (no snapshot bookkeeping, no
 catch-up, no verification), so the ratio is what the move's machinery costs over
 moving the bytes. The orgs are idle while they move: the fence is the switch's own
-cost (lock, last catch-up, unversioned tables, verification, flip); under load, each
+cost (lock, what changed since the last catch-up round, the per-member tables, the
+verification of the changes, flip), which should not grow with the org's size
+(BENCH_MOVE_SIZES=10000,100000,300000 shows it; docs/benchmarks.md); under load, each
 write in flight adds its own duration to it (tests/test_org_move.py measured 0.2-0.4 s
 with 4 writers on a loaded machine).
 """

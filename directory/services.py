@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import F
+from django.db.models.functions import Now
 
 from directory.cache import directory_changed_publish
 from directory.models import OrgPlacement, PlacementState
@@ -46,7 +47,8 @@ def placement_change(*, org_id: uuid.UUID, state: PlacementState, cluster: str |
     """Set the org's state (and cluster), one generation up; returns the generation.
     Published only after commit (inside a caller's transaction, at its commit)."""
     database = topology().home.primary
-    changes: dict[str, object] = {"state": state, "generation": F("generation") + 1}
+    # updated_at on the database's clock: a fence older than its budget is a dead mover's
+    changes: dict[str, object] = {"state": state, "generation": F("generation") + 1, "updated_at": Now()}
     if cluster is not None:
         topology().named(cluster)
         changes["cluster"] = cluster

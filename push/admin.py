@@ -42,11 +42,10 @@ class DeliveryAdmin(admin.ModelAdmin):
         "status",
         "attempts",
         "last_status_code",
-        "device",
+        "device_id",
         "created_at",
     )
-    list_filter = ("status", "notification_type", OrgIdFilter)
-    list_select_related = ("device",)
+    list_filter = ("status", "notification_type", OrgIdFilter)  # devices are on the directory database
     search_fields = ("=id", "event_key")
     show_full_result_count = False
     paginator = EstimatedCountPaginator

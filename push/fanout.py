@@ -1,7 +1,10 @@
 """Fan-out: from one committed org change to one delivery row per (notification, device).
 
-Runs as an after-write handler in the outbox worker, never on the request path. It
-may run twice for the same change: every insert is `ON CONFLICT (event_key, device)
+Runs as an after-write handler in the outbox worker, never on the request path, on
+the org's cluster (`change.database`, where the outbox row, the memberships, the
+preferences and the deliveries live); devices are global (the directory database), so
+members are chosen there first and their devices read with a second query. It may run
+twice for the same change: every insert is `ON CONFLICT (event_key, device)
 DO NOTHING`, and a sync poke already queued or sent with this version or a later one
 is not queued again. Membership and preferences are read here to pick the devices, and
 read again by the worker just before each send.
@@ -16,13 +19,13 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from changelog.dispatch import Change
 from core.ids import uuid7
 from push import metrics
-from push.models import DeviceKind, NotificationType
+from push.models import Device, DeviceKind, NotificationType
 from realtime.connection_limits import users_with_open_socket
 from replicas.topology import topology
 
@@ -39,7 +42,7 @@ def push_fanout(change: Change) -> None:
     other changes of the batch) stays usable, and the change is retried."""
     if change.org_id is None:
         return
-    with transaction.atomic():
+    with transaction.atomic(using=change.database):
         if change.topic == "expense.created":
             large_expense_queue(change=change)
         if change.version is not None:
@@ -80,20 +83,34 @@ def _committed_at(change: Change) -> datetime.datetime:
     return timezone.now()
 
 
-def _alerted_devices(org_id: str, currency: str) -> list[tuple[uuid.UUID, uuid.UUID, str | None]]:
-    """(device, user, threshold for the currency) of members with the alert on, one query."""
-    with connection.cursor() as cursor:
+def _active_devices(
+    user_ids: list[uuid.UUID], kinds: tuple[str, ...] | None = None
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(device, user) of the users' active devices, on the directory database."""
+    if not user_ids:
+        return []
+    devices = Device.objects.filter(user_id__in=user_ids, active=True)
+    if kinds is not None:
+        devices = devices.filter(kind__in=kinds)
+    return list(devices.values_list("id", "user_id"))
+
+
+def _alerted_devices(
+    database: str, org_id: str, currency: str
+) -> list[tuple[uuid.UUID, uuid.UUID, str | None]]:
+    """(device, user, threshold for the currency) of members with the alert on."""
+    with connections[database].cursor() as cursor:
         cursor.execute(
             """
-            SELECT d.id, d.user_id, p.large_expense_thresholds ->> %s
+            SELECT p.user_id, p.large_expense_thresholds ->> %s
             FROM tenancy_membership m
             JOIN push_notification_preference p ON p.org_id = m.org_id AND p.user_id = m.user_id
-            JOIN push_device d ON d.user_id = m.user_id AND d.active
             WHERE m.org_id = %s AND p.large_expense_enabled
             """,
             [currency, org_id],
         )
-        return cursor.fetchall()
+        thresholds = dict(cursor.fetchall())
+    return [(device, user, thresholds[user]) for device, user in _active_devices(list(thresholds))]
 
 
 def threshold_reached(threshold: str | None, amount: Decimal) -> bool:
@@ -116,7 +133,7 @@ def large_expense_queue(*, change: Change) -> int:
         return 0
     devices = [
         (device_id, user_id)
-        for device_id, user_id, threshold in _alerted_devices(str(change.org_id), currency)
+        for device_id, user_id, threshold in _alerted_devices(change.database, str(change.org_id), currency)
         if threshold_reached(threshold, amount)
     ]
     if not devices:
@@ -130,6 +147,7 @@ def large_expense_queue(*, change: Change) -> int:
         "currency": currency,
     }
     return _deliveries_insert(
+        database=change.database,
         org_id=str(change.org_id),
         event_key=f"expense.large:{expense_id}",
         notification_type=NotificationType.EXPENSE_LARGE,
@@ -141,6 +159,7 @@ def large_expense_queue(*, change: Change) -> int:
 
 def _deliveries_insert(
     *,
+    database: str,
     org_id: str,
     event_key: str,
     notification_type: str,
@@ -154,7 +173,7 @@ def _deliveries_insert(
         return 0
     now = timezone.now()
     due = not_before or [now] * len(devices)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(using=database), connections[database].cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO push_delivery (id, org_id, user_id, device_id, event_key, notification_type,
@@ -198,19 +217,19 @@ def sync_pokes_queue(*, change: Change) -> int:
     """A silent poke for the fcm/apns devices of members with sync on and no open socket
     for the org. Collapsed per org: a poke still waiting takes the newer version; a new
     one waits until PUSH_SYNC_MIN_INTERVAL_SECONDS after the device's previous poke."""
-    org_id, version = str(change.org_id), int(change.version or 0)
-    with connection.cursor() as cursor:
+    org_id, version, database = str(change.org_id), int(change.version or 0), change.database
+    with connections[database].cursor() as cursor:
         cursor.execute(
             """
-            SELECT d.id, d.user_id
+            SELECT m.user_id
             FROM tenancy_membership m
             LEFT JOIN push_notification_preference p ON p.org_id = m.org_id AND p.user_id = m.user_id
-            JOIN push_device d ON d.user_id = m.user_id AND d.active AND d.kind = ANY(%s)
             WHERE m.org_id = %s AND COALESCE(p.sync, true)
             """,
-            [list(SYNC_KINDS), org_id],
+            [org_id],
         )
-        devices = cursor.fetchall()
+        members = [row[0] for row in cursor.fetchall()]
+    devices = _active_devices(members, SYNC_KINDS)
     if not devices:
         return 0
     with_socket = _users_with_open_socket(org_id, sorted({str(user_id) for _, user_id in devices}))
@@ -219,7 +238,7 @@ def sync_pokes_queue(*, change: Change) -> int:
         return 0
     payload = {"type": NotificationType.SYNC_POKE.value, "org_id": org_id, "version": version}
     interval = datetime.timedelta(seconds=settings.PUSH_SYNC_MIN_INTERVAL_SECONDS)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(using=database), connections[database].cursor() as cursor:
         # One fan-out per org at a time, so two never both queue a poke for a device.
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('push-sync:' || %s, 0))", [org_id])
         cursor.execute(
@@ -254,6 +273,7 @@ def sync_pokes_queue(*, change: Change) -> int:
             to_queue.append((device_id, user_id))
             not_before.append(max(now, last_sent + interval) if last_sent else now)
         return _deliveries_insert(
+            database=database,
             org_id=org_id,
             event_key=f"sync.poke:{org_id}:{version}",
             notification_type=NotificationType.SYNC_POKE,

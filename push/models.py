@@ -4,6 +4,11 @@ A device belongs to a user, not to an org: one phone gets the alerts of every or
 user chose. A delivery is one notification for one device; its (event_key, device)
 pair is unique, so a change handler that runs twice, or two workers, never make a
 second row, and a row is claimed (committed as `sending`) before its one send.
+
+Devices are global, like users (the directory database); preferences and deliveries
+belong to the org and live on its cluster (docs/clusters.md). They name their user and
+device by id, without a constraint across databases (`db_constraint=False`), and are
+never joined with them in SQL: the device is read with a second query.
 """
 
 from django.conf import settings
@@ -49,7 +54,9 @@ class NotificationPreference(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, db_index=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
     large_expense_enabled = models.BooleanField(default=False)
     # {"EUR": "500.00", ...}: decimal strings, one threshold per currency
     large_expense_thresholds = models.JSONField(default=dict, blank=True)
@@ -85,8 +92,12 @@ class DeliveryStatus(models.TextChoices):
 class Delivery(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, db_index=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
+    # A removed device's pending deliveries stay, and are skipped at send time (the
+    # device is on another database: nothing can cascade to every cluster).
+    device = models.ForeignKey(Device, on_delete=models.DO_NOTHING, db_index=False, db_constraint=False)
     # "expense.large:<expense id>" or "sync.poke:<org id>:<version>"
     event_key = models.CharField(max_length=120)
     notification_type = models.CharField(max_length=16, choices=NotificationType.choices)
@@ -107,8 +118,8 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["event_key", "device"], name="push_delivery_event_device_uniq"),
         ]
-        # The queue's own indexes (due, in flight, age) are global, like the change log's
-        # outbox: a worker takes what is due across all orgs. The org's lookups lead
+        # The queue's own indexes (due, in flight, age) span the cluster's orgs, like the
+        # change log's outbox: a worker takes what is due across all orgs of a cluster. The org's lookups lead
         # with org_id.
         indexes = [
             # the queue: what is due, oldest first

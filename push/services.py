@@ -13,7 +13,7 @@ from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from changelog.services import member_changes_lock, org_quiet_end
+from changelog.services import member_changes_lock, org_lock_take, org_quiet_end, org_transaction
 from push.models import Device, NotificationPreference
 from tenancy.models import Membership, Organization
 
@@ -62,7 +62,8 @@ def device_register(
 
 
 def device_delete(*, device: Device) -> None:
-    """Its pending deliveries go with it (cascade); one already being sent finishes."""
+    """Its pending deliveries (on the orgs' clusters) are skipped at send time ("device
+    removed"); one already being sent finishes."""
     Device.objects.filter(id=device.id).delete()
 
 
@@ -94,8 +95,10 @@ def preference_set(
         "large_expense_thresholds": {code: f"{amount:.2f}" for code, amount in sorted(thresholds.items())},
         "sync": sync,
     }
-    database = router.db_for_write(NotificationPreference)
-    with transaction.atomic(using=database):
+    with org_transaction():  # the org's cluster
+        # The org's lock, as every writer of the org takes it: a move's fence holds it
+        # while it copies the preferences, and a write to the copy an org left is refused.
+        org_lock_take(org_id=org.id)
         preference, _ = NotificationPreference.objects.update_or_create(org=org, user=user, defaults=values)
-        org_quiet_end(org_ids=[org.id], using=database)
+        org_quiet_end(org_ids=[org.id])
     return preference

@@ -3,6 +3,13 @@ time, on a thread pool (sends wait on the network; the main thread alone touches
 database). It wakes on the fan-out's NOTIFY, on a finished send, or at the next due
 time (at most PUSH_WORKER_POLL_SECONDS later), so a new delivery leaves within
 milliseconds of its commit. Several workers may run: SKIP LOCKED splits the rows.
+
+Every worker drains every cluster's primary (deliveries live on the org's cluster),
+as the outbox worker does: one LISTEN connection per primary, and the free send slots
+offered to the clusters in turn, starting with a different one each round, so a
+cluster with a deep queue cannot starve another. One pool of workers serves any
+number of clusters, and a cluster added to DATABASE_CLUSTERS is drained by the next
+deploy without a new process to run (docs/push.md, docs/clusters.md).
 """
 
 import logging
@@ -14,7 +21,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from push import metrics
@@ -29,6 +36,7 @@ from push.delivery import (
 from push.fanout import NOTIFY_CHANNEL
 from push.senders.outgoing import Outcome, SendResult
 from push.senders.registry import SENDERS
+from replicas.topology import topology
 
 logger = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 5.0
@@ -44,15 +52,15 @@ def send_one(claimed: Claimed) -> SendResult:
 
 
 class NotificationListener(threading.Thread):
-    """LISTEN on its own autocommit connection; sets `wake` on every NOTIFY. Reconnects
-    after a database restart (the poll interval covers the gap)."""
+    """LISTEN on its own autocommit connection to one primary; sets `wake` on every
+    NOTIFY. Reconnects after a database restart (the poll interval covers the gap)."""
 
-    def __init__(self, wake: threading.Event, stopping: threading.Event) -> None:
-        super().__init__(name="push-listen", daemon=True)
-        self.wake, self.stopping = wake, stopping
+    def __init__(self, database: str, wake: threading.Event, stopping: threading.Event) -> None:
+        super().__init__(name=f"push-listen-{database}", daemon=True)
+        self.database, self.wake, self.stopping = database, wake, stopping
 
     def run(self) -> None:
-        params = connection.get_connection_params()
+        params = connections[self.database].get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
         while not self.stopping.is_set():
@@ -64,13 +72,15 @@ class NotificationListener(threading.Thread):
                         for _ in listen.notifies(timeout=1.0):
                             self.wake.set()
             except psycopg.Error as error:
-                logger.warning("push worker: LISTEN connection lost (%s); reconnecting", error)
+                logger.warning("push worker: LISTEN on %s lost (%s); reconnecting", self.database, error)
                 self.stopping.wait(1.0)
 
 
 class PushWorker:
     def __init__(self, *, concurrency: int | None = None) -> None:
         self.concurrency = concurrency or settings.PUSH_WORKER_CONCURRENCY
+        self.databases = sorted(topology().primaries)
+        self.round = 0
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="push-send")
@@ -87,9 +97,15 @@ class PushWorker:
 
     def _record_finished(self) -> None:
         finished = [f for f in self.in_flight if f.done()]
-        if finished:
-            deliveries_record(outcomes=[(self.in_flight[f], f.result()) for f in finished])
-            for future in finished:
+        for database in sorted({self.in_flight[f].database for f in finished}):
+            here = [f for f in finished if self.in_flight[f].database == database]
+            try:
+                deliveries_record(outcomes=[(self.in_flight[f], f.result()) for f in here])
+            except DatabaseError as error:  # kept in flight: recorded once the cluster answers
+                logger.warning("push worker: recording on %s failed (%s); retrying", database, error)
+                connections[database].close()
+                continue
+            for future in here:
                 del self.in_flight[future]
 
     def _claim_and_send(self) -> None:
@@ -98,20 +114,47 @@ class PushWorker:
         # finished send: one claiming transaction serves many sends.
         if self.stopping.is_set() or free == 0 or (self.in_flight and free < max(1, self.concurrency // 4)):
             return
-        for claimed in deliveries_claim(limit=free):
-            future = self.pool.submit(send_one, claimed)
-            self.in_flight[future] = claimed
-            future.add_done_callback(self._on_done)
+        self.round += 1
+        start = self.round % len(self.databases)
+        for database in self.databases[start:] + self.databases[:start]:
+            if free <= 0:
+                break
+            try:
+                batch = deliveries_claim(limit=free, database=database)
+            except DatabaseError as error:  # one cluster away: the others' sends go on
+                logger.warning("push worker: claiming on %s failed (%s); retrying", database, error)
+                connections[database].close()
+                continue
+            for claimed in batch:
+                future = self.pool.submit(send_one, claimed)
+                self.in_flight[future] = claimed
+                future.add_done_callback(self._on_done)
+                free -= 1
 
     def _housekeeping(self) -> float:
         """Mark lost rows and prune old ones (every few seconds), refresh the queue
         gauges; returns how long to sleep at most before something is due."""
         now = time.monotonic()
         if now >= self.next_housekeeping:
-            deliveries_mark_lost()
-            deliveries_prune()
+            for database in self.databases:
+                try:
+                    deliveries_mark_lost(database=database)
+                    deliveries_prune(database=database)
+                except DatabaseError as error:
+                    logger.warning("push worker: housekeeping of %s failed (%s)", database, error)
+                    connections[database].close()
             self.next_housekeeping = now + HOUSEKEEPING_SECONDS
-        depth, earliest = queue_state()
+        depth, earliest = 0, None
+        for database in self.databases:
+            try:
+                count, due = queue_state(database=database)
+            except DatabaseError as error:
+                logger.warning("push worker: queue state of %s unknown (%s)", database, error)
+                connections[database].close()
+                continue
+            depth += count
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
         wall_now = timezone.now()
         metrics.push_queue_depth.set(depth)
         overdue = (wall_now - earliest).total_seconds() if earliest else 0.0
@@ -123,9 +166,12 @@ class PushWorker:
 
     def run_forever(self) -> None:
         metrics.touch_label_sets()
-        listener = NotificationListener(self.wake, self.stopping)
-        listener.start()
-        logger.info("push worker started (concurrency %s)", self.concurrency)
+        listeners = [NotificationListener(database, self.wake, self.stopping) for database in self.databases]
+        for listener in listeners:
+            listener.start()
+        logger.info(
+            "push worker started (concurrency %s, databases %s)", self.concurrency, ", ".join(self.databases)
+        )
         while not (self.stopping.is_set() and not self.in_flight):
             self.wake.clear()
             wait = settings.PUSH_WORKER_POLL_SECONDS
@@ -138,11 +184,13 @@ class PushWorker:
                     self.next_gauges = time.monotonic() + GAUGE_SECONDS
             except DatabaseError as error:  # the database restarts: keep the sends, try again
                 logger.warning("push worker: database error (%s); retrying", error)
-                connection.close()
+                for database in self.databases:
+                    connections[database].close()
                 wait = 1.0
             self.wake.wait(timeout=wait)
         self.pool.shutdown(wait=True)
-        listener.join(timeout=2.0)
+        for listener in listeners:
+            listener.join(timeout=2.0)
         logger.info("push worker stopped")
 
 

@@ -198,12 +198,14 @@ def _commit_pending(connection: Any, state: RequestRouting, cluster: Cluster) ->
 # Global (not per-org) tables: users, tokens, sessions, the org directory. They live on
 # the directory cluster only, whatever org the request is bound to (docs/clusters.md).
 GLOBAL_APPS = frozenset({"accounts", "auth", "knox", "contenttypes", "sessions", "admin", "directory"})
+# Global models of otherwise per-org apps: a push device belongs to a user, not an org.
+GLOBAL_MODELS = frozenset({"push.device"})
 # Only on the directory database (elsewhere an empty copy would only mislead).
 DIRECTORY_ONLY_APPS = frozenset({"directory"})
 
 
 def _is_global(model: type[Model]) -> bool:
-    return model._meta.app_label in GLOBAL_APPS
+    return model._meta.app_label in GLOBAL_APPS or model._meta.label_lower in GLOBAL_MODELS
 
 
 def _org_of(hints: dict[str, Any]) -> object | None:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from accounts.models import User
 from directory.models import OrgPlacement
@@ -164,6 +165,9 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
     ):
         load = Load(base, org, prop, token)
         socket = Socket(realtime.ws_url, org, token)
+        with connection.cursor() as cursor:  # the org's version when the socket subscribed
+            cursor.execute("SELECT coalesce(max(version), 0) FROM org_changes WHERE org_id = %s", [org.id])
+            subscribed_at = cursor.fetchone()[0]
         cookie = httpx.post(
             f"{base}/v1/orgs/{org.id}/sync/pull", json={"cookie": None}, headers=load.auth, timeout=30
         ).json()["cookie"]
@@ -172,6 +176,9 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
             futures += [pool.submit(load.read) for _ in range(READERS)]
             wait_until(lambda: len(load.acked) >= 40, timeout=30)
             before = len(load.acked)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT version FROM org_changes WHERE org_id = %s", [org.id])
+                at_move_start = cursor.fetchone()[0]
             call_command("org_move", str(org.id), "--to", NAME, stdout=out)
             after_move = len(load.acked)
             wait_until(lambda: len(load.acked) >= after_move + 40, timeout=30)
@@ -198,8 +205,6 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
     assert len(set(ids)) == len(ids)
     on_c2 = second_cluster.sql("SELECT id::text FROM finance_expense WHERE org_id = %s", (org.id,))
     assert sorted(r[0] for r in on_c2) == sorted(ids)
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM finance_expense WHERE org_id = %s", [org.id])
         assert cursor.fetchone()[0] == 0
@@ -212,10 +217,12 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
         "SELECT sum(total), sum(count) FROM finance_daily_total WHERE org_id = %s AND kind = 'expense'",
         (org.id,),
     ) == second_cluster.sql("SELECT sum(amount), count(*) FROM finance_expense WHERE org_id = %s", (org.id,))
-    # the socket opened before the move got every change, in order, once, across it
+    # the socket opened before the move got every change, in order, once, across it:
+    # the writes before the move, those queued through the fence, and those on c2 after
+    flipped_at = int(re.search(r"flipped to c2 at version (\d+)", log).group(1))
     assert socket.error is None
-    assert socket.versions == list(range(socket.versions[0], final_version + 1))
-    assert len(socket.versions) >= len(ids) - before
+    assert subscribed_at < at_move_start < flipped_at < final_version
+    assert socket.versions == list(range(subscribed_at + 1, final_version + 1))
     # a sync cookie from before the move: reset, with the whole current state
     assert pulled["reset"] is True
     assert len([c for c in pulled["changes"] if c["entity"] == "expense"]) == len(ids) or pulled["has_more"]

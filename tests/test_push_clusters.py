@@ -1,0 +1,118 @@
+"""Push notifications of an org on a second database cluster, and across its move
+(CONTRACT §11, §13): preferences and deliveries live on the org's cluster, devices on
+the directory database; real gunicorn, outbox worker and push worker processes, two
+real clusters, and a Web Push service on loopback."""
+
+import io
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from accounts.models import User
+from directory.models import OrgPlacement
+from replicas.context import use_cluster
+from replicas.topology import topology
+from tenancy.models import Membership, Organization, Property
+from tests import conftest
+from tests.cluster_support import NAME, SecondCluster
+from tests.live_server import outbox_worker, running_server
+from tests.push_servers import Http1PushServer
+from tests.push_support import Browser, push_worker
+from tests.replica_support import wait_until
+from tests.tokens import token_for
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, databases="__all__")]
+
+CACHE = {"DIRECTORY_HEARTBEAT_SECONDS": "1", "DIRECTORY_STALE_SECONDS": "0.5"}
+
+
+@pytest.fixture
+def org_on_c2(second_cluster, settings) -> tuple[User, Organization, Property]:
+    settings.DIRECTORY_HEARTBEAT_SECONDS = 1
+    settings.DIRECTORY_STALE_SECONDS = 0.5
+    user = User.objects.create_user(username="ana", password="pw-123456!")
+    with use_cluster(topology().named(NAME)):
+        org = Organization.objects.create(name="Hotel on c2")
+        Membership.objects.create(org=org, user=user, role="manager")
+        prop = Property.objects.create(org=org, name="Main", currency="EUR", timezone="Europe/Paris")
+    return user, org, prop
+
+
+def _on_main(query: str, *params: object) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(query, list(params))
+        return cursor.fetchall()
+
+
+def _expense(http: httpx.Client, org: Organization, prop: Property, amount: str) -> str:
+    body = {"property_id": str(prop.id), "amount": amount, "currency": "EUR", "category": "repairs",
+            "occurred_on": "2026-11-02"}  # fmt: skip
+    response = http.post(f"/v1/orgs/{org.id}/expenses", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _alerted(webpush: Http1PushServer, browser: Browser, expense_id: str) -> bool:
+    return any(browser.decrypt(r.body).get("expense_id") == expense_id for r in webpush.received())
+
+
+def test_preferences_of_an_org_on_c2_alert_a_device_and_move_with_the_org(
+    second_cluster: SecondCluster, org_on_c2, django_db_blocker, tmp_path: Path
+) -> None:
+    user, org, prop = org_on_c2
+    env = second_cluster.server_env() | {"CLUSTER2_REPLICA_URLS": "", **CACHE}
+    auth = {"Authorization": f"Token {token_for(user)}"}
+    with (
+        django_db_blocker.unblock(),
+        Http1PushServer(201) as webpush,
+        running_server(conftest.test_database_url(), **env) as base,
+        outbox_worker(conftest.test_database_url(), **env),
+        push_worker(conftest.test_database_url(), tmp_path / "metrics", **env),
+        httpx.Client(base_url=base, headers=auth, timeout=30) as http,
+    ):
+        browser = Browser(f"{webpush.url}/push/ana")
+        device = http.post("/v1/devices", json={"kind": "webpush", "subscription": browser.subscription})
+        assert device.status_code == 201, device.text
+        preferences = {"large_expense": {"enabled": True, "thresholds": {"EUR": "500.00"}}, "sync": True}
+        saved = http.put(f"/v1/orgs/{org.id}/notification-preferences", json=preferences)
+        assert saved.status_code == 200, saved.text
+        assert http.get(f"/v1/orgs/{org.id}/notification-preferences").json() == saved.json()
+
+        # where the rows are: the device with the users, the preference with the org
+        assert _on_main("SELECT count(*) FROM push_device WHERE user_id = %s", user.id) == [(1,)]
+        assert second_cluster.sql("SELECT count(*) FROM push_device") == [(0,)]
+        pref_on_c2 = "SELECT count(*) FROM push_notification_preference WHERE org_id = %s"
+        assert second_cluster.sql(pref_on_c2, (org.id,)) == [(1,)]
+        assert _on_main(pref_on_c2, org.id) == [(0,)]
+
+        small = _expense(http, org, prop, "499.99")
+        large = _expense(http, org, prop, "500.00")
+        wait_until(lambda: _alerted(webpush, browser, large), timeout=30)
+        assert not _alerted(webpush, browser, small)
+        sent_on_c2 = "SELECT event_key, status FROM push_delivery WHERE org_id = %s"
+        sent = [(f"expense.large:{large}", "sent")]
+        wait_until(
+            lambda: second_cluster.sql(sent_on_c2, (org.id,)) == sent, timeout=10
+        )  # recorded after the send
+        assert _on_main(sent_on_c2, org.id) == []
+
+        out = io.StringIO()
+        call_command("org_move", str(org.id), "--to", "main", stdout=out)
+        assert "flipped to main" in out.getvalue()
+        assert OrgPlacement.objects.get(org_id=org.id).cluster == "main"
+        # the preferences and the delivery history moved with the org; the old copy is gone
+        assert _on_main(pref_on_c2, org.id) == [(1,)]
+        assert _on_main(sent_on_c2, org.id) == [(f"expense.large:{large}", "sent")]
+        assert second_cluster.sql(pref_on_c2, (org.id,)) == [(0,)]
+        assert second_cluster.sql(sent_on_c2, (org.id,)) == []
+        assert http.get(f"/v1/orgs/{org.id}/notification-preferences").json() == saved.json()
+
+        after = _expense(http, org, prop, "900.00")
+        wait_until(lambda: _alerted(webpush, browser, after), timeout=30)
+        both = [(f"expense.large:{large}", "sent"), (f"expense.large:{after}", "sent")]
+        wait_until(lambda: _on_main(sent_on_c2 + " ORDER BY created_at", org.id) == both, timeout=10)
+    # one request per alert: nothing was sent twice across the move
+    assert sorted(browser.decrypt(r.body)["expense_id"] for r in webpush.received()) == sorted([large, after])
