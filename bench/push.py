@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import django
@@ -51,7 +52,8 @@ from accounts.models import User
 from accounts.tokens import token_issue
 from bench.process_cpu import tree_cpu_seconds
 from changelog.models import OutboxEntry
-from push.models import Delivery, Device, NotificationPreference
+from push.models import Delivery, Device
+from push.services import preference_set
 from tenancy.models import Membership, Organization, Property
 from tenancy.roles import Role
 from tests.live_server import free_port, wait_until_up
@@ -94,10 +96,14 @@ class Tenant:
             )
 
     def alerts(self, enabled: bool) -> None:
-        NotificationPreference.objects.update_or_create(
+        # Through the service, as the API does: switching the alert on ends the org's
+        # quiet period (docs/changelog.md "Quiet orgs"), which a bare ORM write would not.
+        preference_set(
             org=self.org,
             user=self.user,
-            defaults={"large_expense_enabled": enabled, "large_expense_thresholds": {"EUR": "1000.00"}},
+            large_expense_enabled=enabled,
+            thresholds={"EUR": Decimal("1000.00")},
+            sync=True,
         )
 
 
