@@ -149,7 +149,7 @@ bench-realtime: migrate
 	@$(PY) bench/realtime_fanout_layers.py
 
 # Push: a burst of large expenses -> outbox worker -> push worker -> a local push server
-# (docs/benchmarks.md "Push notifications"). BENCH_MEMBERS, BENCH_EXPENSES, BENCH_ROUNDS.
+# (docs/benchmarks.md "Push notifications"). BENCH_MEMBERS, BENCH_EXPENSES, BENCH_ROUNDS, BENCH_RATE.
 bench-push: migrate
 	@$(PY) bench/push.py
 
