@@ -126,3 +126,10 @@ def second_cluster(django_db_setup, django_db_blocker) -> Iterator[SecondCluster
                     del connections.settings[alias]
                 with psycopg.connect(admin_url, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def fetch_all(alias: str, query: str, params: tuple = ()) -> list[tuple]:
+    """Every row a query answers on one database alias (none for a statement)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(query, params)
+        return cursor.fetchall() if cursor.description else []

@@ -7,7 +7,6 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 from django.test import Client
 
 from accounts.models import User
@@ -18,16 +17,10 @@ from finance.models import Expense
 from replicas.context import use_cluster
 from replicas.topology import topology
 from tenancy.models import Membership, Organization, Property
-from tests.cluster_support import NAME, PRIMARY
+from tests.cluster_support import NAME, PRIMARY, fetch_all
 from tests.replica_support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-def _sql(alias: str, query: str, params: tuple = ()) -> list[tuple]:
-    with connections[alias].cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture
@@ -80,7 +73,7 @@ def _change_form(expense: Expense, **changes: str) -> dict[str, str]:
 
 
 def _amount_on(alias: str, expense_id) -> list[tuple]:
-    return _sql(alias, "SELECT amount FROM finance_expense WHERE id = %s", (expense_id,))
+    return fetch_all(alias, "SELECT amount FROM finance_expense WHERE id = %s", (expense_id,))
 
 
 def test_pages_of_an_org_on_another_cluster_read_and_write_that_cluster(two_clusters, staff):
@@ -113,11 +106,11 @@ def test_pages_of_an_org_on_another_cluster_read_and_write_that_cluster(two_clus
     )
     assert changed.status_code == 302, changed.content[-2000:]
     assert _amount_on(PRIMARY, expense.id) == [(Decimal("12.50"),)]
-    assert _sql(PRIMARY, "SELECT version FROM finance_expense WHERE id = %s", (expense.id,))[0][0] >= 1
-    assert _sql(PRIMARY, "SELECT sum(total) FROM finance_daily_total WHERE org_id = %s", (org.id,)) == [
+    assert fetch_all(PRIMARY, "SELECT version FROM finance_expense WHERE id = %s", (expense.id,))[0][0] >= 1
+    assert fetch_all(PRIMARY, "SELECT sum(total) FROM finance_daily_total WHERE org_id = %s", (org.id,)) == [
         (Decimal("2.50"),)  # -10.00 +12.50 on the totals row (the fixture's rows were written around them)
     ]
-    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org.id,)) == [(0,)]
+    assert fetch_all("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org.id,)) == [(0,)]
 
     # an add: the org named in the form decides the cluster
     added = staff.post(
@@ -125,7 +118,7 @@ def test_pages_of_an_org_on_another_cluster_read_and_write_that_cluster(two_clus
         {"org": str(org.id), "created_by": str(owner.id), **_change_form(expense, amount="7.00")},
     )
     assert added.status_code == 302, added.content[-2000:]
-    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org.id,)) == [(2,)]
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org.id,)) == [(2,)]
 
     # a rename of the org (no version: guarded by the org's lock) and a delete, on c2
     renamed = staff.post(
@@ -133,7 +126,9 @@ def test_pages_of_an_org_on_another_cluster_read_and_write_that_cluster(two_clus
         {"name": "Renamed", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"},
     )
     assert renamed.status_code == 302, renamed.content[-2000:]
-    assert _sql(PRIMARY, "SELECT name FROM tenancy_organization WHERE id = %s", (org.id,)) == [("Renamed",)]
+    assert fetch_all(PRIMARY, "SELECT name FROM tenancy_organization WHERE id = %s", (org.id,)) == [
+        ("Renamed",)
+    ]
     deleted = staff.post(f"/admin/finance/expense/{expense.id}/delete/", {"post": "yes"})
     assert deleted.status_code == 302
     assert _amount_on(PRIMARY, expense.id) == []
@@ -145,7 +140,7 @@ def test_a_write_to_the_copy_a_move_left_answers_503_with_retry_after(two_cluste
     owner = User.objects.create_user(username="owner-m", password="pw-123456!")
     org, prop, expense = _org_on("main", owner, amount="10.00")
     _org_on(NAME, owner, org_id=org.id, ids=(prop.id, expense.id), amount="11.00")
-    _sql("default", "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 9, 'moved', 0)"
+    fetch_all("default", "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 9, 'moved', 0)"
          " ON CONFLICT (org_id) DO UPDATE SET epoch = 'moved'", (org.id,))  # fmt: skip
     OrgPlacement.objects.filter(org_id=org.id).update(cluster=NAME, generation=5)
     directory_cache.clear()
@@ -190,10 +185,12 @@ def test_a_write_to_the_copy_a_move_left_answers_503_with_retry_after(two_cluste
     assert bulk.status_code == 503 and int(bulk["Retry-After"]) >= 1
     assert b"that row and the rest were not" in bulk.content
     assert _amount_on("default", expense.id) == [(Decimal("10.00"),)]
-    assert _sql("default", "SELECT name FROM tenancy_organization WHERE id = %s", (org.id,)) == [("Hotel",)]
-    assert _sql("default", "SELECT name FROM tenancy_property WHERE id = %s", (prop.id,)) == [("Main",)]
-    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org.id,)) == [(1,)]
-    assert _sql("default", "SELECT version, epoch FROM org_changes WHERE org_id = %s", (org.id,)) == [
+    assert fetch_all("default", "SELECT name FROM tenancy_organization WHERE id = %s", (org.id,)) == [
+        ("Hotel",)
+    ]
+    assert fetch_all("default", "SELECT name FROM tenancy_property WHERE id = %s", (prop.id,)) == [("Main",)]
+    assert fetch_all("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org.id,)) == [(1,)]
+    assert fetch_all("default", "SELECT version, epoch FROM org_changes WHERE org_id = %s", (org.id,)) == [
         (9, "moved")
     ]
     # the retry goes to c2
@@ -211,13 +208,13 @@ def test_a_membership_change_of_a_moved_org_is_refused_too(two_clusters, staff, 
     org, _, _ = _org_on(NAME, owner)
     with use_cluster(topology().named(NAME)):
         membership = Membership.objects.create(org=org, user=member, role="viewer")
-    _sql(PRIMARY, "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 3, 'moved', 0)"
+    fetch_all(PRIMARY, "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 3, 'moved', 0)"
          " ON CONFLICT (org_id) DO UPDATE SET epoch = 'moved'", (org.id,))  # fmt: skip
     response = staff.post(
         f"/admin/tenancy/membership/{membership.id}/change/",
         {"user": str(member.id), "org": str(org.id), "role": "manager"},
     )
     assert response.status_code == 503 and int(response["Retry-After"]) >= 1
-    assert _sql(PRIMARY, "SELECT role FROM tenancy_membership WHERE id = %s", (membership.id,)) == [
+    assert fetch_all(PRIMARY, "SELECT role FROM tenancy_membership WHERE id = %s", (membership.id,)) == [
         ("viewer",)
     ]

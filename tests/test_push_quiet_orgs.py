@@ -22,7 +22,7 @@ from finance.models import Expense
 from finance.services import entry_create
 from push.fanout import push_orgs_with_work
 from push.models import Delivery
-from push.services import device_register, preference_set
+from push.services import device_register
 from tenancy.models import Membership
 from tenancy.roles import Role
 from tenancy.services import membership_add
@@ -177,10 +177,7 @@ def test_a_webpush_device_without_the_alert_gives_no_work(tenant: Any) -> None:
     """Browsers get no sync pokes (they have the socket): only the alert makes work."""
     device_of(tenant.users["manager"])
     made_quiet(tenant)
-    preference_set(
-        org=tenant.org, user=tenant.users["manager"], large_expense_enabled=True,
-        thresholds={"EUR": Decimal("100.00")}, sync=True,
-    )  # fmt: skip
+    alerts_on(tenant, "manager", {"EUR": "100.00"})
     assert quiet_until(tenant.org.id) is None
     expense(tenant, "150.00")
     assert drain_once().quieted == 0
@@ -229,13 +226,7 @@ def test_a_device_registered_while_a_quiet_write_is_open_gets_the_next_push(tena
     for its commit (the counter row's lock) and then end the quiet period: the write
     committed before the device did (nothing owed), the next one is pushed."""
     manager = tenant.users["manager"]
-    preference_set(
-        org=tenant.org,
-        user=manager,
-        large_expense_enabled=True,
-        thresholds={"EUR": Decimal("100.00")},
-        sync=True,
-    )
+    alerts_on(tenant, "manager", {"EUR": "100.00"})
     made_quiet(tenant)
 
     def large_expense() -> Expense:
@@ -268,13 +259,7 @@ def test_a_device_registered_while_the_worker_marks_the_org_quiet_ends_it(tenant
     """The worker holds the org's counter lock, found no work and set quiet_until; the
     registration's reset waits for that commit and clears it."""
     manager = tenant.users["manager"]
-    preference_set(
-        org=tenant.org,
-        user=manager,
-        large_expense_enabled=True,
-        thresholds={"EUR": Decimal("100.00")},
-        sync=True,
-    )
+    alerts_on(tenant, "manager", {"EUR": "100.00"})
     expense(tenant)
     assert drain_once().quieted == 1
     OrgChangeCounter.objects.filter(org_id=tenant.org.id).update(quiet_until=None)  # as if not yet marked

@@ -23,17 +23,11 @@ from finance.models import Expense
 from replicas.context import request_routing, use_cluster, use_org_cluster
 from replicas.topology import ClusterNotConfigured, OrgNotRouted, build_topology, topology
 from tenancy.models import Membership, Organization, Property
-from tests.cluster_support import NAME, PRIMARY, REPLICA
+from tests.cluster_support import NAME, PRIMARY, REPLICA, fetch_all
 from tests.replica_support import wait_until
 from tests.tokens import token_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-def _sql(alias: str, query: str, params: tuple = ()) -> list[tuple]:
-    with connections[alias].cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture
@@ -63,19 +57,23 @@ def test_each_orgs_rows_live_on_its_cluster_and_identity_on_the_directory(two_cl
     bob, org_b, _ = _tenant(NAME, "bob")
     # the directory (on main) places each org where it was made
     assert dict(OrgPlacement.objects.values_list("org_id", "cluster")) == {org_a.id: "main", org_b.id: NAME}
-    assert _sql(PRIMARY, "SELECT to_regclass('org_directory')") == [(None,)]  # only on the directory db
+    assert fetch_all(PRIMARY, "SELECT to_regclass('org_directory')") == [(None,)]  # only on the directory db
     # tenant rows only on their own cluster
-    assert _sql("default", "SELECT id FROM tenancy_organization") == [(org_a.id,)]
-    assert _sql(PRIMARY, "SELECT id FROM tenancy_organization") == [(org_b.id,)]
-    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
-    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(0,)]
-    # users only on the directory database: c2's copy of the table stays empty
-    assert _sql(PRIMARY, "SELECT count(*) FROM accounts_user") == [(0,)]
-    assert _sql("default", "SELECT count(*) FROM accounts_user WHERE id IN (%s, %s)", (alice.id, bob.id)) == [
-        (2,)
+    assert fetch_all("default", "SELECT id FROM tenancy_organization") == [(org_a.id,)]
+    assert fetch_all(PRIMARY, "SELECT id FROM tenancy_organization") == [(org_b.id,)]
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert fetch_all("default", "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [
+        (0,)
     ]
+    # users only on the directory database: c2's copy of the table stays empty
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM accounts_user") == [(0,)]
+    assert fetch_all(
+        "default", "SELECT count(*) FROM accounts_user WHERE id IN (%s, %s)", (alice.id, bob.id)
+    ) == [(2,)]
     # the two clusters are different servers
-    assert _sql(PRIMARY, "SELECT inet_server_port()") != _sql("default", "SELECT inet_server_port()")
+    assert fetch_all(PRIMARY, "SELECT inet_server_port()") != fetch_all(
+        "default", "SELECT inet_server_port()"
+    )
 
 
 def test_reads_of_an_org_are_served_by_its_own_clusters_replica(two_clusters):
@@ -88,7 +86,7 @@ def test_reads_of_an_org_are_served_by_its_own_clusters_replica(two_clusters):
 
     served, _ = wait_until(lambda: (r := read()) and r[1] == 1 and r[0] == [REPLICA] and r)
     assert served == [REPLICA]
-    replica_port = _sql(REPLICA, "SELECT inet_server_port(), pg_is_in_recovery(), current_database()")
+    replica_port = fetch_all(REPLICA, "SELECT inet_server_port(), pg_is_in_recovery(), current_database()")
     assert replica_port == [(connections.settings[REPLICA]["PORT"], True, two_clusters.database)]
 
 
@@ -107,20 +105,26 @@ def test_the_api_serves_and_writes_an_org_on_its_cluster(two_clusters):
     assert again["Idempotent-Replayed"] == "true" and again.content == keyed.content
     ids = [plain.json()["id"], keyed.json()["id"]]
     # rows, the key's record and the change log on c2, none of it on main
-    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE id = ANY(%s::uuid[])", (ids,)) == [(2,)]
-    assert _sql("default", "SELECT count(*) FROM finance_expense WHERE id = ANY(%s::uuid[])", (ids,)) == [
-        (0,)
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM finance_expense WHERE id = ANY(%s::uuid[])", (ids,)) == [
+        (2,)
     ]
-    assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(1,)]
-    assert _sql("default", "SELECT count(*) FROM idempotency_record") == [(0,)]
-    assert _sql(PRIMARY, "SELECT version FROM org_changes WHERE org_id = %s", (org_b.id,)) == [(2,)]
+    assert fetch_all(
+        "default", "SELECT count(*) FROM finance_expense WHERE id = ANY(%s::uuid[])", (ids,)
+    ) == [(0,)]
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [
+        (1,)
+    ]
+    assert fetch_all("default", "SELECT count(*) FROM idempotency_record") == [(0,)]
+    assert fetch_all(PRIMARY, "SELECT version FROM org_changes WHERE org_id = %s", (org_b.id,)) == [(2,)]
     # a refused keyed write (another org's property) rolls back on c2: 4xx, nothing kept
     bad = client.post(
         f"/v1/orgs/{org_b.id}/expenses", body | {"property_id": str(uuid7())}, format="json",
         HTTP_IDEMPOTENCY_KEY="k-2",
     )  # fmt: skip
     assert bad.status_code == 400
-    assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [
+        (1,)
+    ]
     listed = client.get(f"/v1/orgs/{org_b.id}/expenses")
     assert listed.status_code == 200
     assert set(ids) <= {e["id"] for e in listed.json()["results"]}
@@ -247,7 +251,7 @@ def test_writes_of_a_fenced_org_wait_then_get_503_with_retry_after(two_clusters,
         assert int(response["Retry-After"]) >= 1
         assert 0.3 <= time.monotonic() - started < 2  # waited out the fence once, not twice
     assert client.get(f"/v1/orgs/{org_b.id}/expenses").status_code == 200  # reads go on
-    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
     OrgPlacement.objects.filter(org_id=org_b.id).update(state="active", generation=3)
     directory_cache.clear()
     assert (
@@ -261,7 +265,7 @@ def test_writes_of_a_fenced_org_wait_then_get_503_with_retry_after(two_clusters,
 def test_a_write_routed_to_the_cluster_an_org_left_is_refused(two_clusters):
     """A stale placement sends the write to the old copy: its counter says `moved`."""
     user, org_b, prop_b = _tenant(NAME, "leo")
-    _sql(
+    fetch_all(
         PRIMARY,
         "INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 7, 'moved', 0)"
         " ON CONFLICT (org_id) DO UPDATE SET epoch = 'moved'",
@@ -275,9 +279,11 @@ def test_a_write_routed_to_the_cluster_an_org_left_is_refused(two_clusters):
         response = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", **headers)
         assert response.status_code == 503, response.content
         assert int(response["Retry-After"]) >= 1
-    assert _sql(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
-    assert _sql(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [(0,)]
-    assert _sql(PRIMARY, "SELECT version FROM org_changes WHERE org_id = %s", (org_b.id,)) == [(7,)]
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM finance_expense WHERE org_id = %s", (org_b.id,)) == [(1,)]
+    assert fetch_all(PRIMARY, "SELECT count(*) FROM idempotency_record WHERE org_id = %s", (org_b.id,)) == [
+        (0,)
+    ]
+    assert fetch_all(PRIMARY, "SELECT version FROM org_changes WHERE org_id = %s", (org_b.id,)) == [(7,)]
 
 
 def test_topology_validation():
