@@ -1,9 +1,9 @@
 """Delivering a change: at once on the request thread, or later by the outbox worker.
 
 After commit the request thread runs the inline handlers (replica position, edge purge,
-realtime event) and then deletes the outbox row, or leaves it to the worker when
-deferred handlers (push) remain (the org was not quiet, changelog.services) or a
-handler failed. Nothing here ever raises into the
+realtime event); then the outbox row is deleted, or handed to the worker when deferred
+handlers (push) remain (the org was not quiet, changelog.services), in this process's
+next batch (changelog.finishing); a failed handler leaves it to the worker. Nothing here ever raises into the
 request: a failure only leaves the row for the worker, which retries with backoff
 (changelog.worker).
 
@@ -31,27 +31,12 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 
 from changelog.dispatch import Change, HandlerFailed, handlers, run_handlers_batch
-from changelog.metrics import DELIVERY_PATHS, changelog_deliveries
+from changelog.finishing import outbox_rows_finish
 
 logger = logging.getLogger(__name__)
 
 BATCH_MAX = 100
 
-# Rows younger than the worker's grace period cannot be the worker's yet: plain statements.
-_DELETE_YOUNG = "DELETE FROM changelog_outbox WHERE id = ANY(%s)"
-# Older ones may be (a slow handler): SKIP LOCKED, a row the worker holds is the worker's
-# to finish; never wait for it here.
-_DELETE_DONE = """
-DELETE FROM changelog_outbox WHERE id IN (
-    SELECT id FROM changelog_outbox WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED)
-"""
-_HAND_YOUNG_TO_WORKER = (
-    "UPDATE changelog_outbox SET inline_done = true, available_at = clock_timestamp() WHERE id = ANY(%s)"
-)
-_HAND_TO_WORKER = """
-UPDATE changelog_outbox SET inline_done = true, available_at = clock_timestamp() WHERE id IN (
-    SELECT id FROM changelog_outbox WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED)
-"""
 _RECORD_FAILURE = """
 UPDATE changelog_outbox
 SET attempts = attempts + 1, last_error = %s, available_at = clock_timestamp() + make_interval(secs => %s)
@@ -141,23 +126,15 @@ def deliver_changes(changes: list[Change]) -> None:
             logger.exception("change delivery failed unexpectedly; the outbox worker will retry")
         return
     deferred = bool(handlers(inline=False))
-    young = _young(changes)
     for database in dict.fromkeys(change.database for change in changes):
         mine = [change for change in changes if change.database == database]
         # A quiet org's change has no deferred work: done once its inline handlers ran.
-        done = [change.outbox_id for change in mine if not deferred or change.quiet]
-        for_worker = [change.outbox_id for change in mine if deferred and not change.quiet]
-        if for_worker:
-            _execute(database, _HAND_YOUNG_TO_WORKER if young else _HAND_TO_WORKER, [for_worker])
-        if done and _execute(database, _DELETE_YOUNG if young else _DELETE_DONE, [done]):
-            changelog_deliveries.labels(path=DELIVERY_PATHS.inline).inc(len(done))
-
-
-def _young(changes: list[Change]) -> bool:
-    """Whether the worker cannot have claimed any of the rows yet: each becomes due
-    CHANGELOG_WORKER_GRACE_SECONDS after it was recorded (half of it kept as a margin)."""
-    oldest = min(change.committed_at for change in changes)
-    return time.time() - oldest < settings.CHANGELOG_WORKER_GRACE_SECONDS / 2
+        outbox_rows_finish(
+            database,
+            done=[change.outbox_id for change in mine if not deferred or change.quiet],
+            for_worker=[change.outbox_id for change in mine if deferred and not change.quiet],
+            committed_at=min(change.committed_at for change in mine),
+        )
 
 
 def _execute(database: str, sql: str, params: list[Any]) -> bool:

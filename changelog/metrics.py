@@ -19,6 +19,10 @@ changelog_deliveries = Counter(
     "Changes fully delivered, by path (inline: the request thread; worker: the outbox worker).",
     ["path"],
 )
+changelog_finish_batches = Counter(
+    "changelog_finish_batches_total",
+    "Batches in which a server process finished delivered outbox rows (one statement each).",
+)
 changelog_dead_letters = Counter(
     "changelog_dead_letters_total",
     "Changes moved to the dead-letter state after CHANGELOG_MAX_ATTEMPTS failures.",

@@ -7,6 +7,7 @@ win over `.env`.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -20,8 +21,6 @@ DEBUG = env.bool("DEBUG", default=False)
 DEVELOPMENT_SECRET_KEY = "insecure-local-development-key-set-SECRET_KEY-in-production"  # noqa: S105
 SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         "SECRET_KEY is not set: set a long random value (bin/stack writes one to .env), or DEBUG=true"
     )
@@ -374,6 +373,15 @@ LOGGING = {
 # The worker leaves a fresh change this long to the request thread that made it.
 CHANGELOG_WORKER_GRACE_SECONDS = env.float("CHANGELOG_WORKER_GRACE_SECONDS", default=1.0)
 CHANGELOG_WORKER_POLL_SECONDS = env.float("CHANGELOG_WORKER_POLL_SECONDS", default=0.2)
+# Delivered outbox rows wait this long in their server process to be deleted (or handed
+# to the worker) together, one statement per batch (changelog/finishing.py); 0 finishes
+# each on its request thread at once. Must stay well under the grace period.
+CHANGELOG_FINISH_DELAY_SECONDS = env.float("CHANGELOG_FINISH_DELAY_SECONDS", default=0.05)
+if not 0 <= CHANGELOG_FINISH_DELAY_SECONDS <= CHANGELOG_WORKER_GRACE_SECONDS / 4:
+    raise ImproperlyConfigured(
+        "CHANGELOG_FINISH_DELAY_SECONDS must be between 0 and a quarter of CHANGELOG_WORKER_GRACE_SECONDS "
+        f"({CHANGELOG_WORKER_GRACE_SECONDS / 4:g} s): a longer wait lets the outbox worker deliver changes again"
+    )
 CHANGELOG_RETRY_MAX_SECONDS = env.float("CHANGELOG_RETRY_MAX_SECONDS", default=2.0)
 CHANGELOG_MAX_ATTEMPTS = env.int("CHANGELOG_MAX_ATTEMPTS", default=100)
 CHANGELOG_MAINTENANCE_SECONDS = env.float("CHANGELOG_MAINTENANCE_SECONDS", default=5.0)
@@ -385,6 +393,9 @@ CHANGELOG_QUIET_SECONDS = env.float("CHANGELOG_QUIET_SECONDS", default=300.0)
 # Test-only: a server process SIGKILLs itself right after a write's commit, before its
 # handlers run (the crash the outbox exists for). Never set it in production.
 CHANGELOG_CRASH_AFTER_COMMIT = env.bool("CHANGELOG_CRASH_AFTER_COMMIT", default=False)
+# Test-only: a server process SIGKILLs itself when it is about to finish delivered outbox
+# rows (their handlers ran; the rows are still there). Never set it in production.
+CHANGELOG_CRASH_BEFORE_FINISH = env.bool("CHANGELOG_CRASH_BEFORE_FINISH", default=False)
 SYNC_TOMBSTONE_DAYS = env.int("SYNC_TOMBSTONE_DAYS", default=90)
 # A sync push applies its mutations in transactions that hold the org's lock for at most
 # this long each (docs/sync.md "Push"): fewer commits, short waits for other writers.

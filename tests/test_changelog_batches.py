@@ -19,6 +19,7 @@ from finance.models import Expense
 from sync.mutations import Mutation
 from sync.services import sync_push
 from tests import conftest
+from tests.changelog_support import finished_outbox_rows
 from tests.live_server import free_port, outbox_worker, running_server
 from tests.realtime_client import assert_silent, next_change, open_socket, token_of
 from tests.replica_support import wait_until
@@ -51,8 +52,9 @@ def test_a_push_delivers_its_changes_in_one_batch_in_version_order(settings, ten
     assert len(recorded_batches) == 1
     assert [change.version for change in recorded_batches[0]] == versions == sorted(versions)
     assert versions == list(range(versions[0], versions[0] + 7))  # each mutation its own version
-    # Delivered on the request thread: only the deferred handlers (push) are left to the worker.
-    assert all(row.inline_done for row in OutboxEntry.objects.filter(org_id=tenant.org.id))
+    # Delivered on the request thread: only the deferred handlers (push) are left to the
+    # worker (the rows handed over in the process's next batch).
+    assert [row.inline_done for row in finished_outbox_rows(tenant.org.id)] == [True] * 7
 
 
 def test_a_rejected_mutation_in_a_batch_records_no_change(tenant, recorded_batches):

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import User
-from changelog.models import OrgChangeCounter, OutboxEntry
+from changelog.models import OrgChangeCounter
 from changelog.worker import drain_once
 from finance.models import Expense
 from finance.services import entry_create
@@ -17,6 +17,7 @@ from replicas.topology import topology
 from tenancy.models import Membership, Organization, Property
 from tenancy.roles import Role
 from tenancy.services import membership_add
+from tests.changelog_support import finished_outbox_rows
 from tests.cluster_support import NAME, PRIMARY, second_cluster  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, databases="__all__")]
@@ -39,7 +40,7 @@ def test_an_org_on_another_cluster_is_never_quiet(second_cluster) -> None:  # no
 
     for _ in range(2):
         write()
-        rows = OutboxEntry.objects.using(PRIMARY).filter(org_id=org.id)
+        rows = finished_outbox_rows(org.id, using=PRIMARY)
         assert [row.inline_done for row in rows] == [True]  # handed to the worker, on c2
         result = drain_once(database=PRIMARY)
         assert (result.delivered, result.quieted) == (1, 0)
