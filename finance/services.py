@@ -17,7 +17,7 @@ from typing import Any
 from django.db import models
 
 from accounts.models import User
-from changelog.services import change_record, org_transaction, org_version_take
+from changelog.services import change_prepare, change_record, org_transaction, org_version_take
 from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
 from finance.totals import entry_delete_returning, entry_insert_counted, entry_move_deltas, totals_add
@@ -67,8 +67,16 @@ def entry_create(
             version=version,
             **fields,
         )
-        entry_insert_counted(entry=entry)
-        _record(entry, "created")
+        entry_insert_counted(
+            entry=entry,
+            change=lambda: change_prepare(
+                org_id=entry.org_id,
+                version=version,
+                topic=f"{entry.kind}.created",
+                entity_id=entry.id,
+                data=entry_output(entry),
+            ),
+        )
     return entry
 
 

@@ -8,7 +8,8 @@ property or currency, none when only the category or description changed).
 
 All of a write's deltas go in one `INSERT ... ON CONFLICT DO UPDATE SET total = total +
 EXCLUDED.total` statement, keys sorted; a create's and a delete's is the same statement
-as the entry's own INSERT or DELETE (a CTE), so they cost no extra round trip. The caller has already taken the org's counter
+as the entry's own INSERT or DELETE (a CTE), so they cost no extra round trip (a
+create's outbox row too). The caller has already taken the org's counter
 row (changelog.services.org_version_take), so the lock order is always: org counter,
 entry rows, totals rows; and since the repair (finance.totals_repair) takes the same
 counter lock, it never races an increment.
@@ -16,12 +17,14 @@ counter lock, it never races an increment.
 
 import datetime
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.db import connections, router
 from django.db.models import Field
 
+from changelog.services import PreparedChange
 from finance.models import DailyTotal, FinanceEntry
 
 
@@ -95,29 +98,37 @@ def entry_move_deltas(*, old: FinanceEntry | None, new: FinanceEntry | None) -> 
     return deltas
 
 
-def entry_insert_counted(*, entry: FinanceEntry) -> None:
-    """Insert the new (unsaved) entry and add it to its total in one statement (a CTE):
-    what `save()` would write, with the same field preparation, and no second round trip."""
+def entry_insert_counted(*, entry: FinanceEntry, change: Callable[[], PreparedChange]) -> None:
+    """Insert the new (unsaved) entry, add it to its total and write its change's outbox
+    row, in one statement (a CTE): what `save()` would write, with the same field
+    preparation, and no second or third round trip. `change` is called once the entry's
+    fields are prepared (its creation time set), to describe the change."""
     model = type(entry)
     database = totals_database()
     connection = connections[database]
     fields = list(model._meta.concrete_fields)
     values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
+    prepared = change()
+    outbox_sql, outbox_params = prepared.outbox_insert(source="entry")
     columns = _column_list(fields)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = f"""
         WITH entry AS (
             INSERT INTO {model._meta.db_table} ({columns}) VALUES ({placeholders})
             RETURNING org_id, occurred_on, property_id, currency, amount
+        ), total AS (
+            INSERT INTO finance_daily_total ({COLUMNS})
+            SELECT org_id, occurred_on, property_id, currency, %s, amount, 1 FROM entry
+            {CONFLICT}
         )
-        INSERT INTO finance_daily_total ({COLUMNS})
-        SELECT org_id, occurred_on, property_id, currency, %s, amount, 1 FROM entry
-        {CONFLICT}
+        {outbox_sql}
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, model.kind])
+        cursor.execute(sql, [*values, model.kind, *outbox_params])
+        outbox_id = cursor.fetchone()[0]
     entry._state.adding = False
     entry._state.db = database
+    prepared.recorded(outbox_id)
 
 
 def entry_delete_returning(

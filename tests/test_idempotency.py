@@ -326,10 +326,10 @@ def test_a_keyed_create_failing_after_its_first_writes_rolls_back_whole_and_the_
     version = OrgChangeCounter.objects.get(org_id=tenant.org.id).version
     outbox = OutboxEntry.objects.count()
 
-    def refused(**kwargs):
+    def refused(self, outbox_id):
         raise OrgMoving()
 
-    monkeypatch.setattr("finance.services.change_record", refused)
+    monkeypatch.setattr("changelog.services.PreparedChange.recorded", refused)
     with CaptureQueriesContext(connection) as queries:
         failed = post(tenant, key="retry-me", amount="7.00")
     assert failed.status_code == 503
