@@ -19,8 +19,9 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, makemigrations --check, mypy"
 	@echo "make loadtest - 100 000 orgs, Locust through the edge with a fault drill, report in reports/"
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
-	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push | bench-sync |"
-	@echo "    bench-summary | bench-origin | bench-org-move | bench-redis-cluster | bench-storage"
+	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push |"
+	@echo "    bench-outbox-fanout | bench-sync | bench-summary | bench-origin | bench-org-move |"
+	@echo "    bench-redis-cluster | bench-storage"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -155,6 +156,12 @@ bench-realtime: migrate
 # (docs/benchmarks.md "Push notifications"). BENCH_MEMBERS, BENCH_EXPENSES, BENCH_ROUNDS, BENCH_RATE.
 bench-push: migrate
 	@$(PY) bench/push.py
+
+# The outbox worker's CPU per change running the push fan-out (docs/push.md "Fan-out cost").
+# BENCH_ORGS, BENCH_EXPENSES, BENCH_BATCH, BENCH_ROUNDS.
+.PHONY: bench-outbox-fanout
+bench-outbox-fanout: migrate
+	@$(PY) bench/outbox_fanout_cpu.py
 
 # org_move: copy throughput vs a bare COPY, and the fence time, between main and a
 # second real cluster (docs/benchmarks.md "Org moves"). BENCH_MOVE_SIZES, BENCH_MOVE_ROUNDS.

@@ -11,9 +11,11 @@ Infrastructure apps register handlers in their AppConfig.ready():
 - deferred handlers (`inline=False`) run only in the outbox worker, never on the
   request path (push notifications).
 
-A handler may also register a `batch` form, called with several changes of one request
-in commit order (a sync push of 100 mutations: one purge of the union of the tags, one
-Redis round trip for the events) instead of once per change (changelog.delivery).
+A handler may also register a `batch` form, called with several changes in commit order
+instead of once per change: those of one request (a sync push of 100 mutations: one
+purge of the union of the tags, one Redis round trip for the events;
+changelog.delivery), or a claim of the outbox worker (changes of many orgs of one
+database: the push fan-out's statements per claim, not per change; changelog.worker).
 
 Every handler must be idempotent: a change may be delivered twice (a worker that died
 after its handlers ran, a request thread racing the worker). A handler raises to have

@@ -4,9 +4,12 @@ A row is due when its grace period (CHANGELOG_WORKER_GRACE_SECONDS after the cha
 time for the request thread to deliver it itself) or its backoff has passed. Rows are
 claimed with `FOR UPDATE SKIP LOCKED`, so any number of workers share the outbox, and
 handled in id order, which within an org is version order (the counter lock makes an
-org's outbox rows commit in version order). A row whose handlers keep failing is moved
-to the dead-letter state after CHANGELOG_MAX_ATTEMPTS; `manage.py outbox_status
---requeue-dead` gives it another round.
+org's outbox rows commit in version order). Each handler runs once for the whole claim
+(its batch form: the push fan-out's statements do not grow with the claim), in a
+savepoint; if that fails, the claim is rolled back to it and run row by row, so a
+failing change holds up only its own org's later changes. A row whose handlers keep
+failing is moved to the dead-letter state after CHANGELOG_MAX_ATTEMPTS; `manage.py
+outbox_status --requeue-dead` gives it another round.
 
 Before it commits a batch, the worker asks the deferred handlers whether they have any
 work for the orgs it delivered changes of, and marks those none has work for quiet for
@@ -21,9 +24,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import OperationalError, connections, transaction
+from django.db.backends.utils import CursorWrapper
 
 from changelog.delivery import retry_delay
-from changelog.dispatch import Change, HandlerFailed, handlers, run_handlers
+from changelog.dispatch import Change, HandlerFailed, handlers, run_handlers_batch
 from changelog.maintenance import outbox_gauges_refresh, tombstones_prune
 from changelog.metrics import (
     DELIVERY_PATHS,
@@ -56,76 +60,122 @@ class DrainResult:
         return self.delivered + self.failed + self.dead
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    change: Change
+    inline_done: bool  # the request thread ran the inline handlers
+    attempts: int
+
+
+def _claimed(row: tuple, database: str) -> _Claimed:
+    outbox_id, org_id, version, topic, entity_id, user_id, data, created, inline_done, attempts = row
+    change = Change(
+        outbox_id=outbox_id,
+        org_id=None if org_id is None else str(org_id),
+        version=version,
+        topic=topic,
+        entity_id=None if entity_id is None else str(entity_id),
+        user_id=None if user_id is None else str(user_id),
+        data=json.loads(data) if isinstance(data, str) else data,  # Django loads jsonb as text
+        committed_at=float(created),
+        database=database,
+    )
+    return _Claimed(change=change, inline_done=inline_done, attempts=attempts)
+
+
 def drain_once(*, database: str = "default", batch_size: int = 100) -> DrainResult:
     """Claim up to `batch_size` due rows of one database and deliver them."""
     result = DrainResult()
-    failed_orgs: set[str] = set()
-    delivered_orgs: set[str] = set()
     with transaction.atomic(using=database), connections[database].cursor() as cursor:
         cursor.execute(_CLAIM, [batch_size])
-        rows = cursor.fetchall()
-        for (
-            outbox_id,
-            org_id,
-            version,
-            topic,
-            entity_id,
-            user_id,
-            data,
-            created,
-            inline_done,
-            attempts,
-        ) in rows:
-            change = Change(
-                outbox_id=outbox_id,
-                org_id=None if org_id is None else str(org_id),
-                version=version,
-                topic=topic,
-                entity_id=None if entity_id is None else str(entity_id),
-                user_id=None if user_id is None else str(user_id),
-                data=json.loads(data) if isinstance(data, str) else data,  # Django loads jsonb as text
-                committed_at=float(created),
-                database=database,
+        claimed = [_claimed(row, database) for row in cursor.fetchall()]
+        delivered, failed_orgs = _deliver(cursor, claimed, result)
+        if delivered:
+            cursor.execute(
+                "DELETE FROM changelog_outbox WHERE id = ANY(%s)",
+                [[row.change.outbox_id for row in delivered]],
             )
-            if change.org_id is not None and change.org_id in failed_orgs and version is not None:
-                # An earlier change of this org failed: keep the org's order, retry both later.
-                cursor.execute(
-                    "UPDATE changelog_outbox SET available_at = clock_timestamp() + make_interval(secs => %s) "
-                    "WHERE id = %s",
-                    [retry_delay(1), outbox_id],
-                )
-                result.failed += 1
-                continue
-            selected = ([] if inline_done else handlers(inline=True)) + handlers(inline=False)
-            try:
-                run_handlers(change, selected)
-            except HandlerFailed as failure:
-                if change.org_id is not None:
-                    failed_orgs.add(change.org_id)
-                if attempts + 1 >= settings.CHANGELOG_MAX_ATTEMPTS:
-                    cursor.execute(
-                        "UPDATE changelog_outbox SET state = 'dead', attempts = attempts + 1, last_error = %s "
-                        "WHERE id = %s",
-                        [str(failure)[:2000], outbox_id],
-                    )
-                    changelog_dead_letters.inc()
-                    logger.error("change %s v%s of org %s dead-lettered: %s", topic, version, org_id, failure)
-                    result.dead += 1
-                else:
-                    cursor.execute(
-                        "UPDATE changelog_outbox SET attempts = attempts + 1, last_error = %s, "
-                        "available_at = clock_timestamp() + make_interval(secs => %s) WHERE id = %s",
-                        [str(failure)[:2000], retry_delay(attempts + 1), outbox_id],
-                    )
-                    result.failed += 1
-                continue
-            cursor.execute("DELETE FROM changelog_outbox WHERE id = %s", [outbox_id])
-            changelog_deliveries.labels(path=DELIVERY_PATHS.worker).inc()
-            result.delivered += 1
-            if change.org_id is not None:
-                delivered_orgs.add(change.org_id)
+            changelog_deliveries.labels(path=DELIVERY_PATHS.worker).inc(len(delivered))
+            result.delivered = len(delivered)
+        delivered_orgs = {row.change.org_id for row in delivered if row.change.org_id is not None}
         result.quieted = quiet_mark(database=database, org_ids=sorted(delivered_orgs - failed_orgs))
     return result
+
+
+def _deliver(
+    cursor: CursorWrapper, claimed: list[_Claimed], result: DrainResult
+) -> tuple[list[_Claimed], set[str]]:
+    """Run the claimed rows' handlers: all rows at once (each handler once for the
+    whole claim, its batch form if it has one), or, if that fails, row by row, since
+    which change failed is unknown. Returns the rows delivered and the orgs of those
+    that failed. A failed row is retried with backoff, or dead-lettered; the org's later
+    rows wait for it (their order kept)."""
+    if len(claimed) > 1:
+        try:
+            _run(claimed)
+        except HandlerFailed:
+            pass  # rolled back: each on its own below
+        else:
+            return claimed, set()
+    delivered: list[_Claimed] = []
+    failed_orgs: set[str] = set()
+    waiting: list[int] = []
+    for row in claimed:
+        change = row.change
+        if change.org_id is not None and change.org_id in failed_orgs and change.version is not None:
+            waiting.append(change.outbox_id)  # an earlier change of this org failed
+            continue
+        try:
+            _run([row])
+        except HandlerFailed as failure:
+            if change.org_id is not None:
+                failed_orgs.add(change.org_id)
+            _failure_record(cursor, row, failure, result)
+            continue
+        delivered.append(row)
+    if waiting:
+        cursor.execute(
+            "UPDATE changelog_outbox SET available_at = clock_timestamp() + make_interval(secs => %s) "
+            "WHERE id = ANY(%s)",
+            [retry_delay(1), waiting],
+        )
+        result.failed += len(waiting)
+    return delivered, failed_orgs
+
+
+def _run(claimed: list[_Claimed]) -> None:
+    """Every handler the rows still need, in handler order, each once for all of them
+    (in id order); the inline ones only for rows whose request thread did not run them.
+    In a savepoint: a failure leaves nothing of the attempt in the worker's
+    transaction. Raises HandlerFailed."""
+    with transaction.atomic(using=claimed[0].change.database):
+        for registered in handlers():
+            changes = [row.change for row in claimed if not (registered.inline and row.inline_done)]
+            if changes:
+                run_handlers_batch(changes, [registered])
+
+
+def _failure_record(
+    cursor: CursorWrapper, row: _Claimed, failure: HandlerFailed, result: DrainResult
+) -> None:
+    change = row.change
+    if row.attempts + 1 >= settings.CHANGELOG_MAX_ATTEMPTS:
+        cursor.execute(
+            "UPDATE changelog_outbox SET state = 'dead', attempts = attempts + 1, last_error = %s WHERE id = %s",
+            [str(failure)[:2000], change.outbox_id],
+        )
+        changelog_dead_letters.inc()
+        logger.error(
+            "change %s v%s of org %s dead-lettered: %s", change.topic, change.version, change.org_id, failure
+        )
+        result.dead += 1
+    else:
+        cursor.execute(
+            "UPDATE changelog_outbox SET attempts = attempts + 1, last_error = %s, "
+            "available_at = clock_timestamp() + make_interval(secs => %s) WHERE id = %s",
+            [str(failure)[:2000], retry_delay(row.attempts + 1), change.outbox_id],
+        )
+        result.failed += 1
 
 
 # The orgs' counter rows, locked in org order (as every multi-org locker does, so no

@@ -245,17 +245,29 @@ def live_connections_count() -> int:
 def users_with_open_socket(*, org_id: str, user_ids: list[str]) -> set[str]:
     """Which of these users hold an open socket for the org, on any server process
     (sync: push delivery asks before a silent sync poke). Raises redis errors."""
+    return {user for _, user in open_sockets_of({org_id: user_ids})}
+
+
+def open_sockets_of(users_by_org: dict[str, list[str]]) -> set[tuple[str, str]]:
+    """(org, user) for each of the users holding an open socket for that org: one
+    pipeline for every org (the push fan-out asks for a whole batch of changes). Raises
+    redis errors."""
     from core.redis_clients import redis_call, sync_redis
 
-    if not user_ids:
+    asked = [(org_id, user_ids) for org_id, user_ids in users_by_org.items() if user_ids]
+    if not asked:
         return set()
-    user_keys = [keys.user_connections_key(user_id) for user_id in user_ids]
-    found = redis_call(
-        lambda: sync_redis().eval(
-            _USERS_WITH_SOCKET, len(user_keys) + 1, *user_keys, keys.org_connections_key(org_id), *user_ids
-        )
-    )
-    return {str(user_id) for user_id in found}
+    client = sync_redis()
+
+    def run() -> list[list[str]]:
+        pipe = client.pipeline(transaction=False)
+        for org_id, user_ids in asked:
+            user_keys = [keys.user_connections_key(user_id) for user_id in user_ids]
+            pipeline_eval(pipe, _USERS_WITH_SOCKET, [*user_keys, keys.org_connections_key(org_id)], user_ids)
+        return pipe.execute(raise_on_error=True)
+
+    found = redis_call(run)
+    return {(org_id, str(user)) for (org_id, _), users in zip(asked, found, strict=True) for user in users}
 
 
 def limit_reason(outcome: SlotOutcome) -> tuple[int, str, str]:

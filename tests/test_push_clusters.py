@@ -4,6 +4,7 @@ the directory database; real gunicorn, outbox worker and push worker processes, 
 real clusters, and a Web Push service on loopback."""
 
 import io
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -12,12 +13,16 @@ from django.core.management import call_command
 from django.db import connection
 
 from accounts.models import User
+from changelog.worker import drain_once
 from directory.models import OrgPlacement
-from replicas.context import use_cluster
+from finance.models import Expense
+from finance.services import entry_create
+from push.services import device_register, preference_set
+from replicas.context import use_cluster, use_org_cluster
 from replicas.topology import topology
 from tenancy.models import Membership, Organization, Property
 from tests import conftest
-from tests.cluster_support import NAME, SecondCluster
+from tests.cluster_support import NAME, PRIMARY, SecondCluster
 from tests.live_server import outbox_worker, running_server
 from tests.push_servers import Http1PushServer
 from tests.push_support import Browser, push_worker
@@ -116,3 +121,46 @@ def test_preferences_of_an_org_on_c2_alert_a_device_and_move_with_the_org(
         wait_until(lambda: _on_main(sent_on_c2 + " ORDER BY created_at", org.id) == both, timeout=10)
     # one request per alert: nothing was sent twice across the move
     assert sorted(browser.decrypt(r.body)["expense_id"] for r in webpush.received()) == sorted([large, after])
+
+
+def test_a_claim_on_c2_is_fanned_out_there_with_the_devices_of_the_directory(
+    second_cluster: SecondCluster, org_on_c2
+) -> None:
+    """The outbox worker's claim on c2 (changes of two orgs there): members and
+    preferences read on c2, devices on main, every delivery written on c2, once."""
+    user, org, prop = org_on_c2
+    with use_cluster(topology().named(NAME)):
+        annex = Organization.objects.create(name="Annex on c2")
+        Membership.objects.create(org=annex, user=user, role="manager")
+        annex_prop = Property.objects.create(org=annex, name="Annex", currency="EUR", timezone="UTC")
+    for each in (org, annex):
+        with use_org_cluster(each.id):
+            preference_set(org=each, user=user, large_expense_enabled=True,
+                           thresholds={"EUR": Decimal("100.00")}, sync=False)  # fmt: skip
+    devices = [
+        device_register(user=user, kind="webpush", address=f"https://127.0.0.1/push/c2-{n}")[0]
+        for n in range(2)
+    ]
+    expenses = []
+    for each, where in ((org, prop), (annex, annex_prop), (org, prop)):
+        with use_org_cluster(each.id):
+            expenses.append(
+                entry_create(
+                    model=Expense,
+                    org=each,
+                    created_by=user,
+                    property=where,
+                    amount=Decimal("150.00"),
+                    currency="EUR",
+                    category="c2",
+                    occurred_on="2026-11-02",
+                )
+            )
+    assert drain_once(database="default").claimed == 0  # nothing of theirs on main
+    result = drain_once(database=PRIMARY)
+    assert (result.delivered, result.failed) == (3, 0)
+    found = second_cluster.sql(
+        "SELECT event_key, device_id FROM push_delivery WHERE org_id = ANY(%s)", ([org.id, annex.id],)
+    )
+    assert sorted(found) == sorted((f"expense.large:{e.id}", d.id) for e in expenses for d in devices)
+    assert _on_main("SELECT count(*) FROM push_delivery") == [(0,)]
