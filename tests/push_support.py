@@ -84,7 +84,7 @@ class Browser:
 def provider_env(
     *, fcm_file: Path | None = None, fcm_url: str = "", apns_file: Path | None = None, apns_url: str = ""
 ) -> dict[str, str]:
-    env = {}
+    env: dict[str, str] = {}
     if fcm_file is not None:
         env |= {
             "PUSH_FCM_PROJECT_ID": FCM_PROJECT,
