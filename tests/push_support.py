@@ -66,7 +66,7 @@ class Browser:
         public = self.private_key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        self.subscription = {
+        self.subscription: dict[str, Any] = {  # PushSubscription.toJSON()
             "endpoint": endpoint,
             "expirationTime": None,
             "keys": {"p256dh": b64url(public), "auth": b64url(self.auth_secret)},
