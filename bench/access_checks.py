@@ -62,14 +62,16 @@ def one_check(token: str, org_id: Any, request: Any, *, on_primary: bool) -> str
         if on_primary:
             with primary_reads():
                 found = token_find(token=token)
+                assert found is not None
                 membership_get(org_id=org_id, user=found.user)
         else:
             found = token_find(token=token)
+            assert found is not None
             membership_get(org_id=org_id, user=found.user)
         return state.served[0] if state.served else "default"
 
 
-def bare(_token: str, _org_id: Any, _request: Any, **_: Any) -> str:
+def bare(_token: str, _org_id: Any, _request: Any, **_options: Any) -> str:
     for _ in range(2):
         with connections["default"].cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -77,7 +79,8 @@ def bare(_token: str, _org_id: Any, _request: Any, **_: Any) -> str:
 
 
 def measure(check: Any, token: str, org_id: Any, request: Any, **kwargs: Any) -> tuple[list[float], dict]:
-    times, served = [], {}
+    times: list[float] = []
+    served: dict[str, int] = {}
     for _ in range(ITERATIONS):
         start = time.perf_counter()
         alias = check(token, org_id, request, **kwargs)

@@ -10,6 +10,6 @@ from config.settings import MIDDLEWARE
 _MEASURED_FEATURES = ("monitoring.", "django_prometheus.", "edgecache.", "replicas.")
 
 MIDDLEWARE = [name for name in MIDDLEWARE if not name.startswith(_MEASURED_FEATURES)]
-DATABASE_ROUTERS: list[str] = []
+DATABASE_ROUTERS = []
 USE_READ_REPLICAS = False
 CDN_PROVIDER = "none"

@@ -54,6 +54,13 @@ def start_server(settings_module: str, metrics_dir: str) -> tuple[subprocess.Pop
     return process, url
 
 
+def _found(pattern: str, output: str, flags: int = 0) -> re.Match[str]:
+    match = re.search(pattern, output, flags)
+    if match is None:
+        raise SystemExit(f"no {pattern!r} in wrk's output:\n{output}")
+    return match
+
+
 def run_wrk(url: str, duration: str = DURATION) -> dict[str, float]:
     output = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}", "--latency", url + "/bench/ping"],
@@ -61,10 +68,10 @@ def run_wrk(url: str, duration: str = DURATION) -> dict[str, float]:
         text=True,
         check=True,
     ).stdout
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
-    result["requests"] = float(re.search(r"(\d+) requests in", output).group(1))
+    result = {"rps": float(_found(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    result["requests"] = float(_found(r"(\d+) requests in", output).group(1))
     for pct in ("50", "90", "99"):
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+        value, unit = _found(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
         result[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     return result
 

@@ -11,6 +11,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,8 +56,15 @@ def environ() -> dict:
     }
 
 
-def start_response(status: str, headers: list) -> None:
+def start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: object = None
+) -> Callable[[bytes], object]:
     assert status.startswith("200"), status
+    return _discard
+
+
+def _discard(data: bytes) -> None:
+    """The `write` callable start_response returns (Django never calls it)."""
 
 
 def main() -> None:

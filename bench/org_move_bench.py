@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,13 +54,14 @@ from django.db import connection
 from core.bulk_seed import SeedPlan, seed, seeded_org_count
 from directory.moves import OrgMove, _conninfo
 from directory.selectors import placement_get
+from replicas.topology import topology
 
 SIZES = [int(size) for size in os.environ.get("BENCH_MOVE_SIZES", "10000,100000").split(",")]
 ROUNDS = int(os.environ.get("BENCH_MOVE_ROUNDS", "6"))
 PROPERTIES = 10
 
 
-def seeded_org(rows: int) -> str:
+def seeded_org(rows: int) -> uuid.UUID:
     prefix = f"bmove{rows}"
     if seeded_org_count(prefix) == 0:
         plan = SeedPlan(orgs=1, properties_per_org=PROPERTIES, users_per_org=1,
@@ -78,15 +80,12 @@ def seeded_org(rows: int) -> str:
             cursor.execute("SELECT id FROM accounts_user WHERE username = %s", [f"{prefix}-o0-u0"])
             user_id = cursor.fetchone()[0]
         with psycopg.connect(_conninfo("c2_primary")) as c2:
-            return str(
-                c2.execute("SELECT org_id FROM tenancy_membership WHERE user_id = %s", [user_id]).fetchone()[
-                    0
-                ]
-            )
-    return str(row[0])
+            row = c2.execute("SELECT org_id FROM tenancy_membership WHERE user_id = %s", [user_id]).fetchone()
+            assert row is not None, f"no org of {prefix} on either cluster"
+    return uuid.UUID(str(row[0]))
 
 
-def bare_copy_rows_per_second(org_id: str, source: str, target: str) -> float:
+def bare_copy_rows_per_second(org_id: uuid.UUID, source: str, target: str) -> float:
     """COPY the org's entries from one primary into a scratch table on the other."""
     with psycopg.connect(_conninfo(source)) as src, psycopg.connect(_conninfo(target)) as dst:
         dst.execute("CREATE TEMP TABLE bench_copy (LIKE finance_expense)")
@@ -99,7 +98,9 @@ def bare_copy_rows_per_second(org_id: str, source: str, target: str) -> float:
             ):
                 for block in reader:
                     w.write(block)
-        rows = dst.execute("SELECT count(*) FROM bench_copy").fetchone()[0]
+        counted = dst.execute("SELECT count(*) FROM bench_copy").fetchone()
+        assert counted is not None
+        rows = counted[0]
         elapsed = time.perf_counter() - started
         dst.rollback()
     return rows / elapsed
@@ -119,10 +120,13 @@ def main() -> None:
         org_id = seeded_org(size)
         rates, fences, bare = [], [], []
         for _ in range(ROUNDS):
-            here = placement_get(org_id=org_id, fresh=True).cluster
+            placement = placement_get(org_id=org_id, fresh=True)
+            assert placement is not None
+            here = placement.cluster
             there = "c2" if here == "main" else "main"
-            bare.append(bare_copy_rows_per_second(org_id, settings.DATABASE_CLUSTERS[here]["primary"],
-                                                  settings.DATABASE_CLUSTERS[there]["primary"]))  # fmt: skip
+            clusters = topology()
+            bare.append(bare_copy_rows_per_second(org_id, clusters.named(here).primary,
+                                                  clusters.named(there).primary))  # fmt: skip
             report = OrgMove(org_id=org_id, target=there, progress=lambda line: None).run()
             rows = sum(report.rows_copied.values())
             rates.append(rows / report.copy_seconds)

@@ -91,7 +91,9 @@ def prepare() -> dict[str, str]:
     from tenancy.roles import Role
 
     org, prop, token = make_tenant()
-    user_id = org.memberships.first().user_id
+    owner = org.memberships.first()
+    assert owner is not None
+    user_id = owner.user_id
     targets = [(org.id, prop.id)]
     for number in range(1, ORGS):
         other = Organization.objects.create(name=f"{org.name} {number}")

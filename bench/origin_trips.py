@@ -22,6 +22,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,7 +58,8 @@ def _ours() -> str:
 def _spy_on_redis() -> None:
     original = redis.connection.AbstractConnection.send_packed_command
 
-    def send(self: object, command: object, check_health: bool = True) -> None:
+    # command: the packed bytes, or a list of them (a pipeline)
+    def send(self: redis.connection.AbstractConnection, command: Any, check_health: bool = True) -> None:
         first = command[0] if isinstance(command, list) else command
         words = bytes(first).split(b"\r\n")
         _redis_batches.append((words[2].decode() if len(words) > 2 else "?", _ours()))
@@ -81,23 +83,32 @@ def _environ(method: str, path: str, token: str, body: bytes = b"", key: str | N
 
 def _call(handler: WSGIHandler, environ: dict) -> bool:
     status: list[str] = []
-    b"".join(handler(environ, lambda s, h: status.append(s)))
+
+    def start_response(
+        line: str, headers: list[tuple[str, str]], exc_info: object = None
+    ) -> Callable[[bytes], object]:
+        status.append(line)
+        return _discard
+
+    b"".join(handler(environ, start_response))
     return status[0][:1] == "2"
+
+
+def _discard(data: bytes) -> None:
+    """The `write` callable start_response returns (Django never calls it)."""
 
 
 def _spy_on_http() -> None:
     original = httpx.Client.send
 
-    def send(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
+    def send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         _redis_batches.append((f"HTTP {request.method}", _ours()))
         return original(self, request, **kwargs)
 
     httpx.Client.send = send  # type: ignore[method-assign]
     plain = http.client.HTTPConnection.request
 
-    def request(
-        self: http.client.HTTPConnection, method: str, url: str, *args: object, **kwargs: object
-    ) -> None:
+    def request(self: http.client.HTTPConnection, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         _redis_batches.append((f"HTTP {method}", _ours()))  # the Varnish purge's keep-alive client
         plain(self, method, url, *args, **kwargs)
 

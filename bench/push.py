@@ -243,7 +243,7 @@ def round_off_then_on(
 
 def stages(phase: Phase, tenants: list[Tenant], created: dict[str, float], arrived: list) -> None:
     """Split each notification's time by its delivery row's timestamps."""
-    arrival = {}
+    arrival: dict[str, list[float]] = {}
     for at, expense_id in arrived:
         arrival.setdefault(expense_id, []).append(at)
     rows = Delivery.objects.filter(

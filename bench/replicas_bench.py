@@ -90,7 +90,9 @@ def seed(database_url: str) -> list[dict[str, str]]:
             )  # fmt: skip
         else:
             org = membership.org
-            prop = Property.objects.filter(org=org).first()
+            found = Property.objects.filter(org=org).first()
+            assert found is not None, f"org {org.id} has no property"
+            prop = found
         _, token = token_issue(user=user)
         users.append({"org": str(org.id), "property": str(prop.id), "token": token})
     return users
@@ -98,11 +100,17 @@ def seed(database_url: str) -> list[dict[str, str]]:
 
 def wait_replicas(database_url: str, replica_urls: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        target = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()[0]
+        target = _lsn(conn, "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
     for url in replica_urls.split(","):
         with psycopg.connect(url, autocommit=True) as conn:
-            while conn.execute("SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn").fetchone()[0] < target:
+            while _lsn(conn, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn") < target:
                 time.sleep(0.05)
+
+
+def _lsn(conn: psycopg.Connection, query: str) -> int:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 class VirtualUser(threading.Thread):
@@ -139,7 +147,8 @@ class VirtualUser(threading.Thread):
                         response = client.get(path, params={"page_size": 20}, timeout=30)
                         ok = response.status_code == 200
                 except httpx.HTTPError:
-                    ok, response = False, None
+                    self.errors += 1
+                    continue
                 elapsed = time.perf_counter() - started
                 if not ok:
                     self.errors += 1

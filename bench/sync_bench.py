@@ -39,8 +39,7 @@ from django.db import connection
 
 from accounts.models import User
 from accounts.tokens import token_issue
-from bench.idempotency import stack_pids
-from bench.process_cpu import tree_cpu_seconds
+from bench.idempotency import cpu_seconds, stack_pids
 from syncclient import LocalStore, SyncClient
 from tenancy.models import Membership, Organization, Property
 from tenancy.roles import Role
@@ -169,7 +168,7 @@ def push_vs_rest(
         "occurred_on": "2026-11-01",
     }
     per_round = PUSHES // PUSH_ROUNDS
-    measured = [server.pid, *stack_pids()]
+    measured = [[server.pid], *stack_pids()]
 
     def push_round(round_number: int) -> None:
         client = SyncClient(base, token, str(org.id), LocalStore(), http=http, pull_limit=1000)
@@ -191,11 +190,11 @@ def push_vs_rest(
     spent = {name: [0.0, 0.0] for name in cases}  # wall seconds, server CPU seconds
     for round_number in range(PUSH_ROUNDS):
         for name in list(cases) if round_number % 2 == 0 else reversed(list(cases)):
-            cpu_before = [tree_cpu_seconds(pid) for pid in measured]
+            cpu_before = sum(cpu_seconds(measured))
             started = time.perf_counter()
             cases[name](round_number)
             spent[name][0] += time.perf_counter() - started
-            spent[name][1] += sum(tree_cpu_seconds(pid) for pid in measured) - sum(cpu_before)
+            spent[name][1] += sum(cpu_seconds(measured)) - cpu_before
     return spent
 
 

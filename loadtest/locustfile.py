@@ -272,7 +272,8 @@ class ApiClient(FastHttpUser):
 class ApiUser(ApiClient):
     """The realistic mix: 80 % reads, 15 % creates, 5 % updates and deletes."""
 
-    tasks = {
+    # {task: weight}, which locust's metaclass turns into its list (the annotation knows only that)
+    tasks = {  # type: ignore[assignment]
         ApiClient.list_expenses: 30,
         ApiClient.list_revenues: 15,
         ApiClient.summary: 25,
@@ -291,7 +292,7 @@ class CreateListUser(ApiClient):
     """
 
     wait_time = between(0, 0)
-    tasks = {ApiClient.create: 1, ApiClient.list_expenses: 1}
+    tasks = {ApiClient.create: 1, ApiClient.list_expenses: 1}  # type: ignore[assignment]  # as ApiUser's
 
 
 class RealtimeUser(User):
@@ -309,6 +310,7 @@ class RealtimeUser(User):
     def on_start(self) -> None:
         self.org = _org_for("RealtimeUser", list(_writers_by_org))
         self.token = _writers_by_org[self.org][0]["token"]
+        assert self.host is not None  # locust refuses to start users without one
         self.base = WS_URL or self.host.replace("http://", "ws://").replace("https://", "wss://")
         self.last_event_id: str | None = None
         self.stopping = False
@@ -339,10 +341,11 @@ class RealtimeUser(User):
             if self.socket is None:
                 time.sleep(1)
                 continue
-            segment = {"connected_at": time.time(), "events": []}
-            dropped = self._read(self.socket, segment["events"])
-            journal({"op": "ws", "org_id": self.org, "connected_at": segment["connected_at"], "left_at": time.time(),
-                     "dropped": dropped and not self.stopping, "events": segment["events"]})  # fmt: skip
+            connected_at = time.time()
+            events: list[dict[str, Any]] = []
+            dropped = self._read(self.socket, events)
+            journal({"op": "ws", "org_id": self.org, "connected_at": connected_at, "left_at": time.time(),
+                     "dropped": dropped and not self.stopping, "events": events})  # fmt: skip
             if not self.stopping:
                 time.sleep(0.5)
 
@@ -421,6 +424,7 @@ class MobileSyncUser(User):
         self.row = random.choice(_mobile_writers_by_org[self.org])
         os.makedirs(SYNC_STORES, exist_ok=True)
         path = os.path.join(SYNC_STORES, f"{uuid.uuid4()}.json")
+        assert self.host is not None  # locust refuses to start users without one
         self.sync_client = SyncClient(self.host, self.row["token"], self.org, LocalStore.open(path),
                                       http=_ReportingHttp(timeout=30))  # fmt: skip
         journal({"op": "sync_client", "org_id": self.org, "token": self.row["token"], "store": path,

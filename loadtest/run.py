@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,8 +416,8 @@ def check_database(
         with use_org_cluster(org):
             for kind, model in models.items():
                 ids = [r["id"] for r in created if r["kind"] == kind and r["org_id"] == org]
-                rows = dict(model.objects.filter(org_id=org, id__in=ids).values_list("id", "amount"))
-                rows = {str(k): f"{v:.2f}" for k, v in rows.items()}
+                stored = model.objects.filter(org_id=org, id__in=ids).values_list("id", "amount")
+                rows = {str(k): f"{v:.2f}" for k, v in stored}
                 for entry_id in ids:
                     if (kind, entry_id) in deleted:
                         if entry_id in rows:
@@ -589,7 +590,7 @@ class PushDevices:
                     transaction.atomic(using=cluster.primary),
                 ):  # moved earlier?
                     NotificationPreference.objects.update_or_create(
-                        org_id=org_id, user=user,
+                        org_id=uuid.UUID(org_id), user=user,
                         defaults={"large_expense_enabled": True, "large_expense_thresholds": {"EUR": LARGE_EXPENSE}},
                     )  # fmt: skip
             except DatabaseError as error:  # push tables that cannot hold this org where it is
@@ -620,14 +621,13 @@ class PushDevices:
         """(event key, status, committed at) of the matching deliveries on every cluster's
         primary: where an org's deliveries live follows its placement or not, depending
         on the push tables' cluster design, so all are read."""
-        from django.conf import settings
-
         from push.models import Delivery
+        from replicas.topology import topology
 
         return [
             row
-            for cluster in settings.DATABASE_CLUSTERS.values()
-            for row in Delivery.objects.using(cluster["primary"]).filter(**filters)
+            for cluster in topology().clusters.values()
+            for row in Delivery.objects.using(cluster.primary).filter(**filters)
             .values_list("event_key", "status", "committed_at")
         ]  # fmt: skip
 

@@ -10,6 +10,7 @@ aliases exist before pytest-django resolves `databases="__all__"`.
 
 import copy
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,8 +19,8 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connections
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
+from replicas.pools import connection_pools
 from tests.pinned_env import stack_environ
 from tests.replica_support import ROOT, STACK, wait_until
 
@@ -120,7 +121,7 @@ def second_cluster(django_db_setup, django_db_blocker) -> Iterator[SecondCluster
                 directory_cache.clear()
                 for alias in (PRIMARY, REPLICA):
                     connections[alias].close()
-                    pool = PostgresWrapper._connection_pools.pop(alias, None)
+                    pool = connection_pools().pop(alias, None)
                     if pool is not None:
                         pool.close()
                     del connections.settings[alias]
@@ -133,3 +134,12 @@ def fetch_all(alias: str, query: str, params: tuple = ()) -> list[tuple]:
     with connections[alias].cursor() as cursor:
         cursor.execute(query, params)
         return cursor.fetchall() if cursor.description else []
+
+
+def cluster_of(org_id: uuid.UUID) -> str:
+    """The cluster the directory places the org on (it must know the org)."""
+    from directory.selectors import placement_get
+
+    placement = placement_get(org_id=org_id)
+    assert placement is not None, f"the directory does not know org {org_id}"
+    return placement.cluster

@@ -66,7 +66,7 @@ class Browser:
         public = self.private_key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        self.subscription = {
+        self.subscription: dict[str, Any] = {  # PushSubscription.toJSON()
             "endpoint": endpoint,
             "expirationTime": None,
             "keys": {"p256dh": b64url(public), "auth": b64url(self.auth_secret)},
@@ -84,7 +84,7 @@ class Browser:
 def provider_env(
     *, fcm_file: Path | None = None, fcm_url: str = "", apns_file: Path | None = None, apns_url: str = ""
 ) -> dict[str, str]:
-    env = {}
+    env: dict[str, str] = {}
     if fcm_file is not None:
         env |= {
             "PUSH_FCM_PROJECT_ID": FCM_PROJECT,

@@ -10,6 +10,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 
 def org_url(ws_base: str, org_id: Any, **params: str) -> str:
@@ -28,15 +29,18 @@ async def open_socket(
 ) -> tuple[ClientConnection, dict[str, Any]]:
     """Connect and wait for the `ready` message; raises ConnectionClosed if refused.
     `origin`: the Origin header a browser page would send (none, as a mobile app)."""
-    headers = {}
+    headers: dict[str, str] = {}
     if token is not None and via == "header":
         headers["Authorization"] = f"Token {token}"
     elif token is not None:
         params["token"] = token
     socket = await connect(
-        org_url(ws_base, org_id, **params), additional_headers=headers, open_timeout=10, origin=origin
+        org_url(ws_base, org_id, **params),
+        additional_headers=headers,
+        open_timeout=10,
+        origin=None if origin is None else Origin(origin),
     )
-    messages = []
+    messages: list[dict[str, Any]] = []
     while True:
         message = json.loads(await asyncio.wait_for(socket.recv(), 10))
         if message["type"] == "ready":
@@ -75,7 +79,7 @@ async def assert_silent(socket: ClientConnection, within: float = 0.5) -> None:
         message = await asyncio.wait_for(socket.recv(), within)
     except TimeoutError:
         return
-    raise AssertionError(f"unexpected message: {message[:200]}")
+    raise AssertionError(f"unexpected message: {message[:200]!r}")
 
 
 def token_of(user: Any) -> str:

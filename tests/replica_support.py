@@ -7,17 +7,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from django.db import connections
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
+from replicas.pools import connection_pools
 from tests.pinned_env import stack_environ
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "bin" / "stack"
 REPLICAS = ("replica1", "replica2")
+
+T = TypeVar("T")
 
 
 def stack(*args: str) -> None:
@@ -48,7 +52,17 @@ def sql(alias: str, query: str, params: tuple = ()) -> tuple | None:
         return cursor.fetchone() if cursor.description else None
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05) -> object:
+def row(alias: str, query: str, params: tuple = ()) -> tuple[Any, ...]:
+    """The first row of a query that returns one (a SELECT of aggregates or functions)."""
+    found = sql(alias, query, params)
+    assert found is not None, f"no row from {query!r}"
+    return found
+
+
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None], timeout: float = 15.0, interval: float = 0.05
+) -> T:
+    """The predicate's first truthy value, asked every `interval` seconds up to `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -61,18 +75,18 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval:
 
 def replica_is_up(alias: str) -> bool:
     try:
-        return bool(sql(alias, "SELECT pg_is_in_recovery()")[0])
+        return bool(row(alias, "SELECT pg_is_in_recovery()")[0])
     except psycopg.Error:
         return False
 
 
 def wait_caught_up(aliases: tuple[str, ...] = REPLICAS, timeout: float = 15.0) -> None:
-    target = int(sql("default", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0])
+    target = int(row("default", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0])
 
     def caught_up() -> bool:
         try:
             return all(
-                int(sql(a, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0]) >= target for a in aliases
+                int(row(a, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")[0]) >= target for a in aliases
             )
         except psycopg.errors.SerializationFailure:
             # A standby resuming replay may cancel even this query ("conflict with
@@ -86,7 +100,7 @@ def ensure_replicas_running() -> None:
     for n, alias in enumerate(REPLICAS, start=1):
         if not replica_is_up(alias):
             stack("pg-replica-start", str(n))
-        wait_until(lambda a=alias: replica_is_up(a), 30)
+        wait_until(partial(replica_is_up, alias), 30)
         replay_resume(alias)
 
 
@@ -179,7 +193,7 @@ def point_replicas_at_test_database() -> None:
         connection = connections[alias]
         connection.close()
         connection.settings_dict = params  # undo the mirror's switch to the primary
-        pool = PostgresWrapper._connection_pools.pop(alias, None)
+        pool = connection_pools().pop(alias, None)
         if pool is not None:
             pool.close()
 
@@ -187,6 +201,6 @@ def point_replicas_at_test_database() -> None:
 def close_all_pools() -> None:
     """Close every alias's pool (threads leave idle connections in them), so the test
     database can be dropped."""
-    for alias, pool in list(PostgresWrapper._connection_pools.items()):
+    for alias, pool in list(connection_pools().items()):
         pool.close()
-        PostgresWrapper._connection_pools.pop(alias, None)
+        connection_pools().pop(alias, None)

@@ -39,7 +39,7 @@ class TestTokens:
             # Once the pool is spent the last (revoked) token is reused: a 401, as documented.
             _last_throwaway[0] = next(_throwaway, _last_throwaway[0])
             token = _last_throwaway[0]
-        case.headers = {**(case.headers or {}), "Authorization": f"Token {token}"}
+        case.headers["Authorization"] = f"Token {token}"
 
 
 def _p256_public_key(secret: int) -> str:
@@ -63,6 +63,6 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case, **kw
     """An Idempotency-Key is unique per operation (CONTRACT §3), which a schema cannot
     state: a generated valid key (the same few values again and again) is made unique, so a
     schema-valid write is not a replay or a 422. Invalid keys are sent as generated."""
-    key = (case.headers or {}).get("Idempotency-Key")
+    key = case.headers.get("Idempotency-Key")
     if isinstance(key, str) and _IDEMPOTENCY_KEY.fullmatch(key):
         case.headers["Idempotency-Key"] = str(uuid.uuid4())

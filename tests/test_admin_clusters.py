@@ -12,12 +12,11 @@ from django.test import Client
 from accounts.models import User
 from directory.cache import Placement, directory_cache
 from directory.models import OrgPlacement
-from directory.selectors import placement_get
 from finance.models import Expense
 from replicas.context import use_cluster
 from replicas.topology import topology
 from tenancy.models import Membership, Organization, Property
-from tests.cluster_support import NAME, PRIMARY, fetch_all
+from tests.cluster_support import NAME, PRIMARY, cluster_of, fetch_all
 from tests.replica_support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -175,7 +174,7 @@ def test_a_write_to_the_copy_a_move_left_answers_503_with_retry_after(two_cluste
         assert response.status_code == 503, (path, response.status_code, response.content[-1500:])
         assert int(response["Retry-After"]) >= 1
         assert b"nothing was saved" in response.content
-        assert placement_get(org_id=org.id).cluster == NAME  # the stale entry was dropped
+        assert cluster_of(org.id) == NAME  # the stale entry was dropped
     # the bulk "delete selected" action of a list narrowed to the org
     directory_cache.put(Placement(org.id, "main", "active", 4), read_at=time.monotonic())
     bulk = staff.post(

@@ -173,6 +173,7 @@ def test_bad_tokens_are_401_never_500(header):
 @pytest.mark.django_db
 def test_a_login_with_bad_input_is_400(make_user):
     make_user("jack", password=PASSWORD)
+    body: object
     for body in ({}, {"username": "jack"}, {"username": "jack", "password": PASSWORD, "extra": 1}, []):
         response = APIClient().post("/v1/auth/token", body, format="json")
         assert response.status_code == 400, body

@@ -4,8 +4,8 @@ cluster c2 logs in, reads, writes with and without Idempotency-Key, and with Red
 stopped 50 concurrent duplicates still write once, on c2."""
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 
 import httpx
 import pytest
@@ -36,7 +36,7 @@ def org_on_c2(second_cluster, settings) -> tuple[User, Organization, Property]:
     return user, org, prop
 
 
-def _server(cluster: SecondCluster, **env: str) -> Iterator[str]:
+def _server(cluster: SecondCluster, **env: str) -> AbstractContextManager[str]:
     return running_server(
         conftest.test_database_url(), WEB_CONCURRENCY="2", WEB_THREADS="8", **cluster.server_env(), **env
     )

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from django.test import RequestFactory
 
 from edgecache.headers import EdgeCacheHeadersMiddleware, mark_cacheable
@@ -58,7 +59,7 @@ def test_delete_is_private(tenant):
     assert_private(response)
 
 
-def middleware_response(settings: Any, prepare: Any, method: str = "GET") -> HttpResponse:
+def middleware_response(settings: Any, prepare: Any, method: str = "GET") -> HttpResponseBase:
     def view(request: Any) -> HttpResponse:
         response = HttpResponse("{}", content_type="application/json")
         mark_cacheable(response, tags=["org-1", "org-1-summary"])

@@ -10,6 +10,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import pytest
@@ -118,7 +119,7 @@ class RandomWriter:
         try:
             if action < 0.8:
                 prop, day, currency = self._key()
-                changes = self.rng.choice(
+                changes: dict[str, Any] = self.rng.choice(
                     [
                         {"amount": self._amount()},
                         {"occurred_on": day},
@@ -164,7 +165,8 @@ def _verify_output() -> tuple[int, str]:
     try:
         call_command("finance_totals", "verify", stdout=out, stderr=io.StringIO())
     except SystemExit as exit_:
-        return int(exit_.code), out.getvalue()
+        assert isinstance(exit_.code, int), exit_.code
+        return exit_.code, out.getvalue()
     return 0, out.getvalue()
 
 
@@ -368,7 +370,7 @@ def test_summary_group_by_day_and_month_and_filters_over_the_api(tenant, second_
             },
             {"property_id": annex, "totals": [money("EUR", "0.00", "7.05", "-7.05")]},
         ],
-        key=lambda p: p["property_id"],
+        key=itemgetter("property_id"),
     )
 
     by_day = summary("?group_by=day")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -17,6 +18,7 @@ import redis
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 from websockets.asyncio.client import connect
+from websockets.typing import Origin
 
 from finance.models import Expense
 from replicas.middleware import org_reader_id
@@ -113,7 +115,7 @@ def test_forged_or_malformed_cursors_are_400_never_500(tenant):
 
 
 # --- read-your-writes positions --------------------------------------------------------
-def _stored_org_position(org_id: object) -> bytes | None:
+def _stored_org_position(org_id: object) -> bytes | str | None:
     client = redis.Redis.from_url(django_settings.REDIS_URL)
     keys = list(client.scan_iter(match=f"replicas:pos:*:{{{org_reader_id(str(org_id))}}}"))
     return client.get(keys[0]) if keys else None
@@ -125,7 +127,7 @@ def test_only_committed_writes_of_authenticated_callers_record_a_position(tenant
     client = redis.Redis.from_url(django_settings.REDIS_URL)
     for key in client.scan_iter(match=f"replicas:pos:*:{{{org_reader_id(str(tenant.org.id))}}}"):
         client.delete(key)
-    keyed = {"HTTP_IDEMPOTENCY_KEY": "hostile-1"}
+    keyed: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": "hostile-1"}  # **extra, as the stub types it
 
     anonymous = APIClient().post(tenant.url("/expenses"), tenant.entry_payload(), format="json", **keyed)
     assert anonymous.status_code == 401
@@ -152,7 +154,8 @@ def test_websocket_upgrades_from_other_origins_are_closed_4403(realtime_servers,
 
     async def close_code(origin: str | None) -> int | None:
         headers = {"Authorization": f"Token {token}"}
-        async with connect(org_url(ws, tenant.org.id), additional_headers=headers, origin=origin) as socket:
+        sent = None if origin is None else Origin(origin)
+        async with connect(org_url(ws, tenant.org.id), additional_headers=headers, origin=sent) as socket:
             try:
                 message = json.loads(await asyncio.wait_for(socket.recv(), 10))
             except Exception:

@@ -230,7 +230,7 @@ def test_the_purge_command_deletes_expired_records_in_batches_and_keeps_live_one
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE idempotency_record SET expires_at = now() - interval '1 second' WHERE created_at < %s",
-            [IdempotencyRecord.objects.order_by("-created_at").first().created_at],
+            [IdempotencyRecord.objects.latest("created_at").created_at],
         )
     out = StringIO()
     call_command("idempotency_purge_expired", "--batch-size", "2", stdout=out)
@@ -275,7 +275,8 @@ def test_while_the_key_is_claimed_in_flight_the_same_request_is_409_with_retry_a
     fingerprint = request_fingerprint(
         method="POST", path=tenant.url("/expenses"), body=tenant.entry_payload()
     )
-    assert fast_path().claim(scope=scope, fingerprint=fingerprint, lock_ttl_ms=5000).value
+    claim = fast_path().claim(scope=scope, fingerprint=fingerprint, lock_ttl_ms=5000)
+    assert claim is not None and claim.value
     conflicts_before = counter("conflict")
     busy = post(tenant, key="busy")
     assert busy.status_code == 409

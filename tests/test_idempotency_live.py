@@ -95,8 +95,9 @@ def _wait_until_blocked(count: int) -> None:
         while time.monotonic() < deadline:
             waiting = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            ).fetchone()[0]
-            if waiting >= count:
+            ).fetchone()
+            assert waiting is not None
+            if waiting[0] >= count:
                 return
             time.sleep(0.05)
     raise AssertionError(f"expected {count} requests waiting on the row lock")
@@ -126,18 +127,19 @@ def test_a_different_amount_while_the_first_is_still_running_is_422_and_writes_n
             else:
                 # Without Redis the duplicate runs too, waits on the first one's record,
                 # and then loses: 422 and its write rolled back.
-                different = pool.submit(
+                pending = pool.submit(
                     httpx.post, url, json=tenant.entry_payload(amount="99.00"), headers=headers, timeout=30
                 )
                 _wait_until_blocked(2)
                 lock.rollback()
-                outcomes = sorted([first.result().status_code, different.result().status_code])
+                different = pending.result()
+                outcomes = sorted([first.result().status_code, different.status_code])
                 assert outcomes == [201, 422]
         finally:
             lock.close()
     rows = list(Expense.objects.values_list("amount", flat=True))
     assert len(rows) == 1
-    winner = first.result() if first.result().status_code == 201 else different.result()
+    winner = first.result() if first.result().status_code == 201 else different
     assert str(rows[0]) == winner.json()["amount"]
     replay = httpx.post(
         url, json=tenant.entry_payload(amount=winner.json()["amount"]), headers=headers, timeout=30

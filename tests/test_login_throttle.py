@@ -4,6 +4,8 @@ limit (even with the right password), the same on /admin/login/, open when Redis
 down; and the per-token request rate limit."""
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ PASSWORD = "s3cret-pass!"
 WINDOW = 20  # AUTH_FAILURE_WINDOW_SECONDS for the live servers (a real PBKDF2 login takes ~1 s here)
 
 
-def api_login(username: str, password: str, address: str = "10.1.0.1") -> "tuple[int, dict, dict]":
+def api_login(username: str, password: str, address: str = "10.1.0.1") -> tuple[int, Any, Mapping[str, str]]:
     response = APIClient(REMOTE_ADDR=address).post(
         "/v1/auth/token", {"username": username, "password": password}, format="json"
     )

@@ -7,21 +7,24 @@ import logging
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics import MetricWrapperBase
 
 from edgecache.stats import varnish_counters
 from monitoring.exposition import prometheus_text
 from monitoring.metrics import ROUTER_REASONS, undeclared_label_values
 
+Declared = dict[MetricWrapperBase, dict[str, tuple[str, ...] | None]]
+
 
 def test_the_check_reports_a_label_value_outside_the_declared_set():
     registry = CollectorRegistry()
     outcomes = Counter("example_total", "An example.", ["outcome"], registry=registry)
-    declared = {outcomes: {"outcome": ("ok", "error")}}
+    declared: Declared = {outcomes: {"outcome": ("ok", "error")}}
     outcomes.labels("ok").inc()
     assert undeclared_label_values(declared) == []
     outcomes.labels("exploded").inc()
     assert undeclared_label_values(declared) == ["example{outcome='exploded'} not in ('ok', 'error')"]
-    wrong_names = {outcomes: {"result": ("ok",)}}
+    wrong_names: Declared = {outcomes: {"result": ("ok",)}}
     assert undeclared_label_values(wrong_names)  # a label the declaration does not know
 
 
@@ -31,6 +34,7 @@ def test_the_edge_hit_and_miss_counters_in_a_scrape_are_varnishs_own(settings):
     assert before, "the stack's Varnish counters cannot be read"
     lines = prometheus_text().decode().splitlines()
     after = varnish_counters()
+    assert after is not None, "the stack's Varnish counters cannot be read"
     for result in ("hit", "miss"):
         (line,) = [
             item for item in lines if item.startswith(f'edge_cache_requests_total{{result="{result}"}}')
@@ -39,12 +43,20 @@ def test_the_edge_hit_and_miss_counters_in_a_scrape_are_varnishs_own(settings):
         assert before[f"MAIN.cache_{result}"] <= value <= after[f"MAIN.cache_{result}"]
 
 
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture
 def routing_lines(settings):
     settings.LOG_PARTITION_ROUTING = True
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
+    handler = _Collect(records)
     logger = logging.getLogger("routing")
     logger.addHandler(handler)
     try:

@@ -46,11 +46,15 @@ def test_the_printed_origin_serves_rest_admin_and_a_websocket_that_receives_even
         serve = subprocess.Popen(
             [str(ROOT / "bin" / "serve")], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
         )
-        reader = threading.Thread(target=lambda: printed.extend(serve.stdout), daemon=True)
+        output = serve.stdout
+        assert output is not None
+        reader = threading.Thread(target=lambda: printed.extend(output), daemon=True)
         reader.start()
         try:
             wait_until(lambda: any("serving on" in line for line in printed), 30)
-            origin = re.search(r"serving on (http://\S+)", "".join(printed)).group(1)
+            serving = re.search(r"serving on (http://\S+)", "".join(printed))
+            assert serving is not None
+            origin = serving.group(1)
             assert origin == f"http://127.0.0.1:{edge_port}"
             wait_until(lambda: _answers(origin + "/v1/system/health"), 60)
             wait_until(lambda: _answers(f"http://127.0.0.1:{realtime_port}/v1/system/health"), 60)

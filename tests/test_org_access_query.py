@@ -33,7 +33,10 @@ def test_a_member_read_costs_one_query_for_token_and_membership(tenant):
 
 def test_the_joined_read_returns_the_membership_with_its_org(tenant):
     owner = tenant.users["owner"]
-    row, membership = token_with_membership(token=token_for(owner), org_id=tenant.org.id)
+    found = token_with_membership(token=token_for(owner), org_id=tenant.org.id)
+    assert found is not None
+    row, membership = found
+    assert membership is not None
     assert row.user == owner
     assert membership == Membership.objects.get(org=tenant.org, user=owner)
     assert membership.role == Role.OWNER
@@ -44,9 +47,8 @@ def test_the_joined_read_returns_the_membership_with_its_org(tenant):
 def test_a_valid_token_of_a_non_member_gets_404_and_a_bad_token_401(tenant, other_tenant):
     outsider = other_tenant.owner
     assert outsider.get(tenant.url("/expenses")).status_code == 404
-    assert (
-        token_with_membership(token=token_for(other_tenant.users["owner"]), org_id=tenant.org.id)[1] is None
-    )
+    found = token_with_membership(token=token_for(other_tenant.users["owner"]), org_id=tenant.org.id)
+    assert found is not None and found[1] is None
     tenant.viewer.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
     assert tenant.viewer.get(tenant.url("/expenses")).status_code == 401
     assert token_with_membership(token="not-a-real-token", org_id=tenant.org.id) is None

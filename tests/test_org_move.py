@@ -198,7 +198,9 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
     print(log, f"acked {len(load.acked)} (before {before}), 503s {load.fenced}, reads {load.reads}")
     assert load.errors == []
     assert "copied finance_expense" in log and "verified at version" in log and "flipped to c2" in log
-    fence = float(re.search(r"fence (\d+\.\d+)s, version", log).group(1))
+    fence_line = re.search(r"fence (\d+\.\d+)s, version", log)
+    assert fence_line is not None, log
+    fence = float(fence_line.group(1))
     assert fence <= 5
     # every acknowledged write, once, on the new cluster; nothing else there; the old copy gone
     ids = list(load.acked.values())
@@ -219,7 +221,9 @@ def test_org_move_under_steady_keyed_writes_and_reads(second_cluster, org_on_mai
     ) == second_cluster.sql("SELECT sum(amount), count(*) FROM finance_expense WHERE org_id = %s", (org.id,))
     # the socket opened before the move got every change, in order, once, across it:
     # the writes before the move, those queued through the fence, and those on c2 after
-    flipped_at = int(re.search(r"flipped to c2 at version (\d+)", log).group(1))
+    flip_line = re.search(r"flipped to c2 at version (\d+)", log)
+    assert flip_line is not None, log
+    flipped_at = int(flip_line.group(1))
     assert socket.error is None
     assert subscribed_at < at_move_start < flipped_at < final_version
     assert socket.versions == list(range(subscribed_at + 1, final_version + 1))

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -79,7 +80,7 @@ class Writer:
         return time.monotonic() - started
 
 
-def _sql(cluster: SecondCluster, name: str, query: str, *params: object) -> list[tuple]:
+def _sql(cluster: SecondCluster, name: str, query: str, *params: Any) -> list[tuple]:
     if name == NAME:
         return cluster.sql(query, params)
     from django.db import connection

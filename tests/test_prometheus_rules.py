@@ -109,7 +109,8 @@ def test_push_alert_unit_tests_catch_a_broken_threshold(tmp_path):
 
 def test_every_alert_has_a_firing_and_a_quiet_case():
     alerts = {rule["alert"] for rule in _rules() if "alert" in rule}
-    fires, quiet = set(), set()
+    fires: set[str] = set()
+    quiet: set[str] = set()
     for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
         for check in case.get("alert_rule_test", []):
             (fires if check.get("exp_alerts") else quiet).add(check["alertname"])

@@ -6,6 +6,7 @@ real clusters, and a Web Push service on loopback."""
 import io
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,7 +47,7 @@ def org_on_c2(second_cluster, settings) -> tuple[User, Organization, Property]:
     return user, org, prop
 
 
-def _on_main(query: str, *params: object) -> list[tuple]:
+def _on_main(query: str, *params: Any) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(query, list(params))
         return cursor.fetchall()

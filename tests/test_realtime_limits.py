@@ -9,6 +9,7 @@ import time
 
 import pytest
 from django.core.checks import Error
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from realtime.checks import realtime_settings_check
@@ -25,11 +26,12 @@ ORG_CAP = int(REALTIME_TEST_ENV["MAX_CONNECTIONS_PER_ORG"])
 USER_CAP = 10
 
 
-async def _attempt(ws: str, org_id, token: str) -> tuple[str, object]:
+async def _attempt(ws: str, org_id, token: str) -> tuple[str, ClientConnection | tuple[int, str]]:
     """('in', socket) or ('out', (code, reason))."""
     try:
         socket, _ = await open_socket(ws, org_id, token)
     except ConnectionClosed as closed:
+        assert closed.rcvd is not None, "the server sent no close frame"
         return "out", (closed.rcvd.code, closed.rcvd.reason)
     return "in", socket
 
@@ -106,10 +108,12 @@ def test_one_orgs_cap_does_not_touch_another_org(realtime_servers, tenant, other
 
     async def scenario():
         accepted, refused = await _simultaneous(realtime_servers, tenant.org.id, tokens)
-        outcome = await _attempt(realtime_servers[0].ws_url, other_tenant.org.id, other)
-        for socket in [*accepted, outcome[1]]:
+        outcome, other_socket = await _attempt(realtime_servers[0].ws_url, other_tenant.org.id, other)
+        for socket in accepted:
             await socket.close()
-        return len(accepted), refused, outcome[0]
+        if isinstance(other_socket, ClientConnection):
+            await other_socket.close()
+        return len(accepted), refused, outcome
 
     accepted, refused, other_outcome = asyncio.run(scenario())
     assert (accepted, refused, other_outcome) == (ORG_CAP, [], "in")
@@ -129,6 +133,7 @@ def test_a_sigkilled_process_slots_are_free_again_when_their_leases_lapse(django
                 outcome, socket = await _attempt(survivor.ws_url, tenant.org.id, token)
                 if outcome == "in":
                     freed_after = time.monotonic() - killed_at
+                    assert isinstance(socket, ClientConnection)
                     await socket.close()
                     return freed_after
                 await asyncio.sleep(0.2)

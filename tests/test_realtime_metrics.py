@@ -79,7 +79,8 @@ def test_figures_cover_both_processes(realtime_servers, tenant, other_tenant):
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     this_test = [a - b for a, b in zip(_buckets(), buckets_before, strict=True)]
     assert sum(this_test) == 2
-    assert latency_percentile_ms(this_test, 1.0) < 1000  # both deliveries took under the SLO
+    slowest = latency_percentile_ms(this_test, 1.0)
+    assert slowest is not None and slowest < 1000  # both deliveries took under the SLO
     assert after["rejections"]["auth"] == before["rejections"]["auth"] + 1
     assert after["rejections"]["not_member"] == before["rejections"]["not_member"] + 1
     assert set(after["rejections"]) == {"auth", "not_member", "user_limit", "org_limit"}

@@ -4,6 +4,7 @@ gets `resync_required` (refetch by REST)."""
 
 import asyncio
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -74,7 +75,7 @@ def test_no_gap_and_no_duplicate_at_the_seam_while_writes_continue(realtime_serv
         await socket.close()
         writer = threading.Thread(target=keep_writing)
         writer.start()
-        received = []
+        received: list[dict[str, Any]] = []
         try:
             for attempt in range(4):  # reconnect repeatedly while the writes go on
                 await asyncio.sleep(0.15)

@@ -95,11 +95,13 @@ def test_live_events_use_one_sharded_subscription_per_shard_and_process(cluster_
     tokens = {t.org.id: token_of(t.users["owner"]) for t in tenants}
     viewer_token = token_of(tenants[0].users["viewer"])
 
-    async def scenario() -> list[dict]:
+    Subscriptions = dict[int, tuple[set[str], list[str], int]]
+
+    async def scenario() -> tuple[Subscriptions, list[dict[str, Any]]]:
         sockets = [(await open_socket(first.ws_url, t.org.id, tokens[t.org.id]))[0] for t in tenants]
         extra, _ = await open_socket(second.ws_url, tenants[0].org.id, viewer_token)
         try:
-            subscriptions = {}
+            subscriptions: Subscriptions = {}
             for master in masters:
                 node = cluster.node(master)
                 subscriptions[master] = (
@@ -121,7 +123,7 @@ def test_live_events_use_one_sharded_subscription_per_shard_and_process(cluster_
                 assert status == 201
             received = [await next_event(socket) for socket in sockets]
             assert (await next_event(extra))["org_id"] == str(tenants[0].org.id)
-            return [subscriptions, received]
+            return subscriptions, received
         finally:
             for socket in [*sockets, extra]:
                 await socket.close()
@@ -200,9 +202,9 @@ def test_a_master_killed_mid_traffic_fails_over_without_lost_or_doubled_writes(c
     connect_codes: list[int] = []
 
     async def read_events() -> None:
-        last_event_id = None
+        last_event_id: str | None = None
         while True:
-            params = {"last_event_id": last_event_id} if last_event_id else {}
+            params: dict[str, str] = {"last_event_id": last_event_id} if last_event_id else {}
             try:
                 socket, ready = await open_socket(first.ws_url, tenant.org.id, token, **params)
             except (ConnectionClosed, OSError, TimeoutError):

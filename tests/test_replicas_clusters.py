@@ -8,6 +8,7 @@ names for it."""
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -18,12 +19,11 @@ from accounts.models import User
 from core.ids import uuid7
 from directory.cache import CHANNEL, directory_cache
 from directory.models import OrgPlacement
-from directory.selectors import placement_get
 from finance.models import Expense
 from replicas.context import request_routing, use_cluster, use_org_cluster
 from replicas.topology import ClusterNotConfigured, OrgNotRouted, build_topology, topology
 from tenancy.models import Membership, Organization, Property
-from tests.cluster_support import NAME, PRIMARY, REPLICA, fetch_all
+from tests.cluster_support import NAME, PRIMARY, REPLICA, cluster_of, fetch_all
 from tests.replica_support import wait_until
 from tests.tokens import token_for
 
@@ -84,7 +84,7 @@ def test_reads_of_an_org_are_served_by_its_own_clusters_replica(two_clusters):
             count = Expense.objects.filter(org_id=org_b.id).count()
         return state.served, count
 
-    served, _ = wait_until(lambda: (r := read()) and r[1] == 1 and r[0] == [REPLICA] and r)
+    served, _ = wait_until(lambda: (r := read())[1] == 1 and r[0] == [REPLICA] and r)
     assert served == [REPLICA]
     replica_port = fetch_all(REPLICA, "SELECT inet_server_port(), pg_is_in_recovery(), current_database()")
     assert replica_port == [(connections.settings[REPLICA]["PORT"], True, two_clusters.database)]
@@ -180,14 +180,14 @@ def test_a_directory_change_reaches_the_cache_through_redis(two_clusters, settin
     channel (no local forget): this process's listener drops its entry."""
     settings.DIRECTORY_STALE_SECONDS = 60  # only the channel can make it see the change
     _, org_b, _ = _tenant(NAME, "grace")
-    assert placement_get(org_id=org_b.id).cluster == NAME
+    assert cluster_of(org_b.id) == NAME
     wait_until(lambda: directory_cache.listener.healthy_since() is not None)
     directory_cache.clear()
-    assert placement_get(org_id=org_b.id).cluster == NAME  # cached after the subscription began
+    assert cluster_of(org_b.id) == NAME  # cached after the subscription began
     OrgPlacement.objects.filter(org_id=org_b.id).update(cluster="main", generation=2)
-    assert placement_get(org_id=org_b.id).cluster == NAME  # still cached
+    assert cluster_of(org_b.id) == NAME  # still cached
     redis.Redis.from_url(settings.REDIS_URL).publish(CHANNEL, str(org_b.id))
-    wait_until(lambda: placement_get(org_id=org_b.id).cluster == "main", timeout=5)
+    wait_until(lambda: cluster_of(org_b.id) == "main", timeout=5)
 
 
 def test_without_redis_a_cached_placement_lives_only_the_stale_bound(two_clusters, settings):
@@ -200,11 +200,11 @@ def test_without_redis_a_cached_placement_lives_only_the_stale_bound(two_cluster
     directory_cache.listener.stop()
     try:
         directory_cache.clear()
-        assert placement_get(org_id=org_b.id).cluster == NAME
+        assert cluster_of(org_b.id) == NAME
         assert directory_cache.listener.healthy_since() is None
         changed = time.monotonic()
         OrgPlacement.objects.filter(org_id=org_b.id).update(cluster="main", generation=2)
-        wait_until(lambda: placement_get(org_id=org_b.id).cluster == "main", timeout=5, interval=0.01)
+        wait_until(lambda: cluster_of(org_b.id) == "main", timeout=5, interval=0.01)
         assert time.monotonic() - changed <= 0.5 + 1.0  # the stale bound, plus slack for a loaded machine
     finally:
         directory_cache.listener.stop()  # it restarts on the next lookup, with the real Redis
@@ -244,7 +244,9 @@ def test_writes_of_a_fenced_org_wait_then_get_503_with_retry_after(two_clusters,
             "occurred_on": "2026-11-02"}  # fmt: skip
     OrgPlacement.objects.filter(org_id=org_b.id).update(state="fenced", generation=2)
     directory_cache.clear()
-    for headers in ({}, {"HTTP_IDEMPOTENCY_KEY": "fenced"}):
+    # environ entries for **extra: typed Any as the stub's (a dict[str, str] might fill `follow`)
+    cases: tuple[dict[str, Any], ...] = ({}, {"HTTP_IDEMPOTENCY_KEY": "fenced"})
+    for headers in cases:
         started = time.monotonic()
         response = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", **headers)
         assert response.status_code == 503, response.content
@@ -275,7 +277,9 @@ def test_a_write_routed_to_the_cluster_an_org_left_is_refused(two_clusters):
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     body = {"property_id": str(prop_b.id), "amount": "5.00", "currency": "EUR", "category": "food",
             "occurred_on": "2026-11-02"}  # fmt: skip
-    for headers in ({}, {"HTTP_IDEMPOTENCY_KEY": "stale"}):
+    # environ entries for **extra: typed Any as the stub's (a dict[str, str] might fill `follow`)
+    cases: tuple[dict[str, Any], ...] = ({}, {"HTTP_IDEMPOTENCY_KEY": "stale"})
+    for headers in cases:
         response = client.post(f"/v1/orgs/{org_b.id}/expenses", body, format="json", **headers)
         assert response.status_code == 503, response.content
         assert int(response["Retry-After"]) >= 1
@@ -290,7 +294,8 @@ def test_topology_validation():
     topo = build_topology({"main": {"primary": "default", "replicas": ["r1"]}, "c2": {"primary": "b"}})
     assert topo.home.name == topo.default.name == "main"
     assert topo.named("c2").primary == "b"
-    assert topo.cluster_of_alias("r1").name == "main"
+    r1_cluster = topo.cluster_of_alias("r1")
+    assert r1_cluster is not None and r1_cluster.name == "main"
     with pytest.raises(ClusterNotConfigured):
         topo.named("c3")
     assert (

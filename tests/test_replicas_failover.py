@@ -64,11 +64,11 @@ def test_bounded_staleness_critical_replica_leaves_rotation_then_rejoins(replica
 
         # resumed: it must pass 3 good checks in a row before it serves again
         seen = []
-        state = replica_set().replicas["replica1"]
+        replica1 = replica_set().replicas["replica1"]
 
         def rejoined() -> bool:
-            seen.append((state.status, state.in_rotation, state.good_streak))
-            return state.in_rotation
+            seen.append((replica1.status, replica1.in_rotation, replica1.good_streak))
+            return replica1.in_rotation
 
         replicas_live.wait_until(rejoined, timeout=10, interval=0.005)
     finally:

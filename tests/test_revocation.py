@@ -175,6 +175,7 @@ def test_an_expiring_token_closes_its_socket_4401_on_time(ws, tenant, settings):
             while True:
                 await asyncio.wait_for(socket.recv(), 30)
         except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "the server sent no close frame"
             return closed.rcvd.code, time.time() - row.expiry.timestamp()
 
     code, late_by = asyncio.run(scenario())

@@ -8,7 +8,7 @@ import pytest
 
 from monitoring.histogram_math import bucket_delta, bucket_quantile, ratio_at_or_below
 from monitoring.metric_reading import Reading
-from monitoring.slo_window import FileReadingStore, MemoryReadingStore
+from monitoring.slo_window import FileReadingStore, MemoryReadingStore, ReadingStore
 
 BUCKETS = {"0.1": 50.0, "0.3": 90.0, "1.0": 100.0, "+Inf": 100.0}
 
@@ -43,6 +43,7 @@ def test_bucket_delta_subtracts_the_baseline():
 
 @pytest.mark.parametrize("store_kind", ["memory", "file"])
 def test_the_baseline_is_the_newest_reading_at_least_a_window_old(store_kind, tmp_path):
+    store: ReadingStore
     if store_kind == "memory":
         store = MemoryReadingStore(started_at=1000.0)
     else:

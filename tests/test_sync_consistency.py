@@ -16,7 +16,7 @@ from finance.models import Expense
 from finance.services import entry_create
 from replicas.lsn import int_to_lsn
 from tests.realtime_client import next_change, open_socket, token_of
-from tests.replica_support import REPLICAS, replay_paused, sql, wait_caught_up, wait_until
+from tests.replica_support import REPLICAS, replay_paused, row, wait_caught_up, wait_until
 from tests.sync_support import apply_changes, create_mutation, pull_all, server_state
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__")]
@@ -68,7 +68,7 @@ def test_a_pull_while_a_writer_holds_its_version_returns_no_later_version_and_la
     try:
         wait_until(
             lambda: (
-                sql(
+                row(
                     "default",
                     "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'",
                 )[0]
@@ -115,7 +115,7 @@ def test_a_lagging_replica_serves_an_old_cookie_but_never_a_state_older_than_the
         assert from_replica.json()["cookie"] == old["cookie"] and from_replica.json()["changes"] == []
         # A client that has seen the newer state (here: a pull told to read the primary's
         # current position) holds a cookie the replicas have not reached.
-        position = int(sql("default", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0])
+        position = int(row("default", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0])
         fresh = _pull(tenant.viewer, tenant, old["cookie"], HTTP_X_DB_POSITION=int_to_lsn(position))
         assert "replica" not in fresh["X-DB-Read-From"]
         assert [c["value"]["category"] for c in fresh.json()["changes"]] == ["during-0", "during-1"]

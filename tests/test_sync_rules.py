@@ -3,6 +3,7 @@ cookies that must reset) and push (applied once, already_applied, gap 409, rejec
 processed, conflict with the current value, viewer 403, another user's client 403,
 non-member 404), on the real Postgres with the after-commit handlers running."""
 
+import datetime
 import uuid
 from decimal import Decimal
 
@@ -71,6 +72,7 @@ def test_incremental_pull_gives_exactly_the_puts_and_deletes_since_the_cookie_in
     created = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").json()
     tenant.manager.patch(tenant.url(f"/expenses/{created['id']}"), {"amount": "9.99"}, format="json")
     old = Revenue.objects.filter(org=tenant.org).first()
+    assert old is not None
     tenant.manager.delete(tenant.url(f"/revenues/{old.id}"))
     page = tenant.viewer.post(_pull_url(tenant), {"cookie": cookie}, format="json").json()
     assert page["reset"] is False
@@ -119,7 +121,7 @@ def test_changes_between_pages_of_a_reset_are_not_lost(tenant):
     sent = [c for c in first["changes"] if c["entity"] != "property"]
     # Between pages: delete one already sent, change one not yet sent, add one.
     tenant.manager.delete(tenant.url(f"/{sent[0]['entity']}s/{sent[0]['id']}"))
-    later = Expense.objects.filter(org=tenant.org).order_by("-version").first()
+    later = Expense.objects.filter(org=tenant.org).latest("version")
     tenant.manager.patch(tenant.url(f"/expenses/{later.id}"), {"category": "moved"}, format="json")
     tenant.manager.post(tenant.url("/revenues"), tenant.entry_payload(), format="json")
     rest = pull_all(tenant.viewer, _pull_url(tenant), first["cookie"], limit=3, state=state)
@@ -359,7 +361,10 @@ def test_a_user_demoted_while_pushing_gets_forbidden_rejections_that_still_advan
     Membership.objects.filter(org=tenant.org, user=manager).update(role="viewer")  # demoted
     second = create_mutation(2, tenant)
     outcome = sync_push(org=tenant.org, user=manager, client_id=client_id, mutations=[Mutation(**second)])
-    assert outcome.results[0].status == "rejected" and outcome.results[0].error["code"] == "forbidden"
+    rejected = outcome.results[0]
+    assert (
+        rejected.status == "rejected" and rejected.error is not None and rejected.error["code"] == "forbidden"
+    )
     assert outcome.last_mutation_id == 2
     assert Expense.objects.filter(org=tenant.org).count() == 1
 
@@ -408,7 +413,7 @@ def test_a_cookie_from_before_really_pruned_tombstones_gets_reset_a_later_one_do
     assert tenant.manager.delete(tenant.url(f"/expenses/{recent.id}")).status_code == 204
     old_stone = Tombstone.objects.get(entity_id=old.id)
     Tombstone.objects.filter(id=old_stone.id).update(  # deleted SYNC_TOMBSTONE_DAYS + 1 days ago
-        deleted_at=timezone.now() - timezone.timedelta(days=settings.SYNC_TOMBSTONE_DAYS + 1)
+        deleted_at=timezone.now() - datetime.timedelta(days=settings.SYNC_TOMBSTONE_DAYS + 1)
     )
     with outbox_worker(conftest.test_database_url(), CHANGELOG_MAINTENANCE_SECONDS="0.2"):
         wait_until(lambda: not Tombstone.objects.filter(id=old_stone.id).exists(), 30)

@@ -7,7 +7,7 @@ from rest_framework.pagination import CursorPagination
 from bench.bare_drf.models import BareEntry
 
 
-class BareEntrySerializer(serializers.ModelSerializer):
+class BareEntrySerializer(serializers.ModelSerializer[BareEntry]):
     class Meta:
         model = BareEntry
         fields = ["id", "org_id", "property_id", "amount", "currency", "category", "description",
@@ -21,19 +21,19 @@ class NewestFirst(CursorPagination):
     page_size_query_param = "page_size"
 
 
-class OrgEntries:
+class OrgEntries(generics.GenericAPIView[BareEntry]):
     serializer_class = BareEntrySerializer
 
     def get_queryset(self) -> QuerySet[BareEntry]:
-        return BareEntry.objects.filter(org_id=self.kwargs["org_id"])  # type: ignore[attr-defined]
+        return BareEntry.objects.filter(org_id=self.kwargs["org_id"])
 
 
-class EntryListCreate(OrgEntries, generics.ListCreateAPIView):
+class EntryListCreate(OrgEntries, generics.ListCreateAPIView[BareEntry]):
     pagination_class = NewestFirst
 
-    def perform_create(self, serializer: BareEntrySerializer) -> None:
+    def perform_create(self, serializer: serializers.BaseSerializer[BareEntry]) -> None:
         serializer.save(org_id=self.kwargs["org_id"])
 
 
-class EntryDetail(OrgEntries, generics.RetrieveAPIView):
+class EntryDetail(OrgEntries, generics.RetrieveAPIView[BareEntry]):
     pass

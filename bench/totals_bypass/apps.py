@@ -17,7 +17,7 @@ class TotalsBypassConfig(AppConfig):
 
         import finance.services
         from finance.models import FinanceEntry
-        from finance.totals import totals_database
+        from finance.totals import _column_list, totals_database
 
         def totals_add_nothing(*, deltas: Any) -> None:
             return None
@@ -29,7 +29,7 @@ class TotalsBypassConfig(AppConfig):
             *, model: type[FinanceEntry], org_id: uuid.UUID, entry_id: uuid.UUID
         ) -> FinanceEntry | None:
             fields = list(model._meta.concrete_fields)
-            columns = ", ".join(field.column for field in fields)
+            columns = _column_list(fields)
             database = totals_database()
             with connections[database].cursor() as cursor:
                 cursor.execute(
@@ -39,6 +39,6 @@ class TotalsBypassConfig(AppConfig):
                 row = cursor.fetchone()
             return None if row is None else model.from_db(database, [f.attname for f in fields], row)
 
-        finance.services.totals_add = totals_add_nothing  # type: ignore[attr-defined]
-        finance.services.entry_insert_counted = insert_uncounted  # type: ignore[attr-defined]
-        finance.services.entry_delete_returning = delete_returning  # type: ignore[attr-defined]
+        finance.services.totals_add = totals_add_nothing
+        finance.services.entry_insert_counted = insert_uncounted
+        finance.services.entry_delete_returning = delete_returning
