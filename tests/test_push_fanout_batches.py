@@ -25,6 +25,7 @@ from realtime.connection_limits import ConnectionSlot, slot_acquire, slot_releas
 from tenancy.models import Membership
 from tenancy.roles import Role
 from tests import conftest
+from tests.changelog_support import finished_outbox_rows
 from tests.live_server import outbox_worker
 from tests.replica_support import wait_until
 from tests.test_push_delivery import alerts_on
@@ -34,11 +35,13 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def expense(tenant: Any, amount: str, currency: str = "EUR") -> dict[str, Any]:
-    """A REST write; with no worker running, its outbox row waits for one."""
+    """A REST write; with no worker running, its outbox row waits for one (handed over,
+    due at once, in the process's next batch: waited for here)."""
     response = tenant.owner.post(
         tenant.url("/expenses"), tenant.entry_payload(amount=amount, currency=currency), format="json"
     )
     assert response.status_code == 201, response.content
+    finished_outbox_rows(tenant.org.id)
     return response.json()
 
 
