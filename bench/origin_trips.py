@@ -9,6 +9,7 @@ second request of each case (the first warms caches). CPU: process time per requ
 the full middleware list, then without each middleware in turn (its marginal cost),
 through one WSGI handler per list: BENCH_INPROCESS_REQUESTS requests per variant in 5
 interleaved rounds, medians. A middleware whose removal breaks the request is skipped.
+BENCH_MIDDLEWARE_MARGINS=0 measures the full list only (a quick before/after of a cut).
 """
 
 import http.client
@@ -42,6 +43,7 @@ from django.test.utils import CaptureQueriesContext
 from bench.idempotency import make_tenant
 
 REQUESTS = int(os.environ.get("BENCH_INPROCESS_REQUESTS", "500"))
+MARGINS = os.environ.get("BENCH_MIDDLEWARE_MARGINS", "1") != "0"
 ROUNDS = 5
 _redis_batches: list[tuple[str, str]] = []
 
@@ -142,9 +144,9 @@ def main() -> None:
             print(f"  redis {command:10} from {caller}")
     print(f"\nCPU per request in this process ({REQUESTS} requests each; marginal cost of each middleware):")
     full = list(settings.MIDDLEWARE)
-    variants = {"all middleware": full} | {
-        f"without {m.rsplit('.', 1)[1]}": [x for x in full if x != m] for m in full
-    }
+    variants = {"all middleware": full}
+    if MARGINS:
+        variants |= {f"without {m.rsplit('.', 1)[1]}": [x for x in full if x != m] for m in full}
     handlers = {}
     for variant, middleware in variants.items():
         settings.MIDDLEWARE = middleware
