@@ -17,12 +17,14 @@ counter lock, it never races an increment.
 import datetime
 import uuid
 from decimal import Decimal
+from functools import cache
 from typing import Any, NamedTuple
 
 from django.db import connections, router
 from django.db.models import Field
 
 from finance.models import DailyTotal, FinanceEntry
+from tenancy.models import Property
 
 
 class TotalKey(NamedTuple):
@@ -95,29 +97,46 @@ def entry_move_deltas(*, old: FinanceEntry | None, new: FinanceEntry | None) -> 
     return deltas
 
 
-def entry_insert_counted(*, entry: FinanceEntry) -> None:
+def entry_insert_counted(*, entry: FinanceEntry) -> bool:
     """Insert the new (unsaved) entry and add it to its total in one statement (a CTE):
-    what `save()` would write, with the same field preparation, and no second round trip."""
+    what `save()` would write, with the same field preparation, and no second round trip.
+    The row is inserted only if its property belongs to its org (checked in the same
+    statement: no SELECT of its own); False, with nothing written, when it does not."""
     model = type(entry)
     database = totals_database()
     connection = connections[database]
     fields = list(model._meta.concrete_fields)
     values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
-    columns = _column_list(fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _insert_counted_statement(model), [*values, entry.property_id, entry.org_id, model.kind]
+        )
+        inserted = cursor.fetchone() is not None
+    if inserted:
+        entry._state.adding = False
+        entry._state.db = database
+    return inserted
+
+
+@cache
+def _insert_counted_statement(model: type[FinanceEntry]) -> str:
+    """Each value cast to its column's type: a SELECT list (unlike VALUES) does not take
+    the types of the columns it is inserted into."""
+    fields = list(model._meta.concrete_fields)
+    connection = connections[totals_database()]
+    casts = ", ".join(f"%s::{field.db_type(connection)}" for field in fields if field.column is not None)
+    return f"""
         WITH entry AS (
-            INSERT INTO {model._meta.db_table} ({columns}) VALUES ({placeholders})
+            INSERT INTO {model._meta.db_table} ({_column_list(fields)})
+            SELECT {casts}
+            WHERE EXISTS (SELECT 1 FROM {Property._meta.db_table} WHERE id = %s AND org_id = %s)
             RETURNING org_id, occurred_on, property_id, currency, amount
         )
         INSERT INTO finance_daily_total ({COLUMNS})
         SELECT org_id, occurred_on, property_id, currency, %s, amount, 1 FROM entry
         {CONFLICT}
+        RETURNING 1
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, model.kind])
-    entry._state.adding = False
-    entry._state.db = database
 
 
 def entry_delete_returning(
