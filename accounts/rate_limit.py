@@ -3,8 +3,10 @@ token per clock minute, counted in Redis across every server process; beyond it 
 with Retry-After (the seconds left in the minute). Requests without a token (login,
 health, metrics bearer) are not counted here. Redis down: not limited (degrade open).
 
-The count is the request's first Redis command; the stored read-your-writes position
-its reads may need (replicas/positions.py) rides in the same round trip.
+The count is the request's first Redis command; what else the request needs from Redis
+before its handler rides in the same round trip (accounts.redis_counters.RideAlong):
+the stored read-your-writes position its reads may need (replicas/positions.py) and
+the claim of its Idempotency-Key (the view's `rate_limit_riders`, idempotency/api.py).
 """
 
 import time
@@ -15,7 +17,7 @@ from knox.models import AuthToken
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from accounts.redis_counters import counter_increment, counter_increment_and_get
+from accounts.redis_counters import RideAlong, counter_increment, counter_increment_with
 from core.redis_keys import key_pattern
 from replicas.positions import position_store
 
@@ -42,15 +44,14 @@ class TokenRateThrottle(BaseThrottle):
             return True
         minute = int(time.time()) // WINDOW_SECONDS
         key, window = rate_key(token.digest, minute), WINDOW_SECONDS + 1
-        ahead = position_store.read_ahead_keys()
-        if ahead is None:
-            counted = counter_increment(key, window_seconds=window)
+        riders: list[RideAlong] = list(getattr(view, "rate_limit_riders", list)())
+        ahead = position_store.read_ahead()
+        if ahead is not None:
+            riders.append(ahead)
+        if riders:
+            counted = counter_increment_with(key, window_seconds=window, riders=riders)
         else:
-            cluster, keys = ahead
-            both = counter_increment_and_get(key, window_seconds=window, also_get=keys)
-            counted = None if both is None else both[:2]
-            if both is not None:
-                position_store.read_ahead_done(cluster, both[2])
+            counted = counter_increment(key, window_seconds=window)
         if counted is None or counted[0] <= limit:
             return True
         self._wait = WINDOW_SECONDS - time.time() % WINDOW_SECONDS

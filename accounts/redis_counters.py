@@ -8,10 +8,12 @@ the request goes on; while the breaker is open Redis is not even asked.
 """
 
 import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import redis
 
-from core.redis_clients import pipeline_eval, redis_breaker, redis_call, sync_redis
+from core.redis_clients import Pipeline, pipeline_eval, redis_breaker, redis_call, sync_redis
 from core.redis_keys import atomic_script
 
 logger = logging.getLogger(__name__)
@@ -37,26 +39,48 @@ def counter_increment(key: str, *, window_seconds: int) -> tuple[int, int] | Non
     return int(count), max(int(ttl), 1)
 
 
-def counter_increment_and_get(
-    key: str, *, window_seconds: int, also_get: list[str]
-) -> tuple[int, int, list[str | None]] | None:
-    """`counter_increment` and a GET of each of `also_get`, in one round trip (a
-    pipeline): (count, seconds left, values); None if Redis failed. One GET per key, not
-    an MGET: on a Redis Cluster the keys may live in other slots than the counter."""
+class RideAlong(Protocol):
+    """Commands of another feature sent in the same round trip as a counter's increment
+    (the request's first Redis call, the per-token rate limit): the stored read-your-
+    writes position, an idempotency claim. On a Redis Cluster their keys may live in
+    other slots than the counter: the pipeline sends each command to its own node."""
 
-    def run() -> list:
-        pipe = sync_redis().pipeline(transaction=False)
+    def queue(self, pipe: Pipeline) -> int:
+        """Queue its commands on `pipe` (a pipeline of the non-decoding client); how many."""
+        ...
+
+    def answered(self, replies: list[Any]) -> None:
+        """Its commands' replies, in their order (bytes, not decoded)."""
+        ...
+
+    def failed(self) -> None:
+        """Redis did not answer (or the breaker is open): nothing is known of its commands."""
+        ...
+
+
+def counter_increment_with(
+    key: str, *, window_seconds: int, riders: Sequence[RideAlong]
+) -> tuple[int, int] | None:
+    """`counter_increment` and the riders' commands in one round trip (a pipeline):
+    (count, seconds left), None if Redis failed (each rider is then told `failed`)."""
+
+    def run() -> tuple[list[Any], list[int]]:
+        pipe = sync_redis(decode_responses=False).pipeline(transaction=False)
         pipeline_eval(pipe, _INCREMENT, [key], [window_seconds])
-        for other in also_get:
-            pipe.get(other)
-        return pipe.execute()
+        sizes = [rider.queue(pipe) for rider in riders]
+        return pipe.execute(), sizes
 
     try:
-        (count, ttl), *values = redis_call(run)
+        ((count, ttl), *replies), sizes = redis_call(run)
     except (redis.RedisError, OSError) as error:
         logger.info("shared counters: Redis unavailable, throttles are open for now: %s", error)
+        for rider in riders:
+            rider.failed()
         return None
-    return int(count), max(int(ttl), 1), values
+    for rider, size in zip(riders, sizes, strict=True):
+        rider.answered(replies[:size])
+        replies = replies[size:]
+    return int(count), max(int(ttl), 1)
 
 
 def counters_read(keys: list[str]) -> list[tuple[int, int]] | None:

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from knox.models import AuthToken
 
+from accounts.access_cache import access_cache_drop
 from accounts.access_topics import TOPIC_TOKENS_REVOKED
 from accounts.models import User
 from changelog.services import access_change_record
@@ -35,6 +36,7 @@ def token_revoke(*, token: AuthToken) -> None:
                 topic=TOPIC_TOKENS_REVOKED,
                 data={"digests": [token.digest]},
             )
+            access_cache_drop()
 
 
 def tokens_revoke_all(*, user: User) -> int:
@@ -48,6 +50,7 @@ def tokens_revoke_all(*, user: User) -> int:
         deleted, _ = AuthToken.objects.filter(user_id=user.pk).delete()
         if deleted:
             access_change_record(org_id=None, user_id=user.pk, topic=TOPIC_TOKENS_REVOKED, data={"all": True})
+            access_cache_drop()
     return deleted
 
 

@@ -9,12 +9,17 @@ second request of each case (the first warms caches). CPU: process time per requ
 the full middleware list, then without each middleware in turn (its marginal cost),
 through one WSGI handler per list: BENCH_INPROCESS_REQUESTS requests per variant in 5
 interleaved rounds, medians. A middleware whose removal breaks the request is skipped.
+BENCH_MIDDLEWARE_MARGINS=0 measures the full list only (a quick before/after of a cut).
+Last, Python function calls per request (cProfile, 50 requests of each case): a proxy of
+the interpreter's share that the neighbours' load does not move.
 """
 
+import cProfile
 import http.client
 import io
 import json
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -43,6 +48,7 @@ from django.test.utils import CaptureQueriesContext
 from bench.idempotency import make_tenant
 
 REQUESTS = int(os.environ.get("BENCH_INPROCESS_REQUESTS", "500"))
+MARGINS = os.environ.get("BENCH_MIDDLEWARE_MARGINS", "1") != "0"
 ROUNDS = 5
 _redis_batches: list[tuple[str, str]] = []
 
@@ -132,6 +138,11 @@ def main() -> None:
         "detail": lambda: _environ("GET", f"{base}/expenses/{entry}", token),
         "summary": lambda: _environ("GET", f"{base}/finance/summary", token),
     }
+    unspied = (
+        redis.connection.AbstractConnection.send_packed_command,
+        httpx.Client.send,
+        http.client.HTTPConnection.request,
+    )
     _spy_on_redis()
     _spy_on_http()
     for name, make in cases.items():
@@ -151,11 +162,17 @@ def main() -> None:
             print(f"  pg {alias:8} {' '.join(sql.split())[:110]}")
         for command, caller in _redis_batches:
             print(f"  redis {command:10} from {caller}")
+    # The spies walk the stack on every round trip: not part of what a request costs.
+    (
+        redis.connection.AbstractConnection.send_packed_command,  # type: ignore[method-assign]
+        httpx.Client.send,  # type: ignore[method-assign]
+        http.client.HTTPConnection.request,  # type: ignore[method-assign]
+    ) = unspied
     print(f"\nCPU per request in this process ({REQUESTS} requests each; marginal cost of each middleware):")
     full = list(settings.MIDDLEWARE)
-    variants = {"all middleware": full} | {
-        f"without {m.rsplit('.', 1)[1]}": [x for x in full if x != m] for m in full
-    }
+    variants = {"all middleware": full}
+    if MARGINS:
+        variants |= {f"without {m.rsplit('.', 1)[1]}": [x for x in full if x != m] for m in full}
     handlers = {}
     for variant, middleware in variants.items():
         settings.MIDDLEWARE = middleware
@@ -175,6 +192,18 @@ def main() -> None:
         print(f"  {name:8} {total:.2f} ms; " + ", ".join(
             f"{v.removeprefix('without ')} {total - c:+.2f}" for v, c in costs.items() if v != "all middleware"
         ))  # fmt: skip
+    _print_calls_per_request(handlers["all middleware"], cases)
+
+
+def _print_calls_per_request(handler: WSGIHandler, cases: dict[str, Callable[[], dict]]) -> None:
+    print("\nPython function calls per request (cProfile, 50 requests each):")
+    for name, make in cases.items():
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(50):
+            _call(handler, make())
+        profile.disable()
+        print(f"  {name:8} {pstats.Stats(profile).total_calls / 50:.0f}")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

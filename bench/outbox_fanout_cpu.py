@@ -68,7 +68,7 @@ def setup(run: str) -> list[tuple[Organization, Property, User]]:
 def write_expenses(orgs: list[tuple[Organization, Property, User]]) -> None:
     for i in range(EXPENSES):
         org, prop, user = orgs[i % len(orgs)]
-        entry_create(model=Expense, org=org, created_by=user, property=prop, amount=Decimal(f"{1000 + i}.00"),
+        entry_create(model=Expense, org=org, created_by=user, property_id=prop.id, amount=Decimal(f"{1000 + i}.00"),
                      currency="EUR", category="renovation", occurred_on=date(2026, 11, 30))  # fmt: skip
 
 

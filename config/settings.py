@@ -249,6 +249,9 @@ AUTH_PASSWORD_VALIDATORS = [
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # API tokens (django-rest-knox): one per login, stored as a SHA-512 digest, expiring.
 AUTH_TOKEN_TTL_SECONDS = env.int("AUTH_TOKEN_TTL_SECONDS", default=30 * 24 * 3600)
+# Per-process cache of org routes' token + membership answers (accounts/access_cache.py):
+# each served at most this long; below 1 (CONTRACT §1 revocation within 1 s); 0: off.
+ACCESS_CACHE_SECONDS = env.float("ACCESS_CACHE_SECONDS", default=0.5)
 REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_TTL": None}  # expiry set per token (accounts/tokens.py)
 # Login throttling (accounts/login_throttle.py), counted in Redis across all processes.
 AUTH_MAX_FAILURES = env.int("AUTH_MAX_FAILURES", default=5)  # per username

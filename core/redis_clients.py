@@ -105,7 +105,13 @@ def pipeline_eval(pipe: Pipeline, script: str, keys: Sequence[str], args: Sequen
 
     A sync cluster pipeline's eval() is another method (it takes no script: TypeError),
     so the command goes as such: the same EVAL on the wire, routed by the first key's
-    slot on a cluster."""
+    slot on a cluster. There it names its node: without one, redis-py (8.1) asks a node
+    for the keys of every EVAL in a sync cluster pipeline (COMMAND GETKEYS, a round trip
+    of its own before the pipeline's); a MOVED answer still re-routes it by slot."""
+    if isinstance(pipe, redis.cluster.ClusterPipeline) and keys:
+        node = pipe.get_node_from_key(keys[0])
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args, target_nodes=node)
+        return
     pipe.execute_command("EVAL", script, len(keys), *keys, *args)
 
 

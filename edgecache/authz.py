@@ -24,6 +24,11 @@ from tenancy.access import OrgScopedApi
 class EdgeAuthzApi(OrgScopedApi):
     """200 for any member (every role may read); 401 and 404 as on every org route."""
 
+    # Varnish keeps a yes for CDN_AUTH_TTL_SECONDS (purged on revocation): a yes from
+    # another process's access cache, up to ACCESS_CACHE_SECONDS old, could outlive the
+    # purge there. The preflight always reads the primary.
+    access_cacheable = False
+
     @extend_schema(exclude=True)  # for the edge, not for API clients
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         response = Response({"org_id": str(self.org.id), "allowed": True})

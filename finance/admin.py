@@ -53,7 +53,7 @@ class FinanceEntryAdmin(OrgClusterAdmin):
             model=type(obj),
             org=obj.org,
             created_by=obj.created_by,
-            property=obj.property,
+            property_id=obj.property_id,
             amount=obj.amount,
             currency=obj.currency,
             category=obj.category,

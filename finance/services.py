@@ -11,6 +11,7 @@ realtime event, notifications) reacts to that record; nothing here knows of it.
 """
 
 import copy
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,7 @@ from changelog.services import change_prepare, change_record, org_transaction, o
 from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
 from finance.totals import entry_delete_returning, entry_insert_counted, entry_move_deltas, totals_add
-from tenancy.models import Organization, Property
+from tenancy.models import Organization
 
 UPDATABLE_FIELDS = frozenset({"property", "amount", "currency", "category", "occurred_on", "description"})
 
@@ -30,12 +31,17 @@ class EntryGone(LookupError):
     """The entry was deleted (or never existed) by the time its change was to be made."""
 
 
+class PropertyNotInOrg(ValueError):
+    """The property does not exist, or belongs to another org: nothing was written (the
+    caller's transaction, or the create's own, is rolled back with this error)."""
+
+
 def entry_create(
     *,
     model: type[FinanceEntry],
     org: Organization,
     created_by: User,
-    property: Property,
+    property_id: uuid.UUID | str,
     amount: Decimal,
     currency: str,
     category: str,
@@ -44,11 +50,12 @@ def entry_create(
     entry_id: Any = None,
     savepoint: bool = True,
 ) -> FinanceEntry:
-    """`savepoint=False`: the caller's transaction, if any, fails as a whole when this
+    """Raises PropertyNotInOrg unless the property is the org's (checked by the entry's
+    INSERT itself, after the org's version was taken: the error rolls that back).
+
+    `savepoint=False`: the caller's transaction, if any, fails as a whole when this
     fails (a REST create), so no savepoint is needed; callers that go on after a failed
     create in the same transaction (a sync push's next mutation) keep the default."""
-    if property.org_id != org.id:
-        raise ValueError("property belongs to another organization")
     fields: dict[str, Any] = {"id": entry_id} if entry_id is not None else {}
     # Parsed values, as a row read back would hold them (the change's data renders them).
     amount = model._meta.get_field("amount").to_python(amount)
@@ -57,7 +64,7 @@ def entry_create(
         version = org_version_take(org_id=org.id)
         entry = model(
             org=org,
-            property=property,
+            property_id=property_id,
             amount=amount,
             currency=currency,
             category=category,
@@ -67,7 +74,7 @@ def entry_create(
             version=version,
             **fields,
         )
-        entry_insert_counted(
+        inserted = entry_insert_counted(
             entry=entry,
             change=lambda: change_prepare(
                 org_id=entry.org_id,
@@ -77,6 +84,8 @@ def entry_create(
                 data=entry_output(entry),
             ),
         )
+        if not inserted:
+            raise PropertyNotInOrg(str(property_id))
     return entry
 
 

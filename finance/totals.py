@@ -19,6 +19,7 @@ import datetime
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from functools import cache
 from typing import Any, NamedTuple
 
 from django.db import connections, router
@@ -26,6 +27,7 @@ from django.db.models import Field
 
 from changelog.services import PreparedChange
 from finance.models import DailyTotal, FinanceEntry
+from tenancy.models import Property
 
 
 class TotalKey(NamedTuple):
@@ -98,11 +100,14 @@ def entry_move_deltas(*, old: FinanceEntry | None, new: FinanceEntry | None) -> 
     return deltas
 
 
-def entry_insert_counted(*, entry: FinanceEntry, change: Callable[[], PreparedChange]) -> None:
+def entry_insert_counted(*, entry: FinanceEntry, change: Callable[[], PreparedChange]) -> bool:
     """Insert the new (unsaved) entry, add it to its total and write its change's outbox
     row, in one statement (a CTE): what `save()` would write, with the same field
-    preparation, and no second or third round trip. `change` is called once the entry's
-    fields are prepared (its creation time set), to describe the change."""
+    preparation, and no second or third round trip. The row is inserted only if its
+    property belongs to its org (checked in the same statement: no SELECT of its own);
+    False, with nothing written (no outbox row either), when it does not. `change` is
+    called once the entry's fields are prepared (its creation time set), to describe the
+    change."""
     model = type(entry)
     database = totals_database()
     connection = connections[database]
@@ -110,25 +115,40 @@ def entry_insert_counted(*, entry: FinanceEntry, change: Callable[[], PreparedCh
     values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
     prepared = change()
     outbox_sql, outbox_params = prepared.outbox_insert(source="entry")
-    columns = _column_list(fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _insert_counted_statement(model) + outbox_sql,
+            [*values, entry.property_id, entry.org_id, model.kind, *outbox_params],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    entry._state.adding = False
+    entry._state.db = database
+    prepared.recorded(row[0])
+    return True
+
+
+@cache
+def _insert_counted_statement(model: type[FinanceEntry]) -> str:
+    """The entry's INSERT and its total's, as CTEs (a statement that writes the outbox
+    row from `entry` follows). Each value cast to its column's type: a SELECT list
+    (unlike VALUES) does not take the types of the columns it is inserted into."""
+    fields = list(model._meta.concrete_fields)
+    connection = connections[totals_database()]
+    casts = ", ".join(f"%s::{field.db_type(connection)}" for field in fields if field.column is not None)
+    return f"""
         WITH entry AS (
-            INSERT INTO {model._meta.db_table} ({columns}) VALUES ({placeholders})
+            INSERT INTO {model._meta.db_table} ({_column_list(fields)})
+            SELECT {casts}
+            WHERE EXISTS (SELECT 1 FROM {Property._meta.db_table} WHERE id = %s AND org_id = %s)
             RETURNING org_id, occurred_on, property_id, currency, amount
         ), total AS (
             INSERT INTO finance_daily_total ({COLUMNS})
             SELECT org_id, occurred_on, property_id, currency, %s, amount, 1 FROM entry
             {CONFLICT}
         )
-        {outbox_sql}
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, model.kind, *outbox_params])
-        outbox_id = cursor.fetchone()[0]
-    entry._state.adding = False
-    entry._state.db = database
-    prepared.recorded(outbox_id)
 
 
 def entry_delete_returning(

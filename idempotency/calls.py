@@ -23,7 +23,7 @@ from django.http import HttpResponseBase
 from idempotency.exceptions import IdempotencyKeyInFlight, IdempotencyKeyReused, Replay
 from idempotency.identity import IdempotencyScope
 from idempotency.models import IdempotencyRecord
-from idempotency.redis_fast_path import ClaimOutcome, fast_path
+from idempotency.redis_fast_path import ClaimAhead, ClaimOutcome, fast_path
 from idempotency.selectors import idempotency_record_get
 from idempotency.services import idempotency_record_insert
 from idempotency.stored_response import StoredResponse
@@ -44,11 +44,16 @@ class IdempotentCall:
         self._lost_to_duplicate = False
 
     @classmethod
-    def begin(cls, *, scope: IdempotencyScope, fingerprint: bytes) -> "IdempotentCall":
-        """Start the call, or raise the answer (Replay, 422, 409) that replaces running it."""
+    def begin(cls, *, ahead: ClaimAhead) -> "IdempotentCall":
+        """Start the call, or raise the answer (Replay, 422, 409) that replaces running it.
+        The claim is `ahead`'s if it was sent already (with the rate limit), else made now."""
+        scope, fingerprint = ahead.scope, ahead.fingerprint
         call = cls(scope=scope, fingerprint=fingerprint)
-        lock_ttl_ms = settings.IDEMPOTENCY_LOCK_TTL_MS
-        claim = fast_path().claim(scope=scope, fingerprint=fingerprint, lock_ttl_ms=lock_ttl_ms)
+        if ahead.sent:
+            claim = ahead.result
+        else:
+            lock_ttl_ms = settings.IDEMPOTENCY_LOCK_TTL_MS
+            claim = fast_path().claim(scope=scope, fingerprint=fingerprint, lock_ttl_ms=lock_ttl_ms)
         if claim is None:
             idempotency_redis_degraded.inc()
             call._redis_failed = True

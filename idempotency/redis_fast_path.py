@@ -9,6 +9,9 @@ plain command (Redis >= 7.0):
     success  SET key done PX ttl                 the claim simply becomes the answer
     failure  compare-and-delete (Lua)            only our own claim is released
 
+The claim is sent in the request's first Redis round trip, the per-token rate limit's
+(`ClaimAhead`, pipelined with its count), and alone only when there is no such call.
+
 Redis is never the authority (Postgres is). Every call here may fail: it then
 returns None / does nothing, counts a failure on the project's Redis circuit breaker
 (core/redis_clients.py), and the request carries on through Postgres alone, only
@@ -28,6 +31,7 @@ import redis
 
 from core.circuit_breaker import CircuitBreaker
 from core.redis_clients import (
+    Pipeline,
     RedisUnavailable,
     SyncClient,
     cluster_mode,
@@ -73,6 +77,47 @@ class Claim:
     holder_fingerprint: bytes = b""  # when HELD
 
 
+class ClaimAhead:
+    """A claim sent in a round trip the request makes anyway (the per-token rate
+    limit's: accounts.redis_counters.RideAlong) instead of alone. `result` is unset until
+    it was sent; then the claim, or None when Redis did not answer. If the request ends
+    before its handler (the rate limit's 429), `release` frees a claim it got."""
+
+    def __init__(self, *, scope: IdempotencyScope, fingerprint: bytes, lock_ttl_ms: int) -> None:
+        self.scope = scope
+        self.fingerprint = fingerprint
+        self._value = _CLAIM_PREFIX + fingerprint + secrets.token_bytes(8)
+        self._lock_ttl_ms = lock_ttl_ms
+        self.sent = False
+        self.result: Claim | None = None
+
+    def command(self) -> tuple[Any, ...]:
+        return ("SET", self.scope.redis_key(), self._value, "NX", "PX", self._lock_ttl_ms, "GET")
+
+    def outcome(self, found: bytes | None) -> Claim:
+        """What SET ... GET's answer (the value the key held, if any) means."""
+        if found is None:
+            return Claim(ClaimOutcome.CLAIMED, value=self._value)
+        if found.startswith(_DONE_PREFIX):
+            return Claim(ClaimOutcome.DONE, stored=StoredResponse.from_bytes(found[1:]))
+        return Claim(ClaimOutcome.HELD, holder_fingerprint=found[1 : 1 + _FINGERPRINT_BYTES])
+
+    def queue(self, pipe: Pipeline) -> int:
+        pipe.execute_command(*self.command(), get=True)  # `get`: the reply is the old value
+        return 1
+
+    def answered(self, replies: list[Any]) -> None:
+        self.sent, self.result = True, self.outcome(replies[0])
+
+    def failed(self) -> None:
+        logger.info("idempotency: redis failed with the rate limit's call; Postgres alone decides")
+        self.sent, self.result = True, None
+
+    def release(self) -> None:
+        if self.result is not None and self.result.outcome is ClaimOutcome.CLAIMED:
+            fast_path().release(scope=self.scope, claim_value=self.result.value)
+
+
 class RedisFastPath:
     def __init__(self, client: SyncClient) -> None:
         self._client = client
@@ -85,17 +130,9 @@ class RedisFastPath:
 
     def claim(self, *, scope: IdempotencyScope, fingerprint: bytes, lock_ttl_ms: int) -> Claim | None:
         """Claim the key for this request, or report what holds it; None when Redis is unavailable."""
-        value = _CLAIM_PREFIX + fingerprint + secrets.token_bytes(8)
-        found = self._call(
-            lambda: self._command("SET", scope.redis_key(), value, "NX", "PX", lock_ttl_ms, "GET")
-        )
-        if found is _UNAVAILABLE:
-            return None
-        if found is None:
-            return Claim(ClaimOutcome.CLAIMED, value=value)
-        if found.startswith(_DONE_PREFIX):
-            return Claim(ClaimOutcome.DONE, stored=StoredResponse.from_bytes(found[1:]))
-        return Claim(ClaimOutcome.HELD, holder_fingerprint=found[1 : 1 + _FINGERPRINT_BYTES])
+        ahead = ClaimAhead(scope=scope, fingerprint=fingerprint, lock_ttl_ms=lock_ttl_ms)
+        found = self._call(lambda: self._command(*ahead.command()))
+        return None if found is _UNAVAILABLE else ahead.outcome(found)
 
     def store(self, *, scope: IdempotencyScope, stored: StoredResponse, ttl_ms: int) -> None:
         """Cache a committed response; it replaces the claim, whoever holds it (Postgres agrees)."""

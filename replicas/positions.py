@@ -20,10 +20,11 @@ the critical lag: past that, every replica allowed to serve reads has the write.
 
 import hashlib
 import logging
+from typing import Any
 
 import redis
 
-from core.redis_clients import RedisUnavailable, pipeline_eval, redis_call, sync_redis
+from core.redis_clients import Pipeline, RedisUnavailable, pipeline_eval, redis_call, sync_redis
 from core.redis_keys import atomic_script, key_pattern
 from replicas.conf import replica_settings
 from replicas.context import UNKNOWN_POSITION, current_cluster, current_routing
@@ -88,25 +89,20 @@ class PositionStore:
             return UNKNOWN_POSITION
         return _newest(values)
 
-    def read_ahead_keys(self) -> tuple[str, list[str]] | None:
-        """(cluster, keys) of the stored positions this request's reads may need, for a
-        caller that talks to Redis anyway (the per-token rate limit) to fetch them in
-        the same round trip; None when the reads cannot go to a replica or the position
-        is known already. A GET's reads are routed after the access checks, so a
-        request that makes its first Redis call there saves one round trip of two."""
+    def read_ahead(self) -> "PositionReadAhead | None":
+        """The GETs of the stored positions this request's reads may need, for a caller
+        that talks to Redis anyway (the per-token rate limit) to send in the same round
+        trip (accounts.redis_counters.RideAlong); None when the reads cannot go to a
+        replica or the position is known already. A GET's reads are routed after the
+        access checks, so a request that makes its first Redis call there saves one
+        round trip of two."""
         state = current_routing()
         cluster = current_cluster()
         if state is None or state.pinned or not state.client_ids or not cluster.replicas:
             return None
         if not replica_settings().enabled or not state.needs_stored_position(cluster):
             return None
-        return cluster.name, [_key(cluster.name, c) for c in state.client_ids]
-
-    def read_ahead_done(self, cluster: str, values: list[str | None]) -> None:
-        """The values the read-ahead keys had, in their order."""
-        state = current_routing()
-        if state is not None:
-            state.preload_stored_position(cluster, _newest(values))
+        return PositionReadAhead(cluster.name, [_key(cluster.name, c) for c in state.client_ids])
 
     def remember(self, cluster: str, clients: list[str], position: int) -> bool:
         ttl_ms = str(int(replica_settings().position_ttl_seconds * 1000))
@@ -124,6 +120,30 @@ class PositionStore:
             _failed("storing", exc)
             return False
         return True
+
+
+class PositionReadAhead:
+    """One GET per key (not an MGET: on a Redis Cluster the keys may live in other slots
+    than the rate limit's counter); Redis failing leaves the position to the separate
+    load (UNKNOWN: the primary), as without the read-ahead."""
+
+    def __init__(self, cluster: str, keys: list[str]) -> None:
+        self._cluster = cluster
+        self._keys = keys
+
+    def queue(self, pipe: Pipeline) -> int:
+        for key in self._keys:
+            pipe.get(key)
+        return len(self._keys)
+
+    def answered(self, replies: list[Any]) -> None:
+        state = current_routing()
+        if state is not None:
+            values = [None if value is None else value.decode() for value in replies]
+            state.preload_stored_position(self._cluster, _newest(values))
+
+    def failed(self) -> None:
+        pass
 
 
 position_store = PositionStore()

@@ -145,7 +145,10 @@ def mutation_apply(
         values = _validated(CreateArgs(data=args, context=context))
         entry_id = values.pop("id")
         _check_id_unused(model, org, entry_id)
-        entry = entry_create(model=model, org=org, created_by=user, entry_id=entry_id, **values)
+        property_id = values.pop("property").id  # looked up once per push (PropertiesSeen)
+        entry = entry_create(
+            model=model, org=org, created_by=user, entry_id=entry_id, property_id=property_id, **values
+        )
         return entry.version
     if action == "update":
         values = _validated(UpdateArgs(data=args, partial=True, context=context))

@@ -7,7 +7,9 @@ may not have replayed a removal or a demotion yet (revocation within 1 s).
 
 The token and the membership are read in one query (`OrgTokenAuthentication`): the
 token lookup LEFT JOINs the user's membership of the URL's org, when the org lives on
-the cluster that holds the tokens. Both still come from the primary, on every request.
+the cluster that holds the tokens. Both come from the primary, or from this process's
+access cache, whose answers are at most ACCESS_CACHE_SECONDS (below 1 s) old and never
+past the token's expiry (accounts/access_cache.py).
 """
 
 import logging
@@ -42,8 +44,10 @@ class OrgTokenAuthentication(ExpiringTokenAuthentication):
     membership or None)). A new instance per request (DRF), so `_org_id` is the request's."""
 
     _org_id: uuid.UUID | None = None
+    _request_context: dict[str, Any] | None = None
 
     def authenticate(self, request: Request) -> tuple[User, AuthToken] | None:
+        self._request_context = request.parser_context
         org_id = (request.parser_context or {}).get("kwargs", {}).get("org_id")
         self._org_id = org_id if isinstance(org_id, uuid.UUID) and _tokens_cluster_holds(org_id) else None
         return super().authenticate(request)
@@ -55,8 +59,10 @@ class OrgTokenAuthentication(ExpiringTokenAuthentication):
             text = token.decode("ascii")
         except UnicodeDecodeError:
             raise AuthenticationFailed("Invalid token.") from None
+        view = (self._request_context or {}).get("view")
+        cached = bool(getattr(view, "access_cacheable", False))
         with primary_reads():
-            found = token_with_membership(token=text, org_id=self._org_id)
+            found = token_with_membership(token=text, org_id=self._org_id, cached=cached)
         if found is None:
             raise AuthenticationFailed("Invalid token.")
         row, membership = found
@@ -89,6 +95,10 @@ class OrgScopedApi(IdempotentWritesMixin, APIView):
     """
 
     authentication_classes = [OrgTokenAuthentication]
+    # The token and membership may come from this process's access cache (at most
+    # ACCESS_CACHE_SECONDS old: accounts/access_cache.py). False for a view whose answer
+    # is kept elsewhere for longer (the edge's auth preflight) or shows the membership.
+    access_cacheable = True
     read_role: Role = Role.VIEWER
     write_role: Role = Role.MANAGER
 

@@ -2,7 +2,7 @@
 
 import datetime
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache
 from hmac import compare_digest
 from typing import Any
@@ -13,6 +13,7 @@ from knox.crypto import hash_token
 from knox.models import AuthToken
 from knox.settings import CONSTANTS
 
+from accounts.access_cache import access_cache
 from accounts.models import User
 from accounts.selectors import token_is_plausible
 from replicas.context import use_org_cluster
@@ -30,27 +31,47 @@ def membership_get(*, org_id: uuid.UUID, user: User) -> Membership | None:
         return None
 
 
-def token_with_membership(*, token: str, org_id: uuid.UUID) -> tuple[AuthToken, Membership | None] | None:
+def token_with_membership(
+    *, token: str, org_id: uuid.UUID, cached: bool = False
+) -> tuple[AuthToken, Membership | None] | None:
     """The live token (as `accounts.selectors.token_find`) and its user's membership of
     `org_id` with the org (None when not a member), in one round trip: the user, the
     membership and the org are joined to the token's row. None when the token is not live.
 
     One fixed statement, built once from the models: the ORM's compile of the same
     query (a FilteredRelation and one annotation per column) cost more CPU than the
-    round trip it saves (docs/performance.md)."""
+    round trip it saves (docs/performance.md).
+
+    `cached`: a member's answer may come from this process's access cache (at most
+    ACCESS_CACHE_SECONDS old, never past the token's expiry: accounts/access_cache.py)."""
     if not token_is_plausible(token):
         return None
     digest = hash_token(token)
     now = datetime.datetime.now(tz=datetime.UTC)
     alias = router.db_for_read(AuthToken)
+    key = (digest, org_id)
+    rows = access_cache.get(key) if cached else None
+    if rows is not None:
+        return _access_from_rows(rows, digest, alias, now)
+    stamp = access_cache.stamp()
     with connections[alias].cursor() as cursor:
         cursor.execute(_access_statement(), [org_id, token[: CONSTANTS.TOKEN_KEY_LENGTH], now])
         rows = cursor.fetchall()
+    found = _access_from_rows(rows, digest, alias, now)
+    if cached and found is not None and found[1] is not None:
+        access_cache.put(key, stamp, rows)
+    return found
+
+
+def _access_from_rows(
+    rows: Sequence[tuple[Any, ...]], digest: str, alias: str, now: datetime.datetime
+) -> tuple[AuthToken, Membership | None] | None:
     for row in rows:
         values = iter(row)
         found = _from_values(AuthToken, values, alias)
         found.user = _from_values(User, values, alias)
-        if not (compare_digest(digest, found.digest) and found.user.is_active):
+        live = found.expiry is not None and found.expiry > now  # as the statement's; a cached row's now
+        if not (compare_digest(digest, found.digest) and found.user.is_active and live):
             continue
         membership = _from_values(Membership, values, alias)
         if membership.pk is None:  # LEFT JOINed: not a member

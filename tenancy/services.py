@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
+from accounts.access_cache import access_cache_drop
 from accounts.access_topics import TOPIC_MEMBERSHIP_REMOVED, TOPIC_MEMBERSHIP_ROLE_CHANGED
 from accounts.models import User
 from changelog.services import (
@@ -96,6 +97,7 @@ def membership_role_change(*, org: Organization, user_id: uuid.UUID, role: Role)
             topic=TOPIC_MEMBERSHIP_ROLE_CHANGED,
             data={"role": str(role), "previous_role": previous},
         )
+        access_cache_drop(using=cluster.primary)
         return membership
 
 
@@ -110,6 +112,7 @@ def membership_remove(*, org: Organization, user_id: uuid.UUID) -> None:
         access_change_record(
             org_id=org.id, user_id=user_id, topic=TOPIC_MEMBERSHIP_REMOVED, data={"role": membership.role}
         )
+        access_cache_drop(using=cluster.primary)
 
 
 def property_create(*, org: Organization, name: str, currency: str, timezone: str) -> Property:

@@ -89,7 +89,7 @@ def test_a_rollback_takes_no_version_and_leaves_no_outbox_row_and_no_event(tenan
     published_before = sync_redis().get(f"rt:version:{{{tenant.org.id}}}")
     with pytest.raises(RuntimeError), transaction.atomic():
         entry_create(
-            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
             amount=Decimal("5.00"), currency="EUR", category="rolled-back", occurred_on="2026-11-02",
         )  # fmt: skip
         assert OutboxEntry.objects.filter(org_id=tenant.org.id).count() == 1  # inside: it exists
@@ -144,7 +144,7 @@ def test_a_late_committer_is_never_skipped_by_a_reader_of_the_log(tenant):
     def transaction_b() -> None:
         try:
             entry_create(
-                model=Expense, org=org, created_by=tenant.users["owner"], property=tenant.property,
+                model=Expense, org=org, created_by=tenant.users["owner"], property_id=tenant.property.id,
                 amount=Decimal("2.00"), currency="EUR", category="early", occurred_on="2026-11-01",
             )  # fmt: skip
             b_done.set()
@@ -283,7 +283,7 @@ def test_redis_down_at_commit_the_write_succeeds_and_the_worker_publishes_later(
     settings.REDIS_CLUSTER_NODES = []  # this one node, not the cluster
     try:
         entry = entry_create(
-            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
             amount=Decimal("7.00"), currency="EUR", category="redis-down", occurred_on="2026-11-02",
         )  # fmt: skip
     finally:

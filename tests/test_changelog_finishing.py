@@ -39,7 +39,7 @@ def test_rows_delivered_close_together_are_finished_in_few_statements(settings: 
         try:
             for _ in range(writes_per_thread):
                 entry_create(
-                    model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+                    model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
                     amount=Decimal("4.00"), currency="EUR", category="batch", occurred_on="2026-11-02",
                 )  # fmt: skip
         except BaseException as error:

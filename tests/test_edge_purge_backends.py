@@ -227,7 +227,7 @@ def test_purges_wait_for_commit_and_a_rollback_purges_nothing(
     fastly, tenant, django_capture_on_commit_callbacks
 ):
     payload = {
-        "model": Expense, "org": tenant.org, "created_by": tenant.users["owner"], "property": tenant.property,
+        "model": Expense, "org": tenant.org, "created_by": tenant.users["owner"], "property_id": tenant.property.id,
         "amount": Decimal("5.00"), "currency": "EUR", "category": "x", "occurred_on": "2026-11-02",
     }  # fmt: skip
     with django_capture_on_commit_callbacks(execute=True):

@@ -81,7 +81,6 @@ INVALID_BODIES = [
     ("occurred_on", {"occurred_on": "2026-13-01"}),
     ("occurred_on", {"occurred_on": "yesterday"}),
     ("property_id", {"property_id": "not-a-uuid"}),
-    ("property_id", {"property_id": "00000000-0000-7000-8000-000000000000"}),
     ("category", {"category": ""}),
     ("category", {"category": "x" * 65}),
     ("description", {"description": "x" * 2001}),
@@ -112,11 +111,61 @@ def test_each_required_field_is_required(tenant, missing):
     assert Expense.objects.count() == 0
 
 
-def test_another_orgs_property_is_a_field_error(tenant, other_tenant):
-    payload = tenant.entry_payload(property_id=str(other_tenant.property.id))
-    response = tenant.manager.post(tenant.url("/expenses"), payload, format="json")
+def _org_state(org_id):
+    from changelog.models import OrgChangeCounter, OutboxEntry
+    from idempotency.models import IdempotencyRecord
+
+    counter = OrgChangeCounter.objects.filter(org_id=org_id).values_list("version", flat=True).first()
+    return counter, Expense.objects.count(), OutboxEntry.objects.count(), IdempotencyRecord.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)  # the create's transaction is the outermost one, as in a server
+@pytest.mark.parametrize("key", [None, "k-property"], ids=["plain", "keyed"])
+@pytest.mark.parametrize("whose", ["another org's", "unknown"])
+def test_a_property_not_of_the_org_is_a_field_error_and_writes_nothing(tenant, other_tenant, key, whose):
+    """Checked by the entry's INSERT after the org's version was taken: the refusal
+    rolls the version back with everything else."""
+    assert (
+        tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").status_code == 201
+    )
+    before = _org_state(tenant.org.id)
+    foreign = (
+        str(other_tenant.property.id) if whose == "another org's" else "00000000-0000-7000-8000-000000000000"
+    )
+    headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
+    payload = tenant.entry_payload(property_id=foreign)
+    response = tenant.manager.post(tenant.url("/expenses"), payload, format="json", **headers)
     assert response.status_code == 400
     assert response.json() == {"property_id": ["No such property in this organization."]}
+    assert _org_state(tenant.org.id) == before  # no version taken, no entry, no change, no record
+    after = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json", **headers)
+    assert after.status_code == 201  # and a keyed retry with a good body runs
+    assert after.json()["version"] == before[0] + 1
+
+
+def test_a_create_sends_no_query_of_its_own_for_the_property(tenant):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        created = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json")
+    assert created.status_code == 201
+    assert created.json()["property_id"] == str(tenant.property.id)
+    assert not [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().startswith('SELECT "tenancy_property"')
+    ]
+
+
+def test_other_field_errors_still_name_a_bad_property_too(tenant, other_tenant):
+    payload = tenant.entry_payload(property_id=str(other_tenant.property.id), amount="-1", currency="XXX")
+    response = tenant.manager.post(tenant.url("/expenses"), payload, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"property_id", "amount", "currency"}
+    assert response.json()["property_id"] == ["No such property in this organization."]
+    good = tenant.entry_payload(amount="-1")
+    assert set(tenant.manager.post(tenant.url("/expenses"), good, format="json").json()) == {"amount"}
     assert Expense.objects.count() == 0
 
 

@@ -109,7 +109,7 @@ class RandomWriter:
         if action < 0.45 or not existing:
             prop, day, currency = self._key()
             entry_create(
-                model=model, org=self.tenant.org, created_by=self.tenant.users["owner"], property=prop,
+                model=model, org=self.tenant.org, created_by=self.tenant.users["owner"], property_id=prop.id,
                 amount=self._amount(), currency=currency, category="rooms", occurred_on=day,
             )  # fmt: skip
             return
@@ -224,7 +224,7 @@ def test_verify_names_a_corrupted_total_and_rebuild_under_writers_restores_it(te
     ):
         for model in MODELS:
             entry_create(
-                model=model, org=tenant.org, created_by=owner, property=prop, amount=Decimal(f"{10 + n}.25"),
+                model=model, org=tenant.org, created_by=owner, property_id=prop.id, amount=Decimal(f"{10 + n}.25"),
                 currency="EUR", category="bar", occurred_on=day,
             )  # fmt: skip
     assert _verify_output() == (0, "ok: every total equals its rows in 1 org(s)\n")
@@ -311,7 +311,7 @@ def test_verify_names_a_corrupted_total_and_rebuild_under_writers_restores_it(te
 
 def test_rebuild_prunes_keys_left_empty_by_deletions(tenant):
     entry = entry_create(
-        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
         amount=Decimal("4.00"), currency="CHF", category="spa", occurred_on=DAYS[2],
     )  # fmt: skip
     key = TotalKey(str(tenant.org.id), DAYS[2], str(tenant.property.id), "CHF", "expense")
@@ -410,7 +410,7 @@ def test_the_summary_reads_totals_not_rows(tenant, django_assert_max_num_queries
     """The summary's one query touches only the totals table, whatever the row count."""
     for n in range(30):
         entry_create(
-            model=Revenue, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+            model=Revenue, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
             amount=Decimal("1.00"), currency="EUR", category="rooms", occurred_on=DAYS[n % 2],
         )  # fmt: skip
     with django_assert_max_num_queries(1) as captured:
@@ -436,7 +436,7 @@ def test_rebuild_waits_for_a_write_in_flight_and_keeps_its_delta(tenant):
 
     def create(amount: str) -> None:
         entry_create(
-            model=Expense, org=tenant.org, created_by=owner, property=tenant.property,
+            model=Expense, org=tenant.org, created_by=owner, property_id=tenant.property.id,
             amount=Decimal(amount), currency="EUR", category="energy", occurred_on=day,
         )  # fmt: skip
 

@@ -344,3 +344,93 @@ def test_a_keyed_create_failing_after_its_first_writes_rolls_back_whole_and_the_
     retried = post(tenant, key="retry-me", amount="7.00")
     assert retried.status_code == 201
     assert Expense.objects.filter(amount="7.00").count() == 1
+
+
+@pytest.fixture
+def redis_wire(monkeypatch):
+    """What goes over Redis sockets, in order: ("send", bytes) for each command batch
+    written, ("read",) for each reply read (any node, any topology)."""
+    import redis.connection
+
+    events: list[tuple[str] | tuple[str, bytes]] = []
+    send, read = (
+        redis.connection.AbstractConnection.send_packed_command,
+        redis.connection.AbstractConnection.read_response,
+    )
+
+    def sending(self, command, check_health=True):
+        events.append(
+            ("send", b"".join(bytes(c) for c in command) if isinstance(command, list) else bytes(command))
+        )
+        return send(self, command, check_health)
+
+    def reading(self, *args, **kwargs):
+        events.append(("read",))
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", sending)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", reading)
+    return events
+
+
+def _written_together(events, first: tuple[bytes, ...], second: tuple[bytes, ...]) -> bool:
+    """Whether the batches carrying `first` and `second` (each: all of its parts) were
+    both written before any reply was read in between: one round trip (one batch on one
+    node; one per node, written before reading, on a cluster)."""
+    sends = [n for n, event in enumerate(events) if event[0] == "send"]
+    at_first = [n for n in sends if all(part in events[n][1] for part in first)]
+    at_second = [n for n in sends if all(part in events[n][1] for part in second)]
+    assert len(at_first) == 1 and len(at_second) == 1, (at_first, at_second)
+    low, high = sorted((at_first[0], at_second[0]))
+    return all(event[0] == "send" for event in events[low:high])
+
+
+@pytest.mark.parametrize("attempt", ["first", "replay"])
+def test_the_key_is_claimed_in_the_rate_limits_redis_round_trip(tenant, redis_wire, attempt):
+    """One round trip before the handler: the per-token count and the claim go together
+    (a pipeline; on a Redis Cluster one batch per node, written before any reply is read)."""
+    if attempt == "replay":
+        assert post(tenant, key="together").status_code == 201
+    redis_wire.clear()
+    response = post(tenant, key="together")
+    assert response.status_code == 201
+    assert (response.headers.get("Idempotent-Replayed") == "true") is (attempt == "replay")
+    assert _written_together(redis_wire, (b"rl:{",), (b"idem:{", b"\r\nNX\r\n"))
+    claims = [event for event in redis_wire if event[0] == "send" and b"\r\nNX\r\n" in event[1]]
+    assert len(claims) == 1  # claimed once, never again alone
+    assert Expense.objects.count() == 1
+
+
+def test_a_keyed_write_refused_by_the_rate_limit_frees_its_claim(tenant, settings):
+    """The claim went out with the count that says 429: it is released at once, so the
+    same key runs (not 409) once the client may write again."""
+    from tests.throttles import clear_throttle_counters
+
+    clear_throttle_counters()
+    settings.API_RATE_LIMIT_PER_MINUTE = 1
+    if time.time() % 60 > 55:  # the count must not roll over to a new minute in between
+        time.sleep(61 - time.time() % 60)
+    assert tenant.manager.get(tenant.url("/expenses")).status_code == 200  # the minute's one request
+    refused = post(tenant, key="throttled")
+    assert refused.status_code == 429
+    scope = IdempotencyScope.of(org_id=tenant.org.id, user_id=tenant.users["manager"].id, key="throttled")
+    assert fast_path()._client.get(scope.redis_key()) is None
+    settings.API_RATE_LIMIT_PER_MINUTE = 1000
+    assert post(tenant, key="throttled").status_code == 201
+    assert Expense.objects.count() == 1
+
+
+def test_a_malformed_body_past_the_rate_limit_is_still_429_first(tenant, settings):
+    """The body is parsed before the rate limit (the claim needs its fingerprint); its
+    error still comes after the rate limit's answer, as before."""
+    from tests.throttles import clear_throttle_counters
+
+    clear_throttle_counters()
+    settings.API_RATE_LIMIT_PER_MINUTE = 1
+    if time.time() % 60 > 55:
+        time.sleep(61 - time.time() % 60)
+    broken = {"content_type": "application/json", "HTTP_IDEMPOTENCY_KEY": "m"}
+    assert tenant.manager.post(tenant.url("/expenses"), b'{"amount":', **broken).status_code == 400
+    assert tenant.manager.post(tenant.url("/expenses"), b'{"amount":', **broken).status_code == 429
+    clear_throttle_counters()
+    assert "JSON parse error" in tenant.manager.post(tenant.url("/expenses"), b"{", **broken).json()["detail"]

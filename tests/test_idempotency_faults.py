@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from finance.models import Expense
 from idempotency import calls
 from idempotency.models import IdempotencyRecord
-from idempotency.redis_fast_path import fast_path
+from idempotency.redis_fast_path import ClaimAhead, fast_path
 from tests.redis_server import DedicatedRedis, dedicated_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -135,12 +135,18 @@ def test_redis_hung_with_sigstop_costs_a_few_timeouts_then_nothing(tenant, redis
     redis_path = fast_path()
     attempts = []
     real_command = redis_path._command
+    real_queue = ClaimAhead.queue
 
     def counted(*args):  # a spy: the commands still go to the (hung) server
         attempts.append(args[0])
         return real_command(*args)
 
+    def counted_in_pipeline(self, pipe):  # the claim sent with the rate limit's count
+        attempts.append(self.command()[0])
+        return real_queue(self, pipe)
+
     monkeypatch.setattr(redis_path, "_command", counted)
+    monkeypatch.setattr(ClaimAhead, "queue", counted_in_pipeline)
     before = degraded_count()
     timings = []
     with redis_server.paused():

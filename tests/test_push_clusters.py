@@ -151,7 +151,7 @@ def test_a_claim_on_c2_is_fanned_out_there_with_the_devices_of_the_directory(
                     model=Expense,
                     org=each,
                     created_by=user,
-                    property=where,
+                    property_id=where.id,
                     amount=Decimal("150.00"),
                     currency="EUR",
                     category="c2",

@@ -234,7 +234,7 @@ def test_a_device_registered_while_a_quiet_write_is_open_gets_the_next_push(tena
 
     def large_expense() -> FinanceEntry:
         return entry_create(
-            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
             amount=Decimal("500.00"), currency="EUR", category="held", occurred_on="2026-11-02",
         )  # fmt: skip
 
@@ -249,7 +249,7 @@ def test_a_device_registered_while_a_quiet_write_is_open_gets_the_next_push(tena
     assert quiet_until(tenant.org.id) is None
 
     second = entry_create(
-        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
         amount=Decimal("500.00"), currency="EUR", category="after", occurred_on="2026-11-02",
     )  # fmt: skip
     assert len(outbox_rows(tenant.org.id)) == 1  # not quiet: for the worker

@@ -34,7 +34,7 @@ def test_an_org_on_another_cluster_is_never_quiet(second_cluster) -> None:  # no
     def write() -> None:
         with use_org_cluster(org.id):
             entry_create(
-                model=Expense, org=org, created_by=owner, property=prop, amount=Decimal("9.00"),
+                model=Expense, org=org, created_by=owner, property_id=prop.id, amount=Decimal("9.00"),
                 currency="EUR", category="c2", occurred_on="2026-11-02",
             )  # fmt: skip
 

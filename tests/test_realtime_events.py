@@ -95,7 +95,7 @@ def test_a_rolled_back_transaction_publishes_nothing(realtime_servers, live_wsgi
             try:
                 with pytest.raises(RuntimeError), transaction.atomic():
                     entry_create(
-                        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+                        model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
                         amount=Decimal("5.00"), currency="EUR", category="x", occurred_on="2026-11-02",
                     )  # fmt: skip
                     raise RuntimeError("roll back")

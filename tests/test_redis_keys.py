@@ -6,15 +6,16 @@ against the cluster itself (CLUSTER KEYSLOT, and a real CROSSSLOT refusal)."""
 import ast
 import importlib
 import re
+import uuid
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
 from redis.exceptions import RedisClusterException
 
 from core import redis_keys
-from core.redis_clients import cluster_mode, key_slot, sync_redis
+from core.redis_clients import cluster_mode, key_slot, pipeline_eval, sync_redis
 from core.redis_keys import (
     ATOMIC_USES,
     KEY_PATTERNS,
@@ -172,3 +173,36 @@ def test_the_cluster_agrees_on_slots_and_refuses_cross_slot_scripts() -> None:
     node = client.get_node_from_key(stream)
     with pytest.raises(redis.ResponseError, match="same slot"):  # and so does the server (CROSSSLOT)
         redis.Redis(host=node.host, port=node.port, socket_timeout=2).eval(*cross_slot)
+
+
+@pytest.mark.skipif(not cluster_mode(), reason="needs REDIS_CLUSTER_NODES (the cluster pass of make test)")
+def test_a_script_in_a_cluster_pipeline_goes_straight_to_its_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py asks a node for an EVAL's keys (COMMAND GETKEYS: a round trip of its own)
+    unless the command names its node; a stale node still gets there through MOVED."""
+    import redis.connection
+
+    sent: list[bytes] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def spy(self: redis.connection.AbstractConnection, command: Any, check_health: bool = True) -> None:
+        parts = command if isinstance(command, list) else [command]
+        sent.append(b"".join(bytes(part) for part in parts))
+        return send(self, command, check_health)
+
+    client = sync_redis()
+    assert isinstance(client, redis.RedisCluster)
+    key, script = f"test:{{{uuid.uuid4()}}}", "return redis.call('INCR', KEYS[1])"
+    client.ping()  # connections and the slot map first
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", spy)
+    pipe = client.pipeline(transaction=False)
+    pipeline_eval(pipe, script, [key], [])
+    assert pipe.execute() == [1]
+    assert not any(b"GETKEYS" in batch for batch in sent), sent
+    assert sum(b"\r\nEVAL\r\n" in batch for batch in sent) == 1
+    owner = client.get_node_from_key(key)
+    elsewhere = next(node for node in client.get_primaries() if node.name != owner.name)
+    pipe = client.pipeline(transaction=False)
+    monkeypatch.setattr(pipe, "get_node_from_key", lambda key, replica=False: elsewhere)  # a stale slot map
+    pipeline_eval(pipe, script, [key], [])
+    assert pipe.execute() == [2]
+    client.delete(key)

@@ -96,7 +96,7 @@ def test_a_lagging_replica_serves_an_old_cookie_but_never_a_state_older_than_the
     settings.REPLICA_CATCH_UP_WAIT_MS = 0
     for n in range(3):  # written outside any request: no client position is kept for them
         entry_create(
-            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
             amount=Decimal(n + 1), currency="EUR", category=f"before-{n}", occurred_on="2026-11-01",
         )  # fmt: skip
     wait_caught_up(timeout=60)
@@ -105,7 +105,7 @@ def test_a_lagging_replica_serves_an_old_cookie_but_never_a_state_older_than_the
     with replay_paused(REPLICAS[0]), replay_paused(REPLICAS[1]):
         for n in range(2):
             entry_create(
-                model=Expense, org=tenant.org, created_by=tenant.users["owner"], property=tenant.property,
+                model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
                 amount=Decimal(n + 1), currency="EUR", category=f"during-{n}", occurred_on="2026-11-01",
             )  # fmt: skip
         # The replicas lag: a pull from the old cookie may be served by one, and is then

@@ -133,6 +133,9 @@ def test_an_unknown_org_is_404_like_a_foreign_one(tenant):
     assert response.json() == {"detail": "Not found."}
 
 
+# The create's transaction outermost, as in a server: the refusal comes from the entry's
+# INSERT and rolls the whole transaction back (inside a test's own transaction, that one).
+@pytest.mark.django_db(transaction=True)
 def test_writing_into_another_orgs_property_is_refused(tenant, other_tenant):
     payload = other_tenant.entry_payload(property_id=str(tenant.property.id))
     response = other_tenant.owner.post(other_tenant.url("/expenses"), payload, format="json")

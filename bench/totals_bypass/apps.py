@@ -24,7 +24,7 @@ class TotalsBypassConfig(AppConfig):
         def totals_add_nothing(*, deltas: Any) -> None:
             return None
 
-        def insert_uncounted(*, entry: FinanceEntry, change: Callable[[], PreparedChange]) -> None:
+        def insert_uncounted(*, entry: FinanceEntry, change: Callable[[], PreparedChange]) -> bool:
             """entry_insert_counted without its totals CTE: the entry and its outbox row."""
             database = totals_database()
             fields = list(type(entry)._meta.concrete_fields)
@@ -41,6 +41,7 @@ class TotalsBypassConfig(AppConfig):
                 outbox_id = cursor.fetchone()[0]
             entry._state.adding, entry._state.db = False, database
             prepared.recorded(outbox_id)
+            return True
 
         def delete_returning(
             *, model: type[FinanceEntry], org_id: uuid.UUID, entry_id: uuid.UUID

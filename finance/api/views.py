@@ -6,7 +6,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -16,6 +16,8 @@ from core.pagination import PAGE_PARAMETERS, paginate_desc
 from edgecache.cacheable import EdgeCachedApi
 from edgecache.tags import org_section_tag
 from finance.api.serializers import (
+    NO_SUCH_PROPERTY,
+    EntryCreateInput,
     EntryFilterInput,
     EntryInput,
     EntryOutput,
@@ -25,7 +27,7 @@ from finance.api.serializers import (
 )
 from finance.models import FinanceEntry
 from finance.selectors import entries_list, entry_get, finance_summary
-from finance.services import EntryGone, entry_create, entry_delete, entry_update
+from finance.services import EntryGone, PropertyNotInOrg, entry_create, entry_delete, entry_update
 from tenancy.access import OrgScopedApi
 
 LIST_ORDER = ("occurred_on", "id")  # newest first; id (UUIDv7) breaks ties by creation
@@ -60,16 +62,19 @@ class EntryListCreateApi(EdgeCachedApi, OrgScopedApi):
 
     @extend_schema(request=EntryInput, responses={201: EntryOutput})
     def post(self, request: Request, org_id: uuid.UUID) -> Response:
-        data = EntryInput(data=request.data, context={"org": self.org})
+        data = EntryCreateInput(data=request.data, context={"org": self.org})
         data.is_valid(raise_exception=True)
         # A failed create fails the request; a keyed one's transaction rolls back whole.
-        entry = entry_create(
-            model=self.model,
-            org=self.org,
-            created_by=authenticated_user(request),
-            savepoint=False,
-            **data.validated_data,
-        )
+        try:
+            entry = entry_create(
+                model=self.model,
+                org=self.org,
+                created_by=authenticated_user(request),
+                savepoint=False,
+                **data.validated_data,
+            )
+        except PropertyNotInOrg:  # checked by the INSERT; the transaction rolled back
+            raise ValidationError({"property_id": [NO_SUCH_PROPERTY]}) from None
         return Response(entry_output(entry), status=status.HTTP_201_CREATED)
 
 

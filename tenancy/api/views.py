@@ -76,6 +76,8 @@ class OrganizationListCreateApi(IdempotentWritesMixin, APIView):
 
 
 class OrganizationDetailApi(OrgScopedApi):
+    access_cacheable = False  # shows the caller's role: read it fresh
+
     @extend_schema(responses=OrganizationOutput)
     def get(self, request: Request, org_id: uuid.UUID) -> Response:
         return Response(OrganizationOutput(self.membership).data)
