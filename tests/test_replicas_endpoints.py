@@ -101,14 +101,17 @@ def test_stats_count_reads_per_alias_writes_and_fallbacks(replicas_live, tenant,
     replicas_live.wait_caught_up()
     for _ in range(20):
         assert tenant.viewer.get(tenant.url("/expenses")).status_code == 200
-    assert (
-        tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").status_code == 201
+    created = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json")
+    assert created.status_code == 201
+    patched = tenant.manager.patch(  # reads the entry first: on the primary, in a write request
+        tenant.url(f"/expenses/{created.json()['id']}"), {"amount": "2.00"}, format="json"
     )
+    assert patched.status_code == 200
     stats = staff.get(f"{BASE}/replicas/stats").json()
     assert stats["scope"] == "process"
     assert stats["reads"].get("replica1", 0) + stats["reads"].get("replica2", 0) >= 20
     assert stats["writes"]["default"] >= 1
-    assert stats["fallbacks_to_primary"]["write_request"] >= 1  # the POST's own lookups
+    assert stats["fallbacks_to_primary"]["write_request"] >= 1  # the PATCH's own lookup
     assert stats["fallbacks_to_primary_total"] == sum(stats["fallbacks_to_primary"].values())
 
 
