@@ -99,8 +99,6 @@ class _Finisher:
             os.kill(os.getpid(), signal.SIGKILL)
         for database, pending in batches.items():
             _finish(database, pending)
-        if batches and threading.current_thread().name == "changelog-finisher":
-            connections.close_all()  # back to the pool until the next batch
 
 
 def _finish(database: str, pending: _Pending) -> None:
@@ -113,14 +111,18 @@ def _finish(database: str, pending: _Pending) -> None:
 
 
 def _execute(database: str, sql: str, params: list[Any]) -> bool:
+    """The finisher thread keeps its connection between batches (a checkout from the
+    pool per batch cost more than the statements it saved); one that failed is dropped,
+    and the next batch takes a fresh one."""
     try:
         with connections[database].cursor() as cursor:
             cursor.execute(sql, params)
-    except DatabaseError:
-        logger.warning("could not finish outbox rows; the worker will deliver them again", exc_info=True)
-        return False
-    except Exception:  # never let the finisher thread die: the worker delivers them again
-        logger.exception("finishing outbox rows failed unexpectedly; the worker will deliver them again")
+    except Exception as error:  # never let the finisher thread die: the worker delivers them again
+        connections[database].close()
+        if isinstance(error, DatabaseError):
+            logger.warning("could not finish outbox rows; the worker will deliver them again", exc_info=True)
+        else:
+            logger.exception("finishing outbox rows failed unexpectedly; the worker will deliver them again")
         return False
     return True
 
