@@ -52,14 +52,18 @@ WHERE org_changes.epoch <> '{MOVED_EPOCH}'
 RETURNING version, quiet_until > now()
 """
 
-_OUTBOX_INSERT = """
+_OUTBOX_INTO = """
 INSERT INTO changelog_outbox
     (org_id, version, topic, entity_id, user_id, data, created_at, available_at, inline_done, attempts, state,
      last_error)
-VALUES (%(org_id)s, %(version)s, %(topic)s, %(entity_id)s, %(user_id)s, %(data)s, %(created_at)s,
+"""
+_OUTBOX_INSERT = (
+    _OUTBOX_INTO
+    + """VALUES (%(org_id)s, %(version)s, %(topic)s, %(entity_id)s, %(user_id)s, %(data)s, %(created_at)s,
         %(created_at)s + make_interval(secs => %(grace)s), false, 0, 'pending', '')
 RETURNING id
 """
+)
 # A deletion: the outbox row and the entity's tombstone, in one round trip. (Every
 # other change uses the plain insert: a data-modifying CTE costs its planning even when
 # its WHERE is false.)
@@ -291,14 +295,13 @@ class PreparedChange:
 
 _OUTBOX_INSERT_FROM_PARAMS = ("org_id", "version", "topic", "entity_id", "user_id", "data", "created_at",
                               "created_at", "grace")  # fmt: skip
-_OUTBOX_INSERT_FROM = """
-INSERT INTO changelog_outbox
-    (org_id, version, topic, entity_id, user_id, data, created_at, available_at, inline_done, attempts, state,
-     last_error)
-SELECT %s, %s, %s, %s, %s, %s, %s, %s::timestamptz + make_interval(secs => %s), false, 0, 'pending', ''
+_OUTBOX_INSERT_FROM = (
+    _OUTBOX_INTO
+    + """SELECT %s, %s, %s, %s, %s, %s, %s, %s::timestamptz + make_interval(secs => %s), false, 0, 'pending', ''
 FROM {source}
 RETURNING id
 """
+)
 
 
 def change_prepare(
