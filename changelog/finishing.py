@@ -112,19 +112,29 @@ def _finish(database: str, pending: _Pending) -> None:
 
 def _execute(database: str, sql: str, params: list[Any]) -> bool:
     """The finisher thread keeps its connection between batches (a checkout from the
-    pool per batch cost more than the statements it saved); one that failed is dropped,
-    and the next batch takes a fresh one."""
-    try:
-        with connections[database].cursor() as cursor:
-            cursor.execute(sql, params)
-    except Exception as error:  # never let the finisher thread die: the worker delivers them again
-        connections[database].close()
-        if isinstance(error, DatabaseError):
-            logger.warning("could not finish outbox rows; the worker will deliver them again", exc_info=True)
-        else:
-            logger.exception("finishing outbox rows failed unexpectedly; the worker will deliver them again")
-        return False
-    return True
+    pool per batch cost more than the statements it saved). A connection the server
+    closed meanwhile (a restart, a failover, a terminated backend) fails the first try:
+    it is dropped and the statement runs once more on a fresh one, which is safe since
+    deleting or handing over the same ids twice changes nothing. Only a second failure
+    leaves the rows to the worker."""
+    for attempt in (1, 2):
+        try:
+            with connections[database].cursor() as cursor:
+                cursor.execute(sql, params)
+            return True
+        except Exception as error:  # never let the finisher thread die: the worker delivers them again
+            connections[database].close()
+            if attempt == 1 and isinstance(error, DatabaseError):
+                continue
+            if isinstance(error, DatabaseError):
+                logger.warning(
+                    "could not finish outbox rows; the worker will deliver them again", exc_info=True
+                )
+            else:
+                logger.exception(
+                    "finishing outbox rows failed unexpectedly; the worker will deliver them again"
+                )
+    return False
 
 
 _finisher = _Finisher()

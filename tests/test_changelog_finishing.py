@@ -101,3 +101,35 @@ def test_a_process_killed_before_finishing_its_rows_repeats_no_effect(
     assert [(e["data"]["id"], e["version"]) for e in events] == [(created["id"], created["version"])] * len(
         realtime_servers
     )
+
+
+def test_a_connection_the_server_closed_costs_the_finisher_no_batch(settings: Any, tenant: Any) -> None:
+    """The finisher thread keeps its connection; a server restart, a failover or a dropped
+    test database (a second cluster's, between test modules) closes it under the thread.
+    Its next batch runs on a fresh connection at once: no row waits for the worker's
+    grace period (no worker runs here, so an unfinished row would stay)."""
+    from django.db import connection
+
+    settings.CHANGELOG_FINISH_DELAY_SECONDS = 0.05
+
+    def write() -> None:
+        entry_create(
+            model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=tenant.property.id,
+            amount=Decimal("4.00"), currency="EUR", category="reconnect", occurred_on="2026-11-02",
+        )  # fmt: skip
+
+    write()
+    rows = OutboxEntry.objects.filter(org_id=tenant.org.id)
+    wait_until(lambda: not rows.filter(inline_done=False).exists(), timeout=5)  # the finisher has connected
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND (query LIKE 'DELETE FROM changelog_outbox%%'"
+            " OR query LIKE 'UPDATE changelog_outbox SET inline_done%%')"
+        )
+        assert cursor.fetchall(), "the finisher's connection was not found"
+    write()
+    wait_until(
+        lambda: not rows.filter(inline_done=False).exists(),
+        timeout=0.5 + settings.CHANGELOG_WORKER_GRACE_SECONDS / 2,
+    )
