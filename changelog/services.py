@@ -263,62 +263,87 @@ def _record(
     data: dict[str, Any],
     tombstone: bool,
 ) -> None:
-    prepared = _prepare(
+    database, params, change = _prepare(
         org_id=org_id, version=version, topic=topic, entity_id=entity_id, user_id=user_id, data=data
     )
-    with connections[prepared.database].cursor() as cursor:
-        cursor.execute(_RECORD_DELETION if tombstone else _OUTBOX_INSERT, prepared.params)
+    with connections[database].cursor() as cursor:
+        cursor.execute(_RECORD_DELETION if tombstone else _OUTBOX_INSERT, params)
         outbox_id = int(cursor.fetchone()[0])
-    prepared.recorded(outbox_id)
+    _deliver_on_commit(replace(change, outbox_id=outbox_id))
+
+
+def _deliver_on_commit(change: Change) -> None:
+    transaction.on_commit(lambda: deliver_after_commit(change), using=change.database)
+
+
+# The version taken inside the caller's statement: the counter row's UPDATE as its first
+# CTE, only when the caller's `condition` holds (so a refused write takes no version).
+# No row when the condition fails, the org has moved, or it has no counter row yet.
+_TAKE_VERSION_IF = f"""
+UPDATE org_changes SET version = version + 1
+WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}' AND {{condition}}
+RETURNING version, coalesce(quiet_until > now(), false) AS quiet
+"""
+_OUTBOX_INSERT_FROM = (
+    _OUTBOX_INTO
+    + """SELECT %s, {source}.version, %s, %s, NULL, jsonb_set(%s::jsonb, '{{version}}', to_jsonb({source}.version)),
+       %s, %s::timestamptz + make_interval(secs => %s), false, 0, 'pending', ''
+FROM {source}
+RETURNING id, version, (SELECT quiet FROM {taken})
+"""
+)
+_OUTBOX_INSERT_FROM_PARAMS = ("org_id", "topic", "entity_id", "data", "created_at", "created_at", "grace")
 
 
 @dataclass(frozen=True)
 class PreparedChange:
-    """A change whose outbox row is written by the caller's own statement (a CTE of the
-    entity's INSERT: one round trip fewer), then `recorded` with the row's id."""
+    """A change that the caller's own statement versions and records (one round trip
+    for the whole write): its first CTE takes the org's version
+    (`version_take`), its entity's INSERT stamps it, and its last part writes the
+    outbox row (`outbox_insert`); then `recorded` with what that statement returned."""
 
     database: str
     params: dict[str, Any]
     change: Change
 
-    def outbox_insert(self, *, source: str) -> tuple[str, list[Any]]:
+    def version_take(self, *, condition: str, condition_params: list[Any]) -> tuple[str, list[Any]]:
+        """The CTE body that takes the org's next version, locking its counter row (the
+        first lock of the write, as `org_version_take`), if `condition` holds; it returns
+        `version` and `quiet`. No row when the condition fails, the org moved away or has
+        no counter row: then lock the org (`org_lock_take`, which refuses a moved org and
+        adds a missing row) and run the statement again."""
+        return _TAKE_VERSION_IF.format(condition=condition), [self.params["org_id"], *condition_params]
+
+    def outbox_insert(self, *, source: str, taken: str) -> tuple[str, list[Any]]:
         """SQL that inserts the outbox row once per row of the CTE `source` (so none when
-        the entity's own INSERT inserted nothing), returning its id; and its parameters."""
-        sql = _OUTBOX_INSERT_FROM.format(source=source)
+        the entity's own INSERT inserted nothing), with `source.version` (also put into
+        the change's data), returning its id, version and the org's quiet flag from the
+        version CTE `taken`; and its parameters."""
+        sql = _OUTBOX_INSERT_FROM.format(source=source, taken=taken)
         return sql, [self.params[name] for name in _OUTBOX_INSERT_FROM_PARAMS]
 
-    def recorded(self, outbox_id: int) -> None:
+    def recorded(self, *, outbox_id: int, version: int, quiet: bool) -> None:
         """The row is written (in this transaction): deliver the change after commit."""
-        change = replace(self.change, outbox_id=outbox_id)
-        transaction.on_commit(lambda: deliver_after_commit(change), using=self.database)
-
-
-_OUTBOX_INSERT_FROM_PARAMS = ("org_id", "version", "topic", "entity_id", "user_id", "data", "created_at",
-                              "created_at", "grace")  # fmt: skip
-_OUTBOX_INSERT_FROM = (
-    _OUTBOX_INTO
-    + """SELECT %s, %s, %s, %s, %s, %s, %s, %s::timestamptz + make_interval(secs => %s), false, 0, 'pending', ''
-FROM {source}
-RETURNING id
-"""
-)
+        self.change.data["version"] = version
+        _deliver_on_commit(replace(self.change, outbox_id=outbox_id, version=version, quiet=quiet))
 
 
 def change_prepare(
     *,
     org_id: uuid.UUID | str,
-    version: int,
     topic: str,
     entity_id: uuid.UUID | str,
     data: dict[str, Any],
 ) -> PreparedChange:
-    """`change_record` for a caller that writes the outbox row in its own statement
-    (PreparedChange.outbox_insert). Not for deletions (their tombstone: change_record)."""
+    """`org_version_take` and `change_record` for a caller that does both in its own
+    statement (PreparedChange). `data` gets the version once it is known. Not for
+    deletions (their tombstone: change_record)."""
     if topic.endswith(".deleted"):
         raise ValueError("a deletion leaves a tombstone: use change_record")
-    return _prepare(
-        org_id=str(org_id), version=version, topic=topic, entity_id=str(entity_id), user_id=None, data=data
+    database, params, change = _prepare(
+        org_id=str(org_id), version=None, topic=topic, entity_id=str(entity_id), user_id=None, data=data
     )
+    return PreparedChange(database=database, params=params, change=change)
 
 
 def _prepare(
@@ -329,7 +354,7 @@ def _prepare(
     entity_id: str | None,
     user_id: str | None,
     data: dict[str, Any],
-) -> PreparedChange:
+) -> tuple[str, dict[str, Any], Change]:
     from django.conf import settings
 
     database = _database()
@@ -359,4 +384,4 @@ def _prepare(
         database=database,
         quiet=_taken_while_quiet(database, org_id, version),
     )
-    return PreparedChange(database=database, params=params, change=change)
+    return database, params, change

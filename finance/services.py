@@ -18,7 +18,14 @@ from typing import Any
 from django.db import models
 
 from accounts.models import User
-from changelog.services import change_prepare, change_record, org_transaction, org_version_take
+from changelog.services import (
+    PreparedChange,
+    change_prepare,
+    change_record,
+    org_lock_take,
+    org_transaction,
+    org_version_take,
+)
 from finance.api.serializers import entry_output
 from finance.models import FinanceEntry
 from finance.totals import entry_delete_returning, entry_insert_counted, entry_move_deltas, totals_add
@@ -51,7 +58,7 @@ def entry_create(
     savepoint: bool = True,
 ) -> FinanceEntry:
     """Raises PropertyNotInOrg unless the property is the org's (checked by the entry's
-    INSERT itself, after the org's version was taken: the error rolls that back).
+    statement itself, which then takes no version).
 
     `savepoint=False`: the caller's transaction, if any, fails as a whole when this
     fails (a REST create), so no savepoint is needed; callers that go on after a failed
@@ -61,7 +68,6 @@ def entry_create(
     amount = model._meta.get_field("amount").to_python(amount)
     occurred_on = model._meta.get_field("occurred_on").to_python(occurred_on)
     with org_transaction(savepoint=savepoint):
-        version = org_version_take(org_id=org.id)
         entry = model(
             org=org,
             property_id=property_id,
@@ -71,21 +77,24 @@ def entry_create(
             occurred_on=occurred_on,
             description=description,
             created_by=created_by,
-            version=version,
             **fields,
         )
-        inserted = entry_insert_counted(
-            entry=entry,
-            change=lambda: change_prepare(
+
+        def change() -> PreparedChange:
+            return change_prepare(
                 org_id=entry.org_id,
-                version=version,
                 topic=f"{entry.kind}.created",
                 entity_id=entry.id,
                 data=entry_output(entry),
-            ),
-        )
-        if not inserted:
-            raise PropertyNotInOrg(str(property_id))
+            )
+
+        # One statement takes the version and writes the entry, its total and its change;
+        # when it finds nothing to write from, the org is locked the long way (a moved
+        # org refused, a missing counter row added) and the statement runs again.
+        if not entry_insert_counted(entry=entry, change=change):
+            org_lock_take(org_id=org.id)
+            if not entry_insert_counted(entry=entry, change=change):
+                raise PropertyNotInOrg(str(property_id))
     return entry
 
 

@@ -9,8 +9,8 @@ property or currency, none when only the category or description changed).
 All of a write's deltas go in one `INSERT ... ON CONFLICT DO UPDATE SET total = total +
 EXCLUDED.total` statement, keys sorted; a create's and a delete's is the same statement
 as the entry's own INSERT or DELETE (a CTE), so they cost no extra round trip (a
-create's outbox row too). The caller has already taken the org's counter
-row (changelog.services.org_version_take), so the lock order is always: org counter,
+create's version and outbox row too). The org's counter row is taken first
+(changelog.services.org_version_take, or a create's first CTE), so the lock order is always: org counter,
 entry rows, totals rows; and since the repair (finance.totals_repair) takes the same
 counter lock, it never races an increment.
 """
@@ -101,53 +101,71 @@ def entry_move_deltas(*, old: FinanceEntry | None, new: FinanceEntry | None) -> 
 
 
 def entry_insert_counted(*, entry: FinanceEntry, change: Callable[[], PreparedChange]) -> bool:
-    """Insert the new (unsaved) entry, add it to its total and write its change's outbox
-    row, in one statement (a CTE): what `save()` would write, with the same field
-    preparation, and no second or third round trip. The row is inserted only if its
-    property belongs to its org (checked in the same statement: no SELECT of its own);
-    False, with nothing written (no outbox row either), when it does not. `change` is
-    called once the entry's fields are prepared (its creation time set), to describe the
-    change."""
+    """Take the org's next version, insert the new (unsaved) entry stamped with it, add
+    it to its total and write its change's outbox row, in one statement (CTEs): what
+    `save()` would write, with the same field preparation, and no further round trip.
+    The version is taken, and the row inserted, only if the entry's property belongs to
+    its org (checked in the same statement: no SELECT of its own). False, with nothing
+    written, when the statement found no row to write from: the property is not the
+    org's, or the org's counter row is missing or moved away (`change`'s
+    `PreparedChange.version_take` says what to do then). `change` is called once the
+    entry's fields are prepared (its creation time set), to describe the change."""
+    return _entry_insert(entry=entry, change=change, counted=True)
+
+
+def _entry_insert(*, entry: FinanceEntry, change: Callable[[], PreparedChange], counted: bool) -> bool:
+    """`entry_insert_counted`; without the totals CTE when not `counted` (a benchmark's
+    baseline, bench/totals_bypass)."""
     model = type(entry)
     database = totals_database()
     connection = connections[database]
-    fields = list(model._meta.concrete_fields)
+    fields = [field for field in model._meta.concrete_fields if field.attname != "version"]
     values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
     prepared = change()
-    outbox_sql, outbox_params = prepared.outbox_insert(source="entry")
+    take_sql, take_params = prepared.version_take(condition=_PROPERTY_IS_THE_ORGS, condition_params=[
+        entry.property_id, entry.org_id])  # fmt: skip
+    outbox_sql, outbox_params = prepared.outbox_insert(source="entry", taken="taken")
     with connection.cursor() as cursor:
         cursor.execute(
-            _insert_counted_statement(model) + outbox_sql,
-            [*values, entry.property_id, entry.org_id, model.kind, *outbox_params],
+            f"WITH taken AS ({take_sql}){_insert_statement(model, counted=counted)}{outbox_sql}",
+            [*take_params, *values, *([model.kind] if counted else []), *outbox_params],
         )
         row = cursor.fetchone()
     if row is None:
         return False
+    outbox_id, version, quiet = row
+    entry.version = version
     entry._state.adding = False
     entry._state.db = database
-    prepared.recorded(row[0])
+    prepared.recorded(outbox_id=outbox_id, version=version, quiet=quiet)
     return True
 
 
+_PROPERTY_IS_THE_ORGS = f"EXISTS (SELECT 1 FROM {Property._meta.db_table} WHERE id = %s AND org_id = %s)"
+
+
 @cache
-def _insert_counted_statement(model: type[FinanceEntry]) -> str:
-    """The entry's INSERT and its total's, as CTEs (a statement that writes the outbox
-    row from `entry` follows). Each value cast to its column's type: a SELECT list
-    (unlike VALUES) does not take the types of the columns it is inserted into."""
-    fields = list(model._meta.concrete_fields)
+def _insert_statement(model: type[FinanceEntry], *, counted: bool) -> str:
+    """The entry's INSERT, stamped with the version of the CTE `taken`, and its total's,
+    as CTEs (the statement that writes the outbox row from `entry` follows). Each value
+    cast to its column's type: a SELECT list (unlike VALUES) does not take the types of
+    the columns it is inserted into."""
+    fields = [field for field in model._meta.concrete_fields if field.attname != "version"]
     connection = connections[totals_database()]
     casts = ", ".join(f"%s::{field.db_type(connection)}" for field in fields if field.column is not None)
-    return f"""
-        WITH entry AS (
-            INSERT INTO {model._meta.db_table} ({_column_list(fields)})
-            SELECT {casts}
-            WHERE EXISTS (SELECT 1 FROM {Property._meta.db_table} WHERE id = %s AND org_id = %s)
-            RETURNING org_id, occurred_on, property_id, currency, amount
-        ), total AS (
+    total = f"""
+        , total AS (
             INSERT INTO finance_daily_total ({COLUMNS})
             SELECT org_id, occurred_on, property_id, currency, %s, amount, 1 FROM entry
             {CONFLICT}
         )
+    """
+    return f"""
+        , entry AS (
+            INSERT INTO {model._meta.db_table} ({_column_list(fields)}, version)
+            SELECT {casts}, taken.version FROM taken
+            RETURNING org_id, occurred_on, property_id, currency, amount, version
+        ){total if counted else ""}
     """
 
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from changelog.models import OutboxEntry
 from finance.models import Expense, Revenue
 
 pytestmark = pytest.mark.django_db
@@ -123,8 +124,8 @@ def _org_state(org_id):
 @pytest.mark.parametrize("key", [None, "k-property"], ids=["plain", "keyed"])
 @pytest.mark.parametrize("whose", ["another org's", "unknown"])
 def test_a_property_not_of_the_org_is_a_field_error_and_writes_nothing(tenant, other_tenant, key, whose):
-    """Checked by the entry's INSERT after the org's version was taken: the refusal
-    rolls the version back with everything else."""
+    """Checked by the create's one statement, which then takes no version (nor writes
+    anything else); a plain create commits nothing either way."""
     assert (
         tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").status_code == 201
     )
@@ -141,6 +142,30 @@ def test_a_property_not_of_the_org_is_a_field_error_and_writes_nothing(tenant, o
     after = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json", **headers)
     assert after.status_code == 201  # and a keyed retry with a good body runs
     assert after.json()["version"] == before[0] + 1
+
+
+def test_a_create_takes_its_version_and_writes_entry_total_and_change_in_one_statement(tenant):
+    """The org's counter row, the entry, its daily total and its outbox row: one round
+    trip (the first create of a fixture's org, which has no counter row yet, adds it
+    the long way; every later one is a single statement)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert (
+        tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").status_code == 201
+    )
+    with CaptureQueriesContext(connection) as queries:
+        created = tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json")
+    assert created.status_code == 201
+    writes = [q["sql"] for q in queries.captured_queries if "org_changes" in q["sql"]]
+    assert len(writes) == 1, writes
+    for table in ("UPDATE org_changes", "INSERT INTO finance_expense", "INSERT INTO finance_daily_total",
+                  "INSERT INTO changelog_outbox"):  # fmt: skip
+        assert table in writes[0], table
+    row = Expense.objects.get(id=created.json()["id"])
+    outbox = OutboxEntry.objects.filter(org_id=tenant.org.id, version=row.version).get()
+    assert created.json()["version"] == row.version == outbox.data["version"]
+    assert outbox.data == created.json()
 
 
 def test_a_create_sends_no_query_of_its_own_for_the_property(tenant):

@@ -327,7 +327,7 @@ def test_a_keyed_create_failing_after_its_first_writes_rolls_back_whole_and_the_
     version = OrgChangeCounter.objects.get(org_id=tenant.org.id).version
     outbox = OutboxEntry.objects.count()
 
-    def refused(self, outbox_id):
+    def refused(self, **recorded):
         raise OrgMoving()
 
     monkeypatch.setattr("changelog.services.PreparedChange.recorded", refused)

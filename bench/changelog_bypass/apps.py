@@ -36,17 +36,23 @@ class ChangelogBypassConfig(AppConfig):
             deliver_on_commit(change_of(**fields))
 
         class PreparedWithoutOutbox:
+            """The create's one statement with no counter row (version 0, if the
+            property is the org's) and a plain SELECT in place of the outbox INSERT."""
+
             def __init__(self, change: Change) -> None:
                 self.change = change
 
-            def outbox_insert(self, *, source: str) -> tuple[str, list[Any]]:
-                return f"SELECT 0 FROM {source}", []
+            def version_take(self, *, condition: str, condition_params: list[Any]) -> tuple[str, list[Any]]:
+                return f"SELECT 0::bigint AS version, false AS quiet WHERE {condition}", condition_params
 
-            def recorded(self, outbox_id: int) -> None:
+            def outbox_insert(self, *, source: str, taken: str) -> tuple[str, list[Any]]:
+                return f"SELECT 0, 0::bigint, false FROM {source}", []
+
+            def recorded(self, *, outbox_id: int, version: int, quiet: bool) -> None:
                 deliver_on_commit(self.change)
 
         def prepare_without_outbox(**fields: Any) -> PreparedWithoutOutbox:
-            return PreparedWithoutOutbox(change_of(**fields))
+            return PreparedWithoutOutbox(change_of(version=0, **fields))
 
         for module in (finance.services, tenancy.services):
             module.org_version_take = version_without_counter  # type: ignore[attr-defined]

@@ -19,29 +19,14 @@ class TotalsBypassConfig(AppConfig):
         import finance.services
         from changelog.services import PreparedChange
         from finance.models import FinanceEntry
-        from finance.totals import _column_list, totals_database
+        from finance.totals import _column_list, _entry_insert, totals_database
 
         def totals_add_nothing(*, deltas: Any) -> None:
             return None
 
         def insert_uncounted(*, entry: FinanceEntry, change: Callable[[], PreparedChange]) -> bool:
-            """entry_insert_counted without its totals CTE: the entry and its outbox row."""
-            database = totals_database()
-            fields = list(type(entry)._meta.concrete_fields)
-            values = [f.get_db_prep_save(f.pre_save(entry, add=True), connections[database]) for f in fields]
-            prepared = change()
-            outbox_sql, outbox_params = prepared.outbox_insert(source="entry")
-            placeholders = ", ".join(["%s"] * len(fields))
-            with connections[database].cursor() as cursor:
-                cursor.execute(
-                    f"WITH entry AS (INSERT INTO {type(entry)._meta.db_table} ({_column_list(fields)}) "
-                    f"VALUES ({placeholders}) RETURNING 1) {outbox_sql}",
-                    [*values, *outbox_params],
-                )
-                outbox_id = cursor.fetchone()[0]
-            entry._state.adding, entry._state.db = False, database
-            prepared.recorded(outbox_id)
-            return True
+            """entry_insert_counted without its totals CTE: the version, the entry and its outbox row."""
+            return _entry_insert(entry=entry, change=change, counted=False)
 
         def delete_returning(
             *, model: type[FinanceEntry], org_id: uuid.UUID, entry_id: uuid.UUID
