@@ -37,3 +37,23 @@ def test_the_checker_runs_at_least_four_times_per_critical_window(settings):
     # positions outlive the critical lag, whatever the setting says
     settings.REPLICA_POSITION_TTL_SECONDS = 1
     assert replica_settings().position_ttl_seconds == 11
+
+
+@pytest.mark.parametrize(
+    ("sql", "reads_only"),
+    [
+        ("SELECT 1", True),
+        ("  show server_version", True),
+        ("WITH page AS (SELECT id FROM finance_expense) SELECT * FROM page", True),
+        # a finance create: one WITH statement that writes (never run twice outside a transaction)
+        ("WITH taken AS (UPDATE org_changes SET version = version + 1 RETURNING version) SELECT 1", False),
+        ("WITH entry AS (INSERT INTO finance_expense VALUES (1) RETURNING id) SELECT id FROM entry", False),
+        ("with gone as (delete from finance_expense returning id) select 1", False),
+        ("INSERT INTO t VALUES (1)", False),
+        ("UPDATE t SET a = 1", False),
+    ],
+)
+def test_only_statements_that_write_nothing_may_run_twice_outside_a_transaction(sql, reads_only):
+    from replicas.primary.base import statement_reads_only
+
+    assert statement_reads_only(sql) is reads_only

@@ -17,6 +17,7 @@ instrumented PostgreSQL backend, made to ride out a primary restart or hang.
   refuses new connections at once while the primary is down.
 """
 
+import re
 from contextlib import suppress
 from typing import Any
 
@@ -29,7 +30,17 @@ from replicas import primary_outage
 from replicas.pools import check_within_deadline, discard_pool, mark_alive, recently_alive
 from replicas.watchdog import watchdog
 
-_READ_ONLY_PREFIXES = ("SELECT", "WITH", "SHOW")  # WITH: our code has no writable CTEs
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+
+
+def statement_reads_only(sql: str) -> bool:
+    """A SELECT or SHOW, or a WITH query none of whose parts writes (a finance create is
+    one WITH statement that inserts): a statement that may run twice outside a
+    transaction. Conservative: a SELECT ... FOR UPDATE in a WITH counts as a write."""
+    head = sql.lstrip()[:6].upper()
+    if head.startswith(("SELECT", "SHOW")):
+        return True
+    return head.startswith("WITH") and _WRITES.search(sql) is None
 
 
 class DatabaseWrapper(PostgresDatabaseWrapper):
@@ -100,7 +111,7 @@ class DatabaseWrapper(PostgresDatabaseWrapper):
     def _safe_to_rerun(self, sql: str, context: dict) -> bool:
         if getattr(context["cursor"].cursor, "name", None):  # a server-side cursor
             return False
-        return self.in_atomic_block or str(sql).lstrip()[:6].upper().startswith(_READ_ONLY_PREFIXES)
+        return self.in_atomic_block or statement_reads_only(str(sql))
 
     def _replace_broken_connection(self, context: dict) -> None:
         """Swap in a fresh connection in place (Django's transaction bookkeeping stays
