@@ -277,11 +277,9 @@ def _deliver_on_commit(change: Change) -> None:
 
 
 # The version taken inside the caller's statement: the counter row's UPDATE as its first
-# CTE, only when the caller's `condition` holds (so a refused write takes no version).
-# No row when the condition fails, the org has moved, or it has no counter row yet.
-_TAKE_VERSION_IF = f"""
-UPDATE org_changes SET version = version + 1
-WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}' AND {{condition}}
+# CTE. No row when the org has moved away or has no counter row yet.
+_TAKE_VERSION_IN_STATEMENT = f"""
+UPDATE org_changes SET version = version + 1 WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}'
 RETURNING version, coalesce(quiet_until > now(), false) AS quiet
 """
 _OUTBOX_INSERT_FROM = (
@@ -306,13 +304,14 @@ class PreparedChange:
     params: dict[str, Any]
     change: Change
 
-    def version_take(self, *, condition: str, condition_params: list[Any]) -> tuple[str, list[Any]]:
+    def version_take(self) -> tuple[str, list[Any]]:
         """The CTE body that takes the org's next version, locking its counter row (the
-        first lock of the write, as `org_version_take`), if `condition` holds; it returns
-        `version` and `quiet`. No row when the condition fails, the org moved away or has
-        no counter row: then lock the org (`org_lock_take`, which refuses a moved org and
-        adds a missing row) and run the statement again."""
-        return _TAKE_VERSION_IF.format(condition=condition), [self.params["org_id"], *condition_params]
+        write's first lock, as `org_version_take`); it returns `version` and `quiet`. No
+        row when the org moved away or has no counter row: then lock the org
+        (`org_lock_take`, which refuses a moved org and adds a missing row) and run the
+        statement again. A statement that then writes nothing must fail its transaction
+        (or savepoint): the version it took is given back by the rollback."""
+        return _TAKE_VERSION_IN_STATEMENT, [self.params["org_id"]]
 
     def outbox_insert(self, *, source: str, taken: str) -> tuple[str, list[Any]]:
         """SQL that inserts the outbox row once per row of the CTE `source` (so none when

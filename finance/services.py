@@ -58,7 +58,7 @@ def entry_create(
     savepoint: bool = True,
 ) -> FinanceEntry:
     """Raises PropertyNotInOrg unless the property is the org's (checked by the entry's
-    statement itself, which then takes no version).
+    statement itself; the error rolls back the version it took).
 
     `savepoint=False`: the caller's transaction, if any, fails as a whole when this
     fails (a REST create), so no savepoint is needed; callers that go on after a failed

@@ -104,11 +104,11 @@ def entry_insert_counted(*, entry: FinanceEntry, change: Callable[[], PreparedCh
     """Take the org's next version, insert the new (unsaved) entry stamped with it, add
     it to its total and write its change's outbox row, in one statement (CTEs): what
     `save()` would write, with the same field preparation, and no further round trip.
-    The version is taken, and the row inserted, only if the entry's property belongs to
-    its org (checked in the same statement: no SELECT of its own). False, with nothing
-    written, when the statement found no row to write from: the property is not the
-    org's, or the org's counter row is missing or moved away (`change`'s
-    `PreparedChange.version_take` says what to do then). `change` is called once the
+    The row is inserted only if the entry's property belongs to its org (checked in the
+    same statement: no SELECT of its own). False, with no entry, total or outbox row
+    written, when the property is not the org's or the org's counter row is missing or
+    moved away (`PreparedChange.version_take` says what to do then); a version may have
+    been taken, which the caller's rollback gives back. `change` is called once the
     entry's fields are prepared (its creation time set), to describe the change."""
     return _entry_insert(entry=entry, change=change, counted=True)
 
@@ -122,13 +122,19 @@ def _entry_insert(*, entry: FinanceEntry, change: Callable[[], PreparedChange], 
     fields = [field for field in model._meta.concrete_fields if field.attname != "version"]
     values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
     prepared = change()
-    take_sql, take_params = prepared.version_take(condition=_PROPERTY_IS_THE_ORGS, condition_params=[
-        entry.property_id, entry.org_id])  # fmt: skip
+    take_sql, take_params = prepared.version_take()
     outbox_sql, outbox_params = prepared.outbox_insert(source="entry", taken="taken")
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH taken AS ({take_sql}){_insert_statement(model, counted=counted)}{outbox_sql}",
-            [*take_params, *values, *([model.kind] if counted else []), *outbox_params],
+            [
+                *take_params,
+                *values,
+                entry.property_id,
+                entry.org_id,
+                *([model.kind] if counted else []),
+                *outbox_params,
+            ],
         )
         row = cursor.fetchone()
     if row is None:
@@ -141,15 +147,19 @@ def _entry_insert(*, entry: FinanceEntry, change: Callable[[], PreparedChange], 
     return True
 
 
-_PROPERTY_IS_THE_ORGS = f"EXISTS (SELECT 1 FROM {Property._meta.db_table} WHERE id = %s AND org_id = %s)"
-
-
 @cache
 def _insert_statement(model: type[FinanceEntry], *, counted: bool) -> str:
     """The entry's INSERT, stamped with the version of the CTE `taken`, and its total's,
     as CTEs (the statement that writes the outbox row from `entry` follows). Each value
     cast to its column's type: a SELECT list (unlike VALUES) does not take the types of
-    the columns it is inserted into."""
+    the columns it is inserted into.
+
+    The property check locks the property row (KEY SHARE, as the foreign key's own check
+    would) after the counter row: its reference to `taken` makes it run per row of
+    `taken`, so after the counter's lock, in the lock order of every write. Locking also
+    makes it see a property deleted by a writer this statement waited for at the counter
+    (a plain subquery would see the statement's older snapshot, and the foreign key
+    would fail at commit)."""
     fields = [field for field in model._meta.concrete_fields if field.attname != "version"]
     connection = connections[totals_database()]
     casts = ", ".join(f"%s::{field.db_type(connection)}" for field in fields if field.column is not None)
@@ -164,6 +174,10 @@ def _insert_statement(model: type[FinanceEntry], *, counted: bool) -> str:
         , entry AS (
             INSERT INTO {model._meta.db_table} ({_column_list(fields)}, version)
             SELECT {casts}, taken.version FROM taken
+            WHERE EXISTS (
+                SELECT 1 FROM {Property._meta.db_table} WHERE id = %s AND org_id = %s AND taken.version > 0
+                FOR KEY SHARE
+            )
             RETURNING org_id, occurred_on, property_id, currency, amount, version
         ){total if counted else ""}
     """

@@ -124,8 +124,8 @@ def _org_state(org_id):
 @pytest.mark.parametrize("key", [None, "k-property"], ids=["plain", "keyed"])
 @pytest.mark.parametrize("whose", ["another org's", "unknown"])
 def test_a_property_not_of_the_org_is_a_field_error_and_writes_nothing(tenant, other_tenant, key, whose):
-    """Checked by the create's one statement, which then takes no version (nor writes
-    anything else); a plain create commits nothing either way."""
+    """Checked by the create's one statement; the refusal rolls back the version it
+    took with everything else."""
     assert (
         tenant.manager.post(tenant.url("/expenses"), tenant.entry_payload(), format="json").status_code == 201
     )
@@ -166,6 +166,72 @@ def test_a_create_takes_its_version_and_writes_entry_total_and_change_in_one_sta
     outbox = OutboxEntry.objects.filter(org_id=tenant.org.id, version=row.version).get()
     assert created.json()["version"] == row.version == outbox.data["version"]
     assert outbox.data == created.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_waiting_for_a_property_delete_at_the_org_lock_is_refused_cleanly(tenant):
+    """A property deleted by a writer that holds the org's counter row while a create
+    into it waits there: once the delete commits, the create answers "no such property"
+    (PropertyNotInOrg) with nothing written, not a foreign-key failure at commit (its
+    statement's snapshot predates the delete; its property check must not rely on it)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from finance.services import PropertyNotInOrg, entry_create
+    from tenancy.services import property_create, property_delete
+    from tests.replica_support import wait_until
+
+    doomed = property_create(org=tenant.org, name="Annex", currency="EUR", timezone="Europe/Paris")
+    before = _org_state(tenant.org.id)
+    deleted, release = threading.Event(), threading.Event()
+
+    def delete_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                property_delete(prop=doomed)
+                deleted.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    deleter = threading.Thread(target=delete_and_hold)
+    deleter.start()
+    assert deleted.wait(10)
+    outcome: list[object] = []
+
+    def create() -> None:
+        try:
+            entry_create(
+                model=Expense, org=tenant.org, created_by=tenant.users["owner"], property_id=doomed.id,
+                amount=Decimal("5.00"), currency="EUR", category="race", occurred_on="2026-11-02",
+            )  # fmt: skip
+            outcome.append("created")
+        except Exception as error:
+            outcome.append(error)
+        finally:
+            connection.close()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    with connection.cursor() as cursor:  # the create waits for the deleter's counter row lock
+
+        def waiting() -> bool:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%%org_changes%%'"
+            )
+            return cursor.fetchone()[0] == 1
+
+        wait_until(waiting, timeout=10)
+    release.set()
+    deleter.join(10)
+    creator.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], PropertyNotInOrg), outcome
+    after = _org_state(tenant.org.id)
+    assert after[0] == before[0] + 1  # the delete's version only
+    assert after[1] == before[1]  # no entry
+    assert not OutboxEntry.objects.filter(org_id=tenant.org.id, topic="expense.created").exists()
 
 
 def test_a_create_sends_no_query_of_its_own_for_the_property(tenant):

@@ -36,14 +36,14 @@ class ChangelogBypassConfig(AppConfig):
             deliver_on_commit(change_of(**fields))
 
         class PreparedWithoutOutbox:
-            """The create's one statement with no counter row (version 0, if the
-            property is the org's) and a plain SELECT in place of the outbox INSERT."""
+            """The create's one statement with no counter row (a constant version)
+            and a plain SELECT in place of the outbox INSERT."""
 
             def __init__(self, change: Change) -> None:
                 self.change = change
 
-            def version_take(self, *, condition: str, condition_params: list[Any]) -> tuple[str, list[Any]]:
-                return f"SELECT 0::bigint AS version, false AS quiet WHERE {condition}", condition_params
+            def version_take(self) -> tuple[str, list[Any]]:
+                return "SELECT 1::bigint AS version, false AS quiet", []
 
             def outbox_insert(self, *, source: str, taken: str) -> tuple[str, list[Any]]:
                 return f"SELECT 0, 0::bigint, false FROM {source}", []
