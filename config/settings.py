@@ -105,6 +105,11 @@ DB_MAX_CONNECTIONS = env.int("DB_MAX_CONNECTIONS", default=100)
 DB_POOL_TIMEOUT_SECONDS = env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0)
 DB_CONNECT_TIMEOUT_SECONDS = env.int("DB_CONNECT_TIMEOUT_SECONDS", default=3)
 DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
+# Server-side parameter binding: psycopg then prepares a statement on its connection
+# once it ran DB_PREPARE_THRESHOLD times (parse and plan once per pooled connection,
+# not per request). Client-side binding (False) parses and plans every statement.
+DB_SERVER_SIDE_BINDING = env.bool("DB_SERVER_SIDE_BINDING", default=False)
+DB_PREPARE_THRESHOLD = env.int("DB_PREPARE_THRESHOLD", default=5)
 # Primary faults (replicas/primary, docs/replicas.md "Primary restarts and hangs"):
 # a pooled connection is checked before use within DB_CHECK_TIMEOUT_SECONDS; a hung
 # server fails a statement after statement_timeout plus the margin (client side); dead
@@ -142,6 +147,8 @@ def database_config(url: str) -> dict:
             "keepalives_interval": max(1, DB_KEEPALIVES_IDLE_SECONDS // 3),
             "keepalives_count": 3,
             "tcp_user_timeout": DB_TCP_USER_TIMEOUT_MS,
+            "server_side_binding": DB_SERVER_SIDE_BINDING,
+            "prepare_threshold": DB_PREPARE_THRESHOLD,
             "pool": {
                 "min_size": DB_MIN_CONNECTIONS,
                 "max_size": max(DB_MAX_CONNECTIONS, DB_MIN_CONNECTIONS),
