@@ -34,6 +34,7 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 VARIANTS = {"with log": "config.settings", "without": "bench.settings_changelog_off"}
+CPU_GROUPS = ("server", "worker", "postgres", "redis")  # the order of `measured` below
 
 
 def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
@@ -87,6 +88,8 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
                 if result["non_2xx"] or result["socket_errors"] or abs(written - result["requests"]) > 16:
                     raise SystemExit(f"{name}: {result}, wrote {written} rows")
                 result["cpu_ms"] = 1000 * sum(cpu) / result["requests"]
+                for group, seconds in zip(CPU_GROUPS, cpu, strict=True):
+                    result[f"cpu_ms_{group}"] = 1000 * seconds / result["requests"]
                 result["throughput"] = result["requests"] / result["seconds"]
                 results[name].append(result)
                 print(f"round {round_number + 1} {name:>9}: {result['throughput']:6.0f} req/s, "
@@ -126,6 +129,10 @@ def report(results: dict[str, list[dict]], what: str, load_before: float) -> Non
     for name in variants:
         print(f"{name:>9} {median(name, 'throughput'):7.0f} {median(name, 'p50_ms'):7.2f} "
               f"{median(name, 'p95_ms'):7.2f} {median(name, 'cpu_ms'):10.2f}")  # fmt: skip
+    print(f"\nCPU ms per request by process, medians: {'  '.join(f'{g:>8}' for g in CPU_GROUPS)}")
+    for name in variants:
+        by_group = "  ".join(f"{median(name, 'cpu_ms_' + group):8.2f}" for group in CPU_GROUPS)
+        print(f"{name:>38}: {by_group}")
     on, off = median(measured_name, "cpu_ms"), median(baseline_name, "cpu_ms")
     paired = sorted(
         (w["cpu_ms"] - o["cpu_ms"]) / w["cpu_ms"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 REQUEST_FRAME = "ThreadWorker.handle_request"
 VIEW_FRAME = "BaseHandler._get_response"
+FINISHER_FRAME = "_Finisher._run"
 _MIDDLEWARE = re.compile(
     r"^(\w*Middleware)\.(__call__|process_request|process_response|process_view|__acall__)"
 )
@@ -32,12 +33,13 @@ STEPS = [
     ("  request body parse", "Request.data"),
     ("  input validation (serializer)", "Serializer.is_valid"),
     ("  entry_create service", "entry_create"),
-    ("    change counter (org_version_take)", "org_version_take"),
-    ("    change record (outbox row)", "change_record"),
-    ("    daily totals", "entry_insert_counted"),
+    ("    change described (data, JSON)", "change_prepare"),
+    ("    version + entry + total + outbox row (one statement)", "_entry_insert"),
+    ("    version taken alone (update, delete, tenancy)", "org_version_take"),
+    ("    change record (outbox row, not a create)", "change_record"),
     ("  transaction commit", "Atomic.__exit__"),
     ("    after-commit delivery (change log)", "deliver_changes"),
-    ("      outbox row delete / hand-over", "_execute (changelog/delivery.py"),
+    ("      outbox rows to the finisher (queued)", "outbox_rows_finish"),
     ("    after-commit handlers", "run_handlers"),
     ("      edge purge", "purge_for_change"),
     ("      position record", "record_position_for_change"),
@@ -92,7 +94,7 @@ def middleware_layer(frames: list[str]) -> str:
 
 def summarise(path: Path) -> str:
     request_samples: list[tuple[list[str], int]] = []
-    other = 0
+    other = finisher = 0
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
@@ -101,8 +103,13 @@ def summarise(path: Path) -> str:
             request_samples.append((frames, count))
         else:
             other += count
+            if any(frame.startswith(FINISHER_FRAME) for frame in frames):
+                finisher += count
     total = sum(count for _, count in request_samples)
     lines = [f"## {path.name}: {total} request-thread samples, {other} in other threads"]
+    if total and finisher:
+        lines.append(f"finisher thread (changelog/finishing.py): {finisher} samples, "
+                     f"{100 * finisher / total:.1f}% of the request threads' (not included below)")  # fmt: skip
     if not total:
         return "\n".join(lines)
     layers: Counter[str] = Counter()
