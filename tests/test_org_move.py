@@ -107,6 +107,7 @@ class Load:
         self.prop, self.auth = prop, {"Authorization": f"Token {token}"}
         self.stop = threading.Event()
         self.acked: dict[str, str] = {}  # key -> expense id
+        self.acked_first = ("", "")  # (occurred_on, id) of the acknowledged write a list shows first
         self.errors: list[str] = []
         self.fenced = 0  # 503 answers with Retry-After
         self.reads = 0
@@ -123,8 +124,10 @@ class Load:
                         self.url, json=_body(self.prop, n), headers={**self.auth, "Idempotency-Key": key}
                     )
                     if response.status_code == 201:
+                        created = response.json()
                         with self.lock:
-                            self.acked[key] = response.json()["id"]
+                            self.acked[key] = created["id"]
+                            self.acked_first = max(self.acked_first, (created["occurred_on"], created["id"]))
                         break
                     if response.status_code == 503 and int(response.headers.get("Retry-After", "0")) >= 1:
                         with self.lock:
@@ -138,18 +141,24 @@ class Load:
                     return
 
     def read(self) -> None:
-        seen_newest = ""
+        """Read-your-writes across the move (CONTRACT §4, the readers share the writers'
+        token): a list never lacks a write acknowledged before it was asked for. (Not
+        monotonic reads between two reads: a write in flight, committed but not yet
+        acknowledged, may show on one replica and not yet on another.)"""
         with httpx.Client(timeout=30) as http:
             while not self.stop.is_set():
+                with self.lock:
+                    floor = self.acked_first  # the list's order: occurred_on, then id (UUIDv7)
                 response = http.get(self.url, params={"page_size": 1}, headers=self.auth)
                 if response.status_code != 200:
                     self.errors.append(f"read: {response.status_code} {response.text[:200]}")
                     return
                 results = response.json()["results"]
-                newest = results[0]["id"] if results else ""
-                if newest < seen_newest:  # ids are UUIDv7: newer rows have larger ids
-                    self.errors.append(f"read went back in time: {newest} after {seen_newest}")
-                seen_newest = max(seen_newest, newest)
+                newest = (results[0]["occurred_on"], results[0]["id"]) if results else ("", "")
+                if newest < floor:
+                    self.errors.append(
+                        f"a read missed an acknowledged write: first row {newest}, expected {floor}"
+                    )
                 self.reads += 1
 
 
