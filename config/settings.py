@@ -106,10 +106,16 @@ DB_POOL_TIMEOUT_SECONDS = env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0)
 DB_CONNECT_TIMEOUT_SECONDS = env.int("DB_CONNECT_TIMEOUT_SECONDS", default=3)
 DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=30000)
 # Server-side parameter binding: psycopg then prepares a statement on its connection
-# once it ran DB_PREPARE_THRESHOLD times (parse and plan once per pooled connection,
-# not per request). Client-side binding (False) parses and plans every statement.
-DB_SERVER_SIDE_BINDING = env.bool("DB_SERVER_SIDE_BINDING", default=False)
-DB_PREPARE_THRESHOLD = env.int("DB_PREPARE_THRESHOLD", default=5)
+# once it has run DB_PREPARE_THRESHOLD times (parsed and planned once per pooled
+# connection, not per request: a keyed create's Postgres CPU fell by a third,
+# docs/performance.md). "off" never prepares (for a transaction-mode pooler such as
+# PgBouncer without prepared-statement support in front of Postgres); False binds on
+# the client (every statement parsed and planned each time).
+DB_SERVER_SIDE_BINDING = env.bool("DB_SERVER_SIDE_BINDING", default=True)
+_prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5").strip().lower()
+DB_PREPARE_THRESHOLD: int | None = (
+    None if _prepare_threshold in ("off", "none", "") else int(_prepare_threshold)
+)
 # Primary faults (replicas/primary, docs/replicas.md "Primary restarts and hangs"):
 # a pooled connection is checked before use within DB_CHECK_TIMEOUT_SECONDS; a hung
 # server fails a statement after statement_timeout plus the margin (client side); dead
