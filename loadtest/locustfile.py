@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import gevent  # type: ignore[import-untyped]  # no stubs; Locust runs on it
 import httpx
 import websocket
 from locust import FastHttpUser, User, between, events, task
@@ -140,11 +141,32 @@ def _record_attempt(
         _edge[verdict] = _edge.get(verdict, 0) + 1
 
 
+# The load generator's own scheduling delay: it shares the cores with what it measures,
+# and a response that arrives while its gevent loop is busy (or while the process waits
+# for a core) is timed late by as much. A greenlet that sleeps 10 ms over and over notes
+# how late it wakes: that lag rides on every response time Locust reports.
+_loop_lag_ms: list[float] = []
+LAG_PROBE_SECONDS = 0.01
+
+
+def _watch_loop_lag() -> None:
+    while True:
+        asked = time.perf_counter()
+        gevent.sleep(LAG_PROBE_SECONDS)
+        _loop_lag_ms.append(round((time.perf_counter() - asked - LAG_PROBE_SECONDS) * 1000, 2))
+
+
+@events.test_start.add_listener
+def _start_lag_watch(environment: Any, **kwargs: Any) -> None:
+    if ATTEMPTS:
+        gevent.spawn(_watch_loop_lag)
+
+
 @events.quitting.add_listener
 def _write_attempts(environment: Any, **kwargs: Any) -> None:
     if ATTEMPTS:
         with open(ATTEMPTS, "w") as out:
-            json.dump({"api": _attempts, "errors": _errors, "edge": _edge}, out)
+            json.dump({"api": _attempts, "errors": _errors, "edge": _edge, "loop_lag_ms": _loop_lag_ms}, out)
 
 
 class ApiClient(FastHttpUser):
