@@ -71,10 +71,11 @@ def on_starting(server: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    from config.warmup import warm_up_worker
+    from config.warmup import freeze_warm_objects, warm_up_worker
     from monitoring.sampler import ensure_sampler_running
 
     warm_up_worker()
+    freeze_warm_objects()
     ensure_sampler_running()
 
 

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import gevent  # type: ignore[import-untyped]  # no stubs; Locust runs on it
 import httpx
 import websocket
 from locust import FastHttpUser, User, between, events, task
@@ -140,11 +141,32 @@ def _record_attempt(
         _edge[verdict] = _edge.get(verdict, 0) + 1
 
 
+# The load generator's own scheduling delay: it shares the cores with what it measures,
+# and a response that arrives while its gevent loop is busy (or while the process waits
+# for a core) is timed late by as much. A greenlet that sleeps 10 ms over and over notes
+# how late it wakes: that lag rides on every response time Locust reports.
+_loop_lag_ms: list[float] = []
+LAG_PROBE_SECONDS = 0.01
+
+
+def _watch_loop_lag() -> None:
+    while True:
+        asked = time.perf_counter()
+        gevent.sleep(LAG_PROBE_SECONDS)
+        _loop_lag_ms.append(round((time.perf_counter() - asked - LAG_PROBE_SECONDS) * 1000, 2))
+
+
+@events.test_start.add_listener
+def _start_lag_watch(environment: Any, **kwargs: Any) -> None:
+    if ATTEMPTS:
+        gevent.spawn(_watch_loop_lag)
+
+
 @events.quitting.add_listener
 def _write_attempts(environment: Any, **kwargs: Any) -> None:
     if ATTEMPTS:
         with open(ATTEMPTS, "w") as out:
-            json.dump({"api": _attempts, "errors": _errors, "edge": _edge}, out)
+            json.dump({"api": _attempts, "errors": _errors, "edge": _edge, "loop_lag_ms": _loop_lag_ms}, out)
 
 
 class ApiClient(FastHttpUser):
@@ -411,6 +433,17 @@ class _ReportingHttp(httpx.Client):
         return response
 
 
+class _PhoneStore(LocalStore):
+    """The reference client's store, saved on a thread of gevent's pool: the phone still
+    waits for its own save (written and fsynced before it goes on, as on a device), but
+    the save's JSON dump and fsync no longer freeze Locust's one event loop, which timed
+    every other simulated user's responses late by as much (the phones' saves were most
+    of the loop's stalls over 15 ms at 20 users; docs/benchmarks.md)."""
+
+    def save(self) -> None:
+        gevent.get_hub().threadpool.apply(LocalStore.save, (self,))
+
+
 class MobileSyncUser(User):
     """A phone at a front desk or in a manager's pocket, often out of coverage."""
 
@@ -425,7 +458,7 @@ class MobileSyncUser(User):
         os.makedirs(SYNC_STORES, exist_ok=True)
         path = os.path.join(SYNC_STORES, f"{uuid.uuid4()}.json")
         assert self.host is not None  # locust refuses to start users without one
-        self.sync_client = SyncClient(self.host, self.row["token"], self.org, LocalStore.open(path),
+        self.sync_client = SyncClient(self.host, self.row["token"], self.org, _PhoneStore.open(path),
                                       http=_ReportingHttp(timeout=30))  # fmt: skip
         journal({"op": "sync_client", "org_id": self.org, "token": self.row["token"], "store": path,
                  "client_id": self.sync_client.store.client_id})  # fmt: skip

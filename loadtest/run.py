@@ -793,6 +793,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[int(q * (len(ordered) - 1))] if ordered else None
 
 
+def loop_lag_line(attempts: dict[str, Any]) -> str:
+    """How late the load generator's gevent loop woke from a 10 ms sleep (main run):
+    a response that arrives meanwhile is timed late by as much."""
+    lags = attempts.get("loop_lag_ms", [])
+    if not lags:
+        return ""
+    p50, p95, p99 = (percentile(lags, q) for q in (0.5, 0.95, 0.99))
+    return (f"Locust's event-loop lag (a 10 ms sleep woke late by; {len(lags)} samples): p50 {p50:.1f} ms, "
+            f"p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {max(lags):.1f} ms")  # fmt: skip
+
+
 def judge_slos(
     attempts: dict[str, Any], ws_check: dict[str, Any], drill: "Drill", run_started: float
 ) -> dict[str, Any]:
@@ -987,13 +998,13 @@ def main() -> None:
                  replica_stats=replica_stats, db_check=db_check | after_effects, ws_check=ws_check,
                  sync_check=sync_check, push_check=push_check, drill=drill, hit_rate=hit_rate, slos=slos,
                  errors=errors, unexpected_errors=unexpected, cpu=cpu,
-                 load=(load_before, os.getloadavg()))  # fmt: skip
+                 load=(load_before, os.getloadavg()), loop_lag=loop_lag_line(attempts))  # fmt: skip
 
 
 def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, aggregated: dict, replica_stats: dict,
                  db_check: dict, ws_check: dict, sync_check: dict, push_check: dict, drill: Drill,
                  hit_rate: str, slos: dict, errors: list[str], unexpected_errors: int, cpu: CpuSampler,
-                 load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:  # fmt: skip
+                 load: tuple[tuple[float, ...], tuple[float, ...]], loop_lag: str = "") -> None:  # fmt: skip
     stats = read_stats(full_stats)
     command = " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("LOADTEST_"))
     lines = [f"# Load test {out.name}", "",
@@ -1048,6 +1059,7 @@ def write_report(out: Path, *, full_stats: Path, full_cl: Path, bare_cl: Path, a
     lines += ["", "## Edge hit rate (Varnish, since the drill restarted it)", "", hit_rate]
     lines += ["", "## The load generator's CPU (it shares the cores with everything it measures)", "",
               *(f"- {Path(run).parent.name}/{Path(run).name}: {figures}" for run, figures in LOAD_GENERATOR_CPU.items())]  # fmt: skip
+    lines += [f"- {loop_lag}"] if loop_lag else []
     lines += ["", "## Where the CPU went during the main run", "", *cpu.report()]
     lines += ["", "## Service view (GET /v1/system/metrics/aggregated)", "", "```json",
               json.dumps(aggregated, indent=2)[:6000], "```", "",

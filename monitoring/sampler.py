@@ -1,6 +1,6 @@
 """A daemon thread per server process that, every METRICS_SAMPLE_INTERVAL_SECONDS,
-refreshes this process's pool gauges and appends an SLO reading (one process wins
-each interval; the others see a fresh reading and skip)."""
+refreshes this process's pool gauges and appends an SLO reading (one process takes
+each interval's reading; the others find it fresh and skip, without collecting)."""
 
 import logging
 import os
@@ -28,8 +28,9 @@ def sample_once(now: float | None = None) -> None:
     except DatabaseError:
         logger.warning("metrics sampler: could not read the outbox", exc_info=True)
     interval = settings.METRICS_SAMPLE_INTERVAL_SECONDS
-    reading_store().append(
-        take_reading(time.time() if now is None else now),
+    reading_store().append_taken(
+        time.time() if now is None else now,
+        take_reading,  # only when no other process took this interval's reading
         min_spacing=interval * 0.8,
         keep_seconds=settings.SLO_WINDOW_SECONDS + 2 * interval,
     )

@@ -2,7 +2,8 @@
 
 The counters only ever grow (from 0 when the server starts), so the figures for the
 last W seconds are `now - R`, where R is the newest reading at least W seconds old.
-A sampler in each server process appends a reading every few seconds; the readings
+A sampler in each server process appends a reading every few seconds (one process
+per interval: the others find it fresh and skip); the readings
 live next to the multiprocess metric files (one JSON file under an flock, shared by
 all processes) or, with a single process and no multiprocess directory, in memory.
 Until the server has run W seconds the window is "since start", and reports say so.
@@ -13,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,10 @@ READINGS_FILE = "slo-readings.json"
 
 class ReadingStore(Protocol):
     def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None: ...
+
+    def append_taken(
+        self, now: float, take: Callable[[float], Reading], *, min_spacing: float, keep_seconds: float
+    ) -> bool: ...
 
     def baseline(self, now: float, window: float) -> Reading: ...
 
@@ -62,10 +67,19 @@ class MemoryReadingStore:
             self._readings = [first_reading(time.time())]
 
     def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None:
+        self.append_taken(
+            reading.ts, lambda _now: reading, min_spacing=min_spacing, keep_seconds=keep_seconds
+        )
+
+    def append_taken(
+        self, now: float, take: Callable[[float], Reading], *, min_spacing: float, keep_seconds: float
+    ) -> bool:
         with self._lock:
             self._ensure_started()
-            if reading.ts - self._readings[-1].ts >= min_spacing:
-                self._readings = _trimmed([*self._readings, reading], reading.ts, keep_seconds)
+            if now - self._readings[-1].ts < min_spacing:
+                return False
+            self._readings = _trimmed([*self._readings, take(now)], now, keep_seconds)
+            return True
 
     def baseline(self, now: float, window: float) -> Reading:
         with self._lock:
@@ -112,12 +126,25 @@ class FileReadingStore:
         tmp.replace(self.path)
 
     def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None:
+        self.append_taken(
+            reading.ts, lambda _now: reading, min_spacing=min_spacing, keep_seconds=keep_seconds
+        )
+
+    def append_taken(
+        self, now: float, take: Callable[[float], Reading], *, min_spacing: float, keep_seconds: float
+    ) -> bool:
+        """Take a reading and append it, unless one younger than `min_spacing` is there.
+        It is taken under the file's lock: a process that waited for the lock finds the
+        fresh reading and skips, so one process per interval pays for the collection
+        (it read every process's metric files, 20-90 ms of a request worker's CPU)."""
         with self._locked():
             readings = self._read()
-            if reading.ts - readings[-1].ts >= min_spacing:
-                self._write(_trimmed([*readings, reading], reading.ts, keep_seconds))
-            elif not self.path.exists() or len(readings) == 1:
+            if now - readings[-1].ts >= min_spacing:
+                self._write(_trimmed([*readings, take(now)], now, keep_seconds))
+                return True
+            if not self.path.exists() or len(readings) == 1:
                 self._write(readings)
+            return False
 
     def baseline(self, now: float, window: float) -> Reading:
         with self._locked():

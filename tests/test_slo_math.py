@@ -3,6 +3,8 @@ window's choice of baseline. Pure logic, so plain inputs (no server needed)."""
 
 import json
 import math
+import threading
+import time
 
 import pytest
 
@@ -75,3 +77,36 @@ def test_a_missing_or_corrupt_readings_file_restarts_the_window(tmp_path):
     store.path.write_text("{not json")
     baseline = store.baseline(5000.0, 300.0)
     assert baseline.api_requests == 0 and not math.isnan(baseline.ts)
+
+
+def test_one_process_per_interval_takes_the_reading(tmp_path):
+    """Every server process's sampler wakes each interval; the reading (a collection of
+    every process's metric files) is taken by the first, under the file's lock: the
+    others, which waited for the lock, find it fresh and skip without collecting."""
+    FileReadingStore(str(tmp_path)).reset(started_at=1000.0)
+    taken: list[float] = []
+    started = threading.Barrier(4)
+
+    def take(now: float) -> Reading:
+        taken.append(now)
+        time.sleep(0.2)  # a slow collection: the others queue on the lock meanwhile
+        return Reading(ts=now, api_requests=1.0)
+
+    def sampler(offset: float) -> None:
+        store = FileReadingStore(str(tmp_path))  # its own lock file handle, as a process has
+        started.wait()
+        store.append_taken(1005.0 + offset, take, min_spacing=4.0, keep_seconds=60.0)
+
+    threads = [threading.Thread(target=sampler, args=(i * 0.01,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == 1
+    assert [r["ts"] for r in json.loads(FileReadingStore(str(tmp_path)).path.read_text())] == [
+        1000.0,
+        taken[0],
+    ]
+    # The next interval: taken again.
+    assert FileReadingStore(str(tmp_path)).append_taken(1010.0, take, min_spacing=4.0, keep_seconds=60.0)
+    assert len(taken) == 2
