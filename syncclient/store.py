@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 Key = str  # "<entity>:<id>"
 
@@ -38,7 +38,7 @@ class LocalStore:
     path: str | None = None
 
     @classmethod
-    def open(cls, path: str | Path) -> "LocalStore":
+    def open(cls, path: str | Path) -> Self:
         """The store saved at `path`, or a new one (a new client id) if there is none."""
         try:
             data = json.loads(Path(path).read_text())
