@@ -41,9 +41,10 @@ from directory.exceptions import MOVED_EPOCH, OrgMoving
 # or when it has no counter row yet (an org made before the change log, or by a fixture).
 # The second column says whether the org is quiet (no deferred handler has work for it):
 # read under the row lock the UPDATE takes, so it holds until this transaction ends.
+# A create runs the same UPDATE as its statement's first CTE (PreparedChange.version_take).
 _TAKE_VERSION = f"""
 UPDATE org_changes SET version = version + 1 WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}'
-RETURNING version, quiet_until > now()
+RETURNING version, coalesce(quiet_until > now(), false) AS quiet
 """
 _TAKE_FIRST_VERSION = f"""
 INSERT INTO org_changes (org_id, version, epoch, pruned_through) VALUES (%s, 1, '1', 0)
@@ -276,12 +277,6 @@ def _deliver_on_commit(change: Change) -> None:
     transaction.on_commit(lambda: deliver_after_commit(change), using=change.database)
 
 
-# The version taken inside the caller's statement: the counter row's UPDATE as its first
-# CTE. No row when the org has moved away or has no counter row yet.
-_TAKE_VERSION_IN_STATEMENT = f"""
-UPDATE org_changes SET version = version + 1 WHERE org_id = %s AND epoch <> '{MOVED_EPOCH}'
-RETURNING version, coalesce(quiet_until > now(), false) AS quiet
-"""
 _OUTBOX_INSERT_FROM = (
     _OUTBOX_INTO
     + """SELECT %s, {source}.version, %s, %s, NULL, jsonb_set(%s::jsonb, '{{version}}', to_jsonb({source}.version)),
@@ -311,7 +306,7 @@ class PreparedChange:
         (`org_lock_take`, which refuses a moved org and adds a missing row) and run the
         statement again. A statement that then writes nothing must fail its transaction
         (or savepoint): the version it took is given back by the rollback."""
-        return _TAKE_VERSION_IN_STATEMENT, [self.params["org_id"]]
+        return _TAKE_VERSION, [self.params["org_id"]]
 
     def outbox_insert(self, *, source: str, taken: str) -> tuple[str, list[Any]]:
         """SQL that inserts the outbox row once per row of the CTE `source` (so none when

@@ -26,8 +26,6 @@ READINGS_FILE = "slo-readings.json"
 
 
 class ReadingStore(Protocol):
-    def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None: ...
-
     def append_taken(
         self, now: float, take: Callable[[float], Reading], *, min_spacing: float, keep_seconds: float
     ) -> bool: ...
@@ -65,11 +63,6 @@ class MemoryReadingStore:
     def _ensure_started(self) -> None:
         if not self._readings:
             self._readings = [first_reading(time.time())]
-
-    def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None:
-        self.append_taken(
-            reading.ts, lambda _now: reading, min_spacing=min_spacing, keep_seconds=keep_seconds
-        )
 
     def append_taken(
         self, now: float, take: Callable[[float], Reading], *, min_spacing: float, keep_seconds: float
@@ -124,11 +117,6 @@ class FileReadingStore:
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps([r.as_dict() for r in readings]))
         tmp.replace(self.path)
-
-    def append(self, reading: Reading, *, min_spacing: float, keep_seconds: float) -> None:
-        self.append_taken(
-            reading.ts, lambda _now: reading, min_spacing=min_spacing, keep_seconds=keep_seconds
-        )
 
     def append_taken(
         self, now: float, take: Callable[[float], Reading], *, min_spacing: float, keep_seconds: float

@@ -52,8 +52,10 @@ def test_the_baseline_is_the_newest_reading_at_least_a_window_old(store_kind, tm
         store = FileReadingStore(str(tmp_path))
         store.reset(started_at=1000.0)
     for ts in (1005.0, 1010.0, 1015.0, 1020.0):
-        store.append(Reading(ts=ts, api_requests=ts - 1000), min_spacing=4.0, keep_seconds=12.0)
-    store.append(Reading(ts=1021.0, api_requests=99), min_spacing=4.0, keep_seconds=12.0)  # too soon: skipped
+        store.append_taken(ts, lambda now: Reading(ts=now, api_requests=now - 1000), min_spacing=4.0,
+                           keep_seconds=12.0)  # fmt: skip
+    store.append_taken(1021.0, lambda now: Reading(ts=now, api_requests=99), min_spacing=4.0,
+                       keep_seconds=12.0)  # fmt: skip  # too soon: skipped
 
     assert store.baseline(1022.0, 10.0).ts == 1010.0  # newest with ts <= 1012
     assert store.baseline(1022.0, 5.0).ts == 1015.0
@@ -66,7 +68,7 @@ def test_old_readings_are_trimmed_but_the_baseline_is_kept(tmp_path):
     store = FileReadingStore(str(tmp_path))
     store.reset(started_at=0.0)
     for ts in range(5, 200, 5):
-        store.append(Reading(ts=float(ts)), min_spacing=4.0, keep_seconds=20.0)
+        store.append_taken(float(ts), lambda now: Reading(ts=now), min_spacing=4.0, keep_seconds=20.0)
     kept = [r["ts"] for r in json.loads(store.path.read_text())]
     assert kept == [170.0, 175.0, 180.0, 185.0, 190.0, 195.0]
     assert store.baseline(195.0, 20.0).ts == 175.0
