@@ -3,7 +3,11 @@
 Two gunicorn servers (2 workers each) on the local stack: the real one, and one whose
 services skip the counter row and the outbox row but run the same after-commit
 handlers (bench/changelog_bypass: the write path before the change log). wrk posts
-expenses with a fresh Idempotency-Key each, alternating servers over several rounds.
+expenses with a fresh Idempotency-Key each, alternating servers over several rounds,
+round-robin over BENCH_ORGS orgs (default 64: a fleet's writes, each org's counter row
+rarely contended); BENCH_ORGS=1 is the contention case, every write of one org
+serialised on its counter row and its realtime events published out of order by the
+request threads (the ordering then costs the log its gap path).
 Reports wall-clock figures and the server-side CPU per request (gunicorn + Postgres
 primary + Redis + the outbox worker, from /proc), whose difference is the log's cost
 (goal: at most 10 %). One real outbox worker runs throughout, as in a deployment: what it
@@ -18,14 +22,15 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from bench.harness import start_server
-from bench.idempotency import cpu_seconds, make_tenant, run_wrk, stack_pids
+from bench.harness import run_wrk, start_server
+from bench.idempotency import CONNECTIONS, cpu_seconds, make_tenants, stack_pids
 from tests.live_server import free_port
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -33,13 +38,15 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 # only) while wrk runs, into <dir>/changelog-cpu.txt; bench/profile_layers.py summarises it.
 PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+ORGS = int(os.environ.get("BENCH_ORGS", "64"))
 VARIANTS = {"with log": "config.settings", "without": "bench.settings_changelog_off"}
 CPU_GROUPS = ("server", "worker", "postgres", "redis")  # the order of `measured` below
 
 
-def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
+def main(variants: dict[str, str] = VARIANTS, what: str = "change log", orgs: int = ORGS) -> None:
     """Compare keyed POSTs on servers run with each settings module of `variants`:
-    the first is the real write path, the second the baseline without `what`."""
+    the first is the real write path, the second the baseline without `what`; the
+    writes go round-robin over `orgs` orgs."""
     from django.conf import settings
 
     from changelog.models import OutboxEntry
@@ -47,9 +54,11 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
     from finance.totals_repair import org_totals_rebuild
 
     load_before = os.getloadavg()[0]
-    org, prop, token = make_tenant()
-    body = json.dumps({"property_id": str(prop.id), "amount": "12.50", "currency": "EUR",
-                       "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
+    org_ids, case = write_case(orgs)
+
+    def written() -> int:
+        return Expense.objects.filter(org_id__in=org_ids).count()
+
     db = settings.DATABASES["default"]
     database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     servers = {}
@@ -65,28 +74,27 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
     worker = start_outbox_worker(database_url)
     results: dict[str, list[dict]] = {name: [] for name in variants}
     measured_name = next(iter(variants))
-    wrk_env = {"BENCH_TOKEN": token, "BENCH_BODY": body, "BENCH_MODE": "fresh"}
     try:
         for name, (_, port) in servers.items():  # warm-up, discarded
-            run_wrk(
-                f"http://127.0.0.1:{port}/v1/orgs/{org.id}/expenses",
-                wrk_env | {"BENCH_KEY_PREFIX": f"w{name}"},
-            )
+            run_wrk(port, case | {"BENCH_KEY_PREFIX": f"w{name}"}, seconds=SECONDS, connections=CONNECTIONS)
         for round_number in range(ROUNDS):
             order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
             for name in order:
                 process, port = servers[name]
                 measured = [[process.pid], [worker.pid], *stack_pids()]
                 before = cpu_seconds(measured)
-                rows_before = Expense.objects.filter(org=org).count()
+                rows_before = written()
                 result = run_wrk(
-                    f"http://127.0.0.1:{port}/v1/orgs/{org.id}/expenses",
-                    wrk_env | {"BENCH_KEY_PREFIX": f"r{round_number}-{time.time_ns()}"},
+                    port,
+                    case | {"BENCH_KEY_PREFIX": f"r{round_number}-"},
+                    seconds=SECONDS,
+                    connections=CONNECTIONS,
                 )
                 cpu = [after - b for after, b in zip(cpu_seconds(measured), before, strict=True)]
-                written = Expense.objects.filter(org=org).count() - rows_before
-                if result["non_2xx"] or result["socket_errors"] or abs(written - result["requests"]) > 16:
-                    raise SystemExit(f"{name}: {result}, wrote {written} rows")
+                time.sleep(1)  # the requests wrk cut off at its deadline finish before rows are counted
+                rows = written() - rows_before
+                if abs(rows - result["requests"]) > CONNECTIONS:
+                    raise SystemExit(f"{name}: {result}, wrote {rows} rows")
                 result["cpu_ms"] = 1000 * sum(cpu) / result["requests"]
                 for group, seconds in zip(CPU_GROUPS, cpu, strict=True):
                     result[f"cpu_ms_{group}"] = 1000 * seconds / result["requests"]
@@ -95,26 +103,45 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log") -> None:
                 print(f"round {round_number + 1} {name:>9}: {result['throughput']:6.0f} req/s, "
                       f"p95 {result['p95_ms']:.1f} ms, {result['cpu_ms']:.2f} ms server CPU/request", flush=True)  # fmt: skip
         if PROFILE_DIR:
-            profile(servers[measured_name], org.id, wrk_env)
+            profile(servers[measured_name], case)
     finally:
         for process in [worker, *(process for process, _ in servers.values())]:
             process.terminate()
             process.wait(timeout=20)
-    leftover = OutboxEntry.objects.filter(org_id=org.id).count()
+    leftover = OutboxEntry.objects.filter(org_id__in=org_ids).count()
     # A baseline may skip part of the write (bench/totals_bypass skips the per-day
     # totals): repair the org's read model, so `finance_totals verify` of the dev
     # database (the load test's audit runs it) is not left with the benchmark's gaps.
-    org_totals_rebuild(org_id=org.id)
+    for org_id in org_ids:
+        org_totals_rebuild(org_id=org_id)
     time.sleep(1)  # table statistics reach pg_stat within a second
-    rows = [after - b for after, b in zip(outbox_row_stats(), outbox_before, strict=True)]
+    inserted, updated = (after - b for after, b in zip(outbox_row_stats(), outbox_before, strict=True))
 
-    report(results, what, load_before)
+    report(results, what, load_before, orgs)
     print(
-        f"outbox rows written: {rows[0]}, handed to the outbox worker: {rows[1]}, left after the run: {leftover}"
+        f"outbox rows written: {inserted}, handed to the outbox worker: {updated}, left after the run: {leftover}"
     )
 
 
-def report(results: dict[str, list[dict]], what: str, load_before: float) -> None:
+def write_case(orgs: int) -> tuple[list[uuid.UUID], dict[str, str]]:
+    """`orgs` new orgs with a property each, one manager's token; wrk_origin.lua's case
+    that creates an expense in each in turn."""
+    tenants, token = make_tenants(orgs)
+
+    def body(prop: object) -> str:
+        return json.dumps({"property_id": str(prop), "amount": "12.50", "currency": "EUR",
+                           "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
+
+    case = {
+        "path": f"/v1/orgs/{tenants[0][0].id}/expenses", "BENCH_METHOD": "POST", "BENCH_TOKEN": token,
+        "BENCH_BODY": body(tenants[0][1].id),
+        "BENCH_PATHS": "\n".join(f"/v1/orgs/{org.id}/expenses" for org, _ in tenants),
+        "BENCH_BODIES": "\n".join(body(prop.id) for _, prop in tenants),
+    }  # fmt: skip
+    return [org.id for org, _ in tenants], case
+
+
+def report(results: dict[str, list[dict]], what: str, load_before: float, orgs: int) -> None:
     measured_name, baseline_name = list(results)
     variants = list(results)
 
@@ -123,7 +150,8 @@ def report(results: dict[str, list[dict]], what: str, load_before: float) -> Non
 
     print(f"\nload average before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f} (2 cores)")
     print(
-        f"keyed POST expenses, 2 gunicorn workers each, wrk 16 connections, {ROUNDS} rounds x {SECONDS}s, medians:"
+        f"keyed POST expenses over {orgs} org(s), 2 gunicorn workers each, wrk {CONNECTIONS} connections, "
+        f"{ROUNDS} rounds x {SECONDS}s, medians:"
     )
     print(f"{'variant':>9} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'CPU ms/req':>10}")
     for name in variants:
@@ -153,7 +181,7 @@ def start_outbox_worker(database_url: str) -> subprocess.Popen:
     )
 
 
-def profile(server: tuple[subprocess.Popen, int], org_id: object, wrk_env: dict[str, str]) -> None:
+def profile(server: tuple[subprocess.Popen, int], case: dict[str, str]) -> None:
     process, port = server
     out = Path(PROFILE_DIR)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,10 +193,7 @@ def profile(server: tuple[subprocess.Popen, int], org_id: object, wrk_env: dict[
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(0.5)
-    run_wrk(
-        f"http://127.0.0.1:{port}/v1/orgs/{org_id}/expenses",
-        wrk_env | {"BENCH_KEY_PREFIX": f"p{time.time_ns()}"},
-    )
+    run_wrk(port, case | {"BENCH_KEY_PREFIX": "p"}, seconds=SECONDS, connections=CONNECTIONS)
     spy.wait(timeout=60)
     print(f"profile: {target}", flush=True)
 

@@ -62,6 +62,21 @@ def make_tenant() -> tuple[Organization, Property, str]:
     return org, prop, token_issue(user=user)[1]
 
 
+def make_tenants(count: int) -> tuple[list[tuple[Organization, Property]], str]:
+    """`count` orgs with one property each, one user a manager of all; that user's token.
+    Writes spread over many orgs, as a fleet of hotels makes them, contend on no org's rows."""
+    org, prop, token = make_tenant()
+    owner = org.memberships.get()
+    targets = [(org, prop)]
+    for number in range(1, count):
+        other = Organization.objects.create(name=f"{org.name} {number}")
+        Membership.objects.create(org=other, user_id=owner.user_id, role=Role.MANAGER)
+        targets.append(
+            (other, Property.objects.create(org=other, name="Bench", currency="EUR", timezone="UTC"))
+        )
+    return targets, token
+
+
 def stack_pids() -> list[list[int]]:
     """The local stack's Postgres primary (postmaster) and Redis processes, from
     bin/stack's files: the single node, or with REDIS_CLUSTER_NODES every cluster node."""

@@ -34,7 +34,6 @@ bench/profile_layers.py summarises them (docs/performance.md).
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ django.setup()
 from django.conf import settings
 from django.db import connection
 
-from bench.harness import start_server
+from bench.harness import run_wrk, start_server
 from bench.process_cpu import tree_cpu_seconds
 from finance.models import Expense
 from finance.totals_repair import org_totals_rebuild
@@ -86,21 +85,12 @@ def stack_pids() -> list[int]:
 def prepare() -> dict[str, str]:
     """A tenant with ROWS expenses, the same rows in the bare table, ORGS - 1 more orgs
     the same user is a manager of (one property each); ids for the URLs."""
-    from bench.idempotency import make_tenant
-    from tenancy.models import Membership, Organization, Property
-    from tenancy.roles import Role
+    from bench.idempotency import make_tenants
 
-    org, prop, token = make_tenant()
-    owner = org.memberships.first()
-    assert owner is not None
-    user_id = owner.user_id
-    targets = [(org.id, prop.id)]
-    for number in range(1, ORGS):
-        other = Organization.objects.create(name=f"{org.name} {number}")
-        Membership.objects.create(org=other, user_id=user_id, role=Role.MANAGER)
-        targets.append(
-            (other.id, Property.objects.create(org=other, name="Bench", currency="EUR", timezone="UTC").id)
-        )
+    tenants, token = make_tenants(ORGS)
+    org, prop = tenants[0]
+    user_id = org.memberships.get().user_id
+    targets = [(o.id, p.id) for o, p in tenants]
     Expense.objects.bulk_create(
         Expense(org=org, property=prop, amount="12.50", currency="EUR", category="laundry",
                 occurred_on="2026-01-01", created_by_id=user_id)
@@ -181,27 +171,6 @@ def cases(ids: dict[str, str]) -> dict[str, dict[str, dict[str, str] | None]]:
         },
         "summary": {"ours": {"path": f"/v1/orgs/{org}/finance/summary", "BENCH_TOKEN": token}, "bare": None},
     }
-
-
-def run_wrk(port: int, case: dict[str, str], *, seconds: int, connections: int, delay_ms: float = 0) -> dict:
-    env = {key: value for key, value in case.items() if key != "path"}
-    if "BENCH_KEY_PREFIX" in env:
-        env["BENCH_KEY_PREFIX"] = f"{env['BENCH_KEY_PREFIX']}{time.time_ns()}"
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "-s", str(ROOT / "bench/wrk_origin.lua"), f"http://127.0.0.1:{port}{case['path']}"]  # fmt: skip
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    output = subprocess.run(command, env=os.environ | env | {"BENCH_DELAY_MS": f"{delay_ms:.2f}"},
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = json.loads(
-        next(line for line in output.splitlines() if line.startswith("RESULT ")).removeprefix("RESULT ")
-    )
-    if result["non_2xx"] or result["socket_errors"]:
-        raise SystemExit(f"{case['path']}: {result}")
-    result["rps"] = result["requests"] / result["seconds"]
-    wrk_cpu = (children.ru_utime + children.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
-    result["wrk_cpu_share"] = wrk_cpu / result["seconds"] / (os.cpu_count() or 1)
-    return result
 
 
 def measure(process: subprocess.Popen, port: int, case: dict[str, str]) -> dict:
