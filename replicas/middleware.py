@@ -86,8 +86,15 @@ def routing_for(request: HttpRequest) -> RequestRouting:
 
 
 def _primary_position(cluster: Cluster) -> int | None:
+    """The primary's WAL insert position: the one read with this thread's last COMMIT
+    there when nothing ran since (replicas.primary), else a statement of its own."""
+    connection = connections[cluster.primary]
+    take = getattr(connection, "commit_position_take", None)
+    position = take() if take is not None else None
+    if position is not None:
+        return position
     try:
-        with connections[cluster.primary].cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
             return int(cursor.fetchone()[0])
     except DatabaseError:

@@ -15,6 +15,9 @@ instrumented PostgreSQL backend, made to ride out a primary restart or hang.
   the statement with a connection error instead of holding the request forever.
 - Connection failures feed the primary's breaker (replicas/primary_outage.py), which
   refuses new connections at once while the primary is down.
+- A COMMIT reads the primary's WAL insert position in the same round trip
+  (`commit_position_take`): the read-your-writes position a write's request records
+  right after its commit, without a statement of its own.
 """
 
 import re
@@ -23,7 +26,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.backends.utils import debug_transaction
 from django_prometheus.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
+from psycopg.pq import TransactionStatus
 
 from core.db_errors import is_connection_failure
 from replicas import primary_outage
@@ -31,6 +36,9 @@ from replicas.pools import check_within_deadline, discard_pool, mark_alive, rece
 from replicas.watchdog import watchdog
 
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+# One simple-protocol message: the COMMIT, then (in an implicit transaction of its own)
+# the insert position, at or past the end of the commit record.
+_COMMIT_WITH_POSITION = "COMMIT; SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
 
 
 def statement_reads_only(sql: str) -> bool:
@@ -50,6 +58,28 @@ class DatabaseWrapper(PostgresDatabaseWrapper):
         super().__init__(*args, **kwargs)
         self.statements_since_checkout = 0
         self.execute_wrappers.append(self._guarded_execute)
+        self._commit_position: int | None = None
+
+    def _commit(self) -> None:
+        """COMMIT, and the WAL insert position after it, in one round trip. The position
+        is kept until the next statement on this connection (commit_position_take)."""
+        self._commit_position = None
+        if self.connection is None or self.connection.pgconn.transaction_status != TransactionStatus.INTRANS:
+            super()._commit()  # nothing written (psycopg sends nothing), or a failed transaction
+            return
+        with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
+            # prepare=False: a message of two statements cannot be a prepared statement.
+            cursor = self.connection.execute(_COMMIT_WITH_POSITION, prepare=False)
+            cursor.nextset()
+            row = cursor.fetchone()
+        mark_alive(self.connection)
+        self._commit_position = int(row[0])
+
+    def commit_position_take(self) -> int | None:
+        """The WAL insert position read with this connection's last COMMIT, if nothing
+        ran on it since (then it is at or past every write it made); once only."""
+        position, self._commit_position = self._commit_position, None
+        return position
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         primary_outage.before_connect(self.alias, conn_params)
@@ -82,6 +112,7 @@ class DatabaseWrapper(PostgresDatabaseWrapper):
         return connection
 
     def _guarded_execute(self, execute: Any, sql: str, params: Any, many: bool, context: dict) -> Any:
+        self._commit_position = None  # a statement after the commit may write past it
         first = self.statements_since_checkout == 0
         self.statements_since_checkout += 1
         try:
