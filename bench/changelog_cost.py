@@ -65,7 +65,7 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log", orgs: in
     for name, module in variants.items():
         port = free_port()
         env = os.environ | {
-            "DATABASE_URL": database_url, "ACCESS_LOG": "", "REST_PORT": str(port), "WEB_CONCURRENCY": "2",
+            "DATABASE_URL": database_url, "ACCESS_LOG": "", "REST_PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_MAX_REQUESTS": "0",
             "DJANGO_SETTINGS_MODULE": module,
         }  # fmt: skip
         command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
@@ -77,6 +77,7 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log", orgs: in
     try:
         for name, (_, port) in servers.items():  # warm-up, discarded
             run_wrk(port, case | {"BENCH_KEY_PREFIX": f"w{name}"}, seconds=SECONDS, connections=CONNECTIONS)
+            time.sleep(1)
         for round_number in range(ROUNDS):
             order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
             for name in order:
@@ -90,8 +91,8 @@ def main(variants: dict[str, str] = VARIANTS, what: str = "change log", orgs: in
                     seconds=SECONDS,
                     connections=CONNECTIONS,
                 )
+                time.sleep(1)  # the requests wrk cut off at its deadline finish (counted, CPU and rows)
                 cpu = [after - b for after, b in zip(cpu_seconds(measured), before, strict=True)]
-                time.sleep(1)  # the requests wrk cut off at its deadline finish before rows are counted
                 rows = written() - rows_before
                 if abs(rows - result["requests"]) > CONNECTIONS:
                     raise SystemExit(f"{name}: {result}, wrote {rows} rows")

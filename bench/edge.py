@@ -97,7 +97,7 @@ def request_file(orgs: list[tuple[str, str, str, list[str]]], *, kind: str) -> P
 
 def start_gunicorn(varnish_port: int, auth_ttl: int) -> subprocess.Popen:
     env = os.environ | {
-        "REST_PORT": str(PORT), "ACCESS_LOG": "", "WEB_CONCURRENCY": WORKERS, "CDN_PROVIDER": "varnish",
+        "REST_PORT": str(PORT), "ACCESS_LOG": "", "WEB_CONCURRENCY": WORKERS, "WEB_MAX_REQUESTS": "0", "CDN_PROVIDER": "varnish",
         "CDN_VARNISH_URLS": f"http://127.0.0.1:{varnish_port}", "CDN_AUTH_TTL_SECONDS": str(auth_ttl),
     }  # fmt: skip
     command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]

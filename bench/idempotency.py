@@ -100,6 +100,7 @@ def start_server(database_url: str) -> tuple[subprocess.Popen, str]:
         "ACCESS_LOG": "",
         "REST_PORT": str(port),
         "WEB_CONCURRENCY": "2",
+        "WEB_MAX_REQUESTS": "0",
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
     process = subprocess.Popen(command, cwd=ROOT, env=env)

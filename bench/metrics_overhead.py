@@ -40,6 +40,7 @@ def start_server(settings_module: str, metrics_dir: str) -> tuple[subprocess.Pop
         "DJANGO_SETTINGS_MODULE": settings_module,
         "REST_PORT": str(port),
         "WEB_CONCURRENCY": "2",
+        "WEB_MAX_REQUESTS": "0",
         "ACCESS_LOG": "",
         "LOG_LEVEL": "WARNING",
         "METRICS_TOKEN": TOKEN,

@@ -125,7 +125,7 @@ def start(kind: str) -> tuple[subprocess.Popen, int]:
     db = settings.DATABASES["default"]
     env = os.environ | {
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "ACCESS_LOG": "", "REST_PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_THREADS": "4",
+        "ACCESS_LOG": "", "REST_PORT": str(port), "WEB_CONCURRENCY": "2", "WEB_MAX_REQUESTS": "0", "WEB_THREADS": "4",
     }  # fmt: skip
     cwd = ROOT
     if kind in ("ours", "before"):

@@ -327,6 +327,7 @@ def main() -> None:
             "ACCESS_LOG": "",
             "REST_PORT": str(port),
             "WEB_CONCURRENCY": "2",
+            "WEB_MAX_REQUESTS": "0",
             "LOG_LEVEL": "WARNING",
             "PUSH_WEBPUSH_ALLOWED_HOSTS": ",".join([*settings.PUSH_WEBPUSH_ALLOWED_HOSTS, "127.0.0.1"]),
         }

@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 (one scenario, 
     rest_port, ws_port = free_port(), free_port()
     env = os.environ | {
         "REST_PORT": str(rest_port), "REALTIME_PORT": str(ws_port), "ACCESS_LOG": "",
-        "WEB_CONCURRENCY": "2", "REALTIME_WORKERS": "2", "PYTHON": sys.executable,
+        "WEB_CONCURRENCY": "2", "WEB_MAX_REQUESTS": "0", "REALTIME_WORKERS": "2", "PYTHON": sys.executable,
         "METRICS_TOKEN": METRICS_TOKEN,
     }  # fmt: skip
     server = subprocess.Popen([str(ROOT / "bin" / "serve")], cwd=ROOT, env=env, start_new_session=True)

@@ -216,7 +216,7 @@ def main() -> None:
     prepare(database_url)
     users = seed(database_url)
     wait_replicas(database_url, replica_urls)
-    common = {"REPLICA_URLS": replica_urls, "REPLICA_ROUTING_HEADER": "true", "WEB_CONCURRENCY": "2",
+    common = {"REPLICA_URLS": replica_urls, "REPLICA_ROUTING_HEADER": "true", "WEB_CONCURRENCY": "2", "WEB_MAX_REQUESTS": "0",
               "WEB_THREADS": "4", "DB_MIN_CONNECTIONS": "4", "LOG_LEVEL": "WARNING"}  # fmt: skip
     load_before = os.getloadavg()[0]
     # Alternated rounds, so a neighbour's load on this shared machine hits both modes.

@@ -83,7 +83,7 @@ def main() -> None:
     orgs = {rows: seeded_org(rows) for rows in SIZES}
     port = free_port()
     env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "bench.settings", "REST_PORT": str(port), "ACCESS_LOG": "", "WEB_CONCURRENCY": "2",
+        "DJANGO_SETTINGS_MODULE": "bench.settings", "REST_PORT": str(port), "ACCESS_LOG": "", "WEB_CONCURRENCY": "2", "WEB_MAX_REQUESTS": "0",
         "USE_READ_REPLICAS": "false",
     }  # fmt: skip
     command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]

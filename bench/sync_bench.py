@@ -97,6 +97,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
         "ACCESS_LOG": "",
         "REST_PORT": str(port),
         "WEB_CONCURRENCY": "2",
+        "WEB_MAX_REQUESTS": "0",
         "LOG_LEVEL": "WARNING",
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]

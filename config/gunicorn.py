@@ -21,8 +21,9 @@ threads = int(os.environ.get("WEB_THREADS", "4"))
 keepalive = 5
 timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
 graceful_timeout = 10
-max_requests = 10000
-max_requests_jitter = 1000
+# A worker is replaced after this many requests (a hedge against slow leaks); 0: never.
+max_requests = int(os.environ.get("WEB_MAX_REQUESTS", "10000"))
+max_requests_jitter = max_requests // 10
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
 errorlog = "-"
 # One JSON object per request, with the id the app returned in X-Request-ID.
