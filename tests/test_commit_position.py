@@ -3,14 +3,22 @@
 the transaction's writes, it is dropped by any later statement, and a transaction that
 ran nothing commits the plain way."""
 
+from typing import cast
+
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from psycopg.pq import TransactionStatus
 
+from replicas.primary.base import DatabaseWrapper as PrimaryDatabaseWrapper
 from tenancy.models import Organization
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _primary() -> PrimaryDatabaseWrapper:
+    """The default alias's wrapper, as its backend (replicas.primary) types it."""
+    return cast(PrimaryDatabaseWrapper, connection)
 
 
 def _wal_insert_position() -> int:
@@ -23,9 +31,9 @@ def test_the_commit_brings_a_position_past_its_writes_once():
     before = _wal_insert_position()
     with CaptureQueriesContext(connection) as queries, transaction.atomic():
         Organization.objects.create(name="Position")
-    position = connection.commit_position_take()
+    position = _primary().commit_position_take()
     assert position is not None and position > before
-    assert connection.commit_position_take() is None  # once only
+    assert _primary().commit_position_take() is None  # once only
     assert [q["sql"] for q in queries.captured_queries][-1] == "COMMIT"
     assert not any("pg_current_wal_insert_lsn" in q["sql"] for q in queries.captured_queries)
     assert _wal_insert_position() >= position  # read after the commit record, not before
@@ -35,7 +43,7 @@ def test_a_statement_after_the_commit_drops_the_position():
     with transaction.atomic():
         Organization.objects.create(name="Later")
     Organization.objects.create(name="Autocommitted after")  # may write past the position
-    assert connection.commit_position_take() is None
+    assert _primary().commit_position_take() is None
 
 
 def test_a_transaction_that_ran_nothing_commits_the_plain_way_and_brings_no_position():
@@ -44,7 +52,7 @@ def test_a_transaction_that_ran_nothing_commits_the_plain_way_and_brings_no_posi
     connection.ensure_connection()
     with transaction.atomic():
         pass
-    assert connection.commit_position_take() is None
+    assert _primary().commit_position_take() is None
     assert connection.connection.pgconn.transaction_status == TransactionStatus.IDLE
 
 
@@ -55,7 +63,7 @@ def test_a_failed_commit_raises_and_brings_no_position():
         cursor.execute("CREATE TEMPORARY TABLE deferred_check (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
     with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("INSERT INTO deferred_check VALUES (1), (1)")
-    assert connection.commit_position_take() is None
+    assert _primary().commit_position_take() is None
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM deferred_check")
         assert cursor.fetchone()[0] == 0
