@@ -118,6 +118,7 @@ bench-idempotency: migrate bench-tools
 	@$(PY) bench/idempotency.py
 
 # The org change log's cost on a keyed write: with vs without (docs/benchmarks.md "Change log").
+# BENCH_ORGS (64; 1: every write into one org), BENCH_ROUNDS (4), BENCH_SECONDS (8).
 bench-changelog: migrate bench-tools
 	@$(PY) bench/changelog_cost.py
 
