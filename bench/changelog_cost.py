@@ -16,7 +16,6 @@ log's cost; in the baseline's rounds it only polls. CHANGELOG_QUIET_SECONDS=0 in
 environment turns quiet orgs off (every change of the org then goes to the worker).
 """
 
-import json
 import os
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from bench.harness import run_wrk, start_server
-from bench.idempotency import CONNECTIONS, cpu_seconds, make_tenants, stack_pids
+from bench.idempotency import CONNECTIONS, cpu_seconds, expense_body, make_tenants, stack_pids
 from tests.live_server import free_port
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -129,15 +128,11 @@ def write_case(orgs: int) -> tuple[list[uuid.UUID], dict[str, str]]:
     that creates an expense in each in turn."""
     tenants, token = make_tenants(orgs)
 
-    def body(prop: object) -> str:
-        return json.dumps({"property_id": str(prop), "amount": "12.50", "currency": "EUR",
-                           "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
-
     case = {
         "path": f"/v1/orgs/{tenants[0][0].id}/expenses", "BENCH_METHOD": "POST", "BENCH_TOKEN": token,
-        "BENCH_BODY": body(tenants[0][1].id),
+        "BENCH_BODY": expense_body(tenants[0][1].id),
         "BENCH_PATHS": "\n".join(f"/v1/orgs/{org.id}/expenses" for org, _ in tenants),
-        "BENCH_BODIES": "\n".join(body(prop.id) for _, prop in tenants),
+        "BENCH_BODIES": "\n".join(expense_body(prop.id) for _, prop in tenants),
     }  # fmt: skip
     return [org.id for org, _ in tenants], case
 

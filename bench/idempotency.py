@@ -62,6 +62,12 @@ def make_tenant() -> tuple[Organization, Property, str]:
     return org, prop, token_issue(user=user)[1]
 
 
+def expense_body(property_id: object) -> str:
+    """The JSON of a benchmark's expense create in the given property."""
+    return json.dumps({"property_id": str(property_id), "amount": "12.50", "currency": "EUR",
+                       "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
+
+
 def make_tenants(count: int) -> tuple[list[tuple[Organization, Property]], str]:
     """`count` orgs with one property each, one user a manager of all; that user's token.
     Writes spread over many orgs, as a fleet of hotels makes them, contend on no org's rows."""
@@ -122,8 +128,7 @@ def run_wrk(url: str, env: dict[str, str]) -> dict:
 def main() -> None:
     load_before = f"{os.getloadavg()[0]:.2f}"
     org, prop, token = make_tenant()
-    body = json.dumps({"property_id": str(prop.id), "amount": "12.50", "currency": "EUR",
-                       "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
+    body = expense_body(prop.id)
     env = {"BENCH_TOKEN": token, "BENCH_BODY": body, "BENCH_REPLAY_KEYS": str(REPLAY_KEYS)}
     database_url = settings.DATABASES["default"]
     db_url = f"postgres://{database_url['USER']}@{database_url['HOST']}:{database_url['PORT']}/{database_url['NAME']}"

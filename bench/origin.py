@@ -32,7 +32,6 @@ and with idle/waiting frames) into <dir>/<case>-{cpu,wall}.txt (collapsed stacks
 bench/profile_layers.py summarises them (docs/performance.md).
 """
 
-import json
 import os
 import statistics
 import subprocess
@@ -85,7 +84,7 @@ def stack_pids() -> list[int]:
 def prepare() -> dict[str, str]:
     """A tenant with ROWS expenses, the same rows in the bare table, ORGS - 1 more orgs
     the same user is a manager of (one property each); ids for the URLs."""
-    from bench.idempotency import make_tenants
+    from bench.idempotency import expense_body, make_tenants
 
     tenants, token = make_tenants(ORGS)
     org, prop = tenants[0]
@@ -109,14 +108,10 @@ def prepare() -> dict[str, str]:
         )
         bare_entry = str(cursor.fetchone()[0])
 
-    def body(property_id: object) -> str:
-        return json.dumps({"property_id": str(property_id), "amount": "12.50", "currency": "EUR",
-                           "category": "bench", "occurred_on": "2026-11-01"})  # fmt: skip
-
     entry = str(Expense.objects.filter(org=org).values_list("id", flat=True).first())
-    return {"org": str(org.id), "token": token, "body": body(prop.id), "entry": entry, "bare_entry": bare_entry,
+    return {"org": str(org.id), "token": token, "body": expense_body(prop.id), "entry": entry, "bare_entry": bare_entry,
             "orgs": "\n".join(str(o) for o, _ in targets),
-            "bodies": "\n".join(body(p) for _, p in targets)}  # fmt: skip
+            "bodies": "\n".join(expense_body(p) for _, p in targets)}  # fmt: skip
 
 
 def start(kind: str) -> tuple[subprocess.Popen, int]:
