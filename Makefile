@@ -75,6 +75,7 @@ test: venv stack tools client-deps
 # tests (tests/test_redis_cluster_failover.py) bring their own cluster: main pass only.
 # docs/redis.md
 REDIS_TESTS := tests/test_redis_keys.py tests/test_idempotency.py tests/test_idempotency_live.py \
+	tests/test_idempotency_after_commit.py \
 	tests/test_realtime_events.py tests/test_realtime_resume.py tests/test_realtime_limits.py \
 	tests/test_replicas_routing.py tests/test_login_throttle.py
 .PHONY: test-redis-topologies

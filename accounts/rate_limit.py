@@ -4,7 +4,7 @@ with Retry-After (the seconds left in the minute). Requests without a token (log
 health, metrics bearer) are not counted here. Redis down: not limited (degrade open).
 
 The count is the request's first Redis command; what else the request needs from Redis
-before its handler rides in the same round trip (accounts.redis_counters.RideAlong):
+before its handler rides in the same round trip (core.redis_riders):
 the stored read-your-writes position its reads may need (replicas/positions.py) and
 the claim of its Idempotency-Key (the view's `rate_limit_riders`, idempotency/api.py).
 """
@@ -17,8 +17,9 @@ from knox.models import AuthToken
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from accounts.redis_counters import RideAlong, counter_increment, counter_increment_with
+from accounts.redis_counters import counter_increment, counter_increment_with
 from core.redis_keys import key_pattern
+from core.redis_riders import RideAlong
 from replicas.positions import position_store
 
 WINDOW_SECONDS = 60

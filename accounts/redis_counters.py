@@ -9,12 +9,13 @@ the request goes on; while the breaker is open Redis is not even asked.
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
-from core.redis_clients import Pipeline, pipeline_eval, redis_breaker, redis_call, sync_redis
+from core.redis_clients import pipeline_eval, redis_breaker, redis_call, sync_redis
 from core.redis_keys import atomic_script
+from core.redis_riders import RideAlong
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +38,6 @@ def counter_increment(key: str, *, window_seconds: int) -> tuple[int, int] | Non
         logger.info("shared counters: Redis unavailable, throttles are open for now: %s", error)
         return None
     return int(count), max(int(ttl), 1)
-
-
-class RideAlong(Protocol):
-    """Commands of another feature sent in the same round trip as a counter's increment
-    (the request's first Redis call, the per-token rate limit): the stored read-your-
-    writes position, an idempotency claim. On a Redis Cluster their keys may live in
-    other slots than the counter: the pipeline sends each command to its own node."""
-
-    def queue(self, pipe: Pipeline) -> int:
-        """Queue its commands on `pipe` (a pipeline of the non-decoding client); how many."""
-        ...
-
-    def answered(self, replies: list[Any]) -> None:
-        """Its commands' replies, in their order (bytes, not decoded)."""
-        ...
-
-    def failed(self) -> None:
-        """Redis did not answer (or the breaker is open): nothing is known of its commands."""
-        ...
 
 
 def counter_increment_with(

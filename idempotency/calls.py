@@ -6,9 +6,10 @@
                         kept by inserting the record in that same transaction; any
                         other outcome, or losing the key to a concurrent duplicate,
                         rolls the whole transaction back
-    after_transaction() after commit/rollback: cache the answer or release the claim
-                        in Redis; when nothing was kept, answer from the record that
-                        won, if any
+    after_transaction() after commit/rollback: cache the answer (sent with the write
+                        position's Redis call right after the commit, else alone) or
+                        release the claim in Redis; when nothing was kept, answer from
+                        the record that won, if any
 
 Postgres decides. Redis only saves work: a cached replay skips Postgres, a claim
 turns a concurrent duplicate into a quick 409 instead of a wasted run. If Redis lost
@@ -20,10 +21,11 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.http import HttpResponseBase
 
+from core.redis_riders import after_commit_rider_add, after_commit_rider_withdraw
 from idempotency.exceptions import IdempotencyKeyInFlight, IdempotencyKeyReused, Replay
 from idempotency.identity import IdempotencyScope
 from idempotency.models import IdempotencyRecord
-from idempotency.redis_fast_path import ClaimAhead, ClaimOutcome, fast_path
+from idempotency.redis_fast_path import ClaimAhead, ClaimOutcome, StoreAhead, fast_path
 from idempotency.selectors import idempotency_record_get
 from idempotency.services import idempotency_record_insert
 from idempotency.stored_response import StoredResponse
@@ -41,6 +43,7 @@ class IdempotentCall:
         self._claim_value = b""  # set while we hold the Redis claim
         self._redis_failed = False  # one Redis timeout per request at most
         self._kept: StoredResponse | None = None
+        self._store_ahead: StoreAhead | None = None  # the kept answer, waiting for the commit's Redis call
         self._lost_to_duplicate = False
 
     @classmethod
@@ -104,6 +107,11 @@ class IdempotentCall:
             ttl = settings.IDEMPOTENCY_TTL_SECONDS
             if idempotency_record_insert(scope=self.scope, response=stored, ttl_seconds=ttl):
                 self._kept = stored
+                if not self._redis_failed:
+                    self._store_ahead = StoreAhead(
+                        scope=self.scope, stored=stored, ttl_ms=self._ttl_ms(stored)
+                    )
+                    after_commit_rider_add(self._store_ahead)
                 return
             self._lost_to_duplicate = True
         transaction.set_rollback(True, using=write_database())
@@ -111,7 +119,9 @@ class IdempotentCall:
     def after_transaction(self) -> None:
         """After commit or rollback. Raises the answer when a duplicate's record wins."""
         if self._kept is not None:
-            self._store(self._kept)
+            if not self._store_ahead_sent():
+                self._store(self._kept)
+            self._claim_value = b""  # the answer replaced our claim
             idempotency_requests.labels(outcome="executed").inc()
             return
         # Nothing kept: the handler failed, or a duplicate committed the key first.
@@ -129,16 +139,31 @@ class IdempotentCall:
     def abandon(self) -> None:
         """The transaction died with an exception: nothing was kept; free the key at once."""
         idempotency_requests.labels(outcome="rolled_back").inc()
+        self._store_ahead_sent()  # never sent now: nothing was committed
         self._release()
 
-    def _store(self, stored: StoredResponse) -> None:
-        """Cache a committed answer (never longer than its record lives). Best effort."""
-        if self._redis_failed:
-            return
+    def _store_ahead_sent(self) -> bool:
+        """Take the kept answer back from the after-commit Redis call; True if that call
+        carried it (it happens right after a commit that stored a write position)."""
+        ahead, self._store_ahead = self._store_ahead, None
+        if ahead is None:
+            return False
+        after_commit_rider_withdraw(ahead)
+        return ahead.sent
+
+    @staticmethod
+    def _ttl_ms(stored: StoredResponse) -> int:
+        """Never cached longer than its record lives."""
         ttl_ms = settings.IDEMPOTENCY_TTL_SECONDS * 1000
         if stored.expires_in_ms is not None:
             ttl_ms = min(ttl_ms, stored.expires_in_ms)
-        fast_path().store(scope=self.scope, stored=stored, ttl_ms=ttl_ms)
+        return ttl_ms
+
+    def _store(self, stored: StoredResponse) -> None:
+        """Cache a committed answer. Best effort."""
+        if self._redis_failed:
+            return
+        fast_path().store(scope=self.scope, stored=stored, ttl_ms=self._ttl_ms(stored))
         self._claim_value = b""  # the answer replaced our claim
 
     def _release(self) -> None:

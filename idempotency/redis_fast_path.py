@@ -79,7 +79,7 @@ class Claim:
 
 class ClaimAhead:
     """A claim sent in a round trip the request makes anyway (the per-token rate
-    limit's: accounts.redis_counters.RideAlong) instead of alone. `result` is unset until
+    limit's: core.redis_riders.RideAlong) instead of alone. `result` is unset until
     it was sent; then the claim, or None when Redis did not answer. If the request ends
     before its handler (the rate limit's 429), `release` frees a claim it got."""
 
@@ -118,6 +118,37 @@ class ClaimAhead:
             fast_path().release(scope=self.scope, claim_value=self.result.value)
 
 
+def _store_command(scope: IdempotencyScope, stored: StoredResponse, ttl_ms: int) -> tuple[Any, ...]:
+    """The answer replaces the claim, whoever holds it (Postgres agrees)."""
+    return ("SET", scope.redis_key(), _DONE_PREFIX + stored.to_bytes(), "PX", max(ttl_ms, 1))
+
+
+class StoreAhead:
+    """A committed answer to cache, sent in the write's first Redis call after its
+    commit (core.redis_riders: the write position raised for the org's readers) instead
+    of alone. `sent` once that call was made, answered or not: the cache is best
+    effort (a replay it misses is answered from Postgres)."""
+
+    def __init__(self, *, scope: IdempotencyScope, stored: StoredResponse, ttl_ms: int) -> None:
+        self._command = _store_command(scope, stored, ttl_ms)
+        self.sent = False
+
+    def queue(self, pipe: Pipeline) -> int:
+        pipe.execute_command(*self._command)
+        return 1
+
+    def answered(self, replies: list[Any]) -> None:
+        self.sent = True
+        if isinstance(replies[0], Exception):
+            logger.info("idempotency: redis refused the answer to cache (%s); Postgres keeps it", replies[0])
+
+    def failed(self) -> None:
+        self.sent = True
+        logger.info(
+            "idempotency: redis failed with the write position's call; the answer is kept in Postgres"
+        )
+
+
 class RedisFastPath:
     def __init__(self, client: SyncClient) -> None:
         self._client = client
@@ -136,8 +167,8 @@ class RedisFastPath:
 
     def store(self, *, scope: IdempotencyScope, stored: StoredResponse, ttl_ms: int) -> None:
         """Cache a committed response; it replaces the claim, whoever holds it (Postgres agrees)."""
-        answer = _DONE_PREFIX + stored.to_bytes()
-        self._call(lambda: self._command("SET", scope.redis_key(), answer, "PX", max(ttl_ms, 1)))
+        command = _store_command(scope, stored, ttl_ms)
+        self._call(lambda: self._command(*command))
 
     def release(self, *, scope: IdempotencyScope, claim_value: bytes) -> None:
         """Free the key after a request that kept nothing, if our claim still holds it."""

@@ -26,6 +26,7 @@ import redis
 
 from core.redis_clients import Pipeline, RedisUnavailable, pipeline_eval, redis_call, sync_redis
 from core.redis_keys import atomic_script, key_pattern
+from core.redis_riders import after_commit_riders_take
 from replicas.conf import replica_settings
 from replicas.context import UNKNOWN_POSITION, current_cluster, current_routing
 
@@ -92,7 +93,7 @@ class PositionStore:
     def read_ahead(self) -> "PositionReadAhead | None":
         """The GETs of the stored positions this request's reads may need, for a caller
         that talks to Redis anyway (the per-token rate limit) to send in the same round
-        trip (accounts.redis_counters.RideAlong); None when the reads cannot go to a
+        trip (core.redis_riders.RideAlong); None when the reads cannot go to a
         replica or the position is known already. A GET's reads are routed after the
         access checks, so a request that makes its first Redis call there saves one
         round trip of two."""
@@ -105,19 +106,34 @@ class PositionStore:
         return PositionReadAhead(cluster.name, [_key(cluster.name, c) for c in state.client_ids])
 
     def remember(self, cluster: str, clients: list[str], position: int) -> bool:
+        """Raise the clients' positions. Called after the write's commit: the riders
+        waiting for the thread's first Redis call after a commit (core.redis_riders: the
+        write's idempotent answer) go in the same round trip."""
         ttl_ms = str(int(replica_settings().position_ttl_seconds * 1000))
-        client = sync_redis()
+        client = sync_redis(decode_responses=False)
+        riders = after_commit_riders_take()
 
-        def raise_all() -> None:
+        def raise_all() -> tuple[list[Any], list[int]]:
             with client.pipeline(transaction=False) as pipe:
                 for name in clients:
                     pipeline_eval(pipe, _RAISE_SCRIPT, [_key(cluster, name)], [f"{position:016x}", ttl_ms])
-                pipe.execute()
+                sizes = [rider.queue(pipe) for rider in riders]
+                return pipe.execute(raise_on_error=False), sizes
 
         try:
-            redis_call(raise_all)
+            replies, sizes = redis_call(raise_all)
         except redis.RedisError as exc:
+            for rider in riders:
+                rider.failed()
             _failed("storing", exc)
+            return False
+        ours, theirs = replies[: len(clients)], replies[len(clients) :]
+        for rider, size in zip(riders, sizes, strict=True):
+            rider.answered(theirs[:size])
+            theirs = theirs[size:]
+        refused = next((reply for reply in ours if isinstance(reply, redis.RedisError)), None)
+        if refused is not None:
+            _failed("storing", refused)
             return False
         return True
 

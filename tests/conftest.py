@@ -225,3 +225,31 @@ def realtime_servers(django_db_setup: None, django_db_blocker: Any) -> Any:
 
     with django_db_blocker.unblock(), running_servers(test_database_url(), 2, **REALTIME_TEST_ENV) as servers:
         yield servers
+
+
+# --- Redis round trips (tests/redis_wire.py) ---------------------------------------------
+@pytest.fixture
+def redis_wire(monkeypatch):
+    """What goes over Redis sockets, in order: ("send", bytes) for each command batch
+    written, ("read",) for each reply read (any node, any topology)."""
+    import redis.connection
+
+    events: list[tuple[str] | tuple[str, bytes]] = []
+    send, read = (
+        redis.connection.AbstractConnection.send_packed_command,
+        redis.connection.AbstractConnection.read_response,
+    )
+
+    def sending(self, command, check_health=True):
+        events.append(
+            ("send", b"".join(bytes(c) for c in command) if isinstance(command, list) else bytes(command))
+        )
+        return send(self, command, check_health)
+
+    def reading(self, *args, **kwargs):
+        events.append(("read",))
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", sending)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", reading)
+    return events

@@ -15,6 +15,7 @@ from idempotency.identity import IdempotencyScope
 from idempotency.models import IdempotencyRecord
 from idempotency.redis_fast_path import fast_path
 from tenancy.models import Organization
+from tests.redis_wire import written_together
 
 pytestmark = pytest.mark.django_db
 
@@ -346,45 +347,6 @@ def test_a_keyed_create_failing_after_its_first_writes_rolls_back_whole_and_the_
     assert Expense.objects.filter(amount="7.00").count() == 1
 
 
-@pytest.fixture
-def redis_wire(monkeypatch):
-    """What goes over Redis sockets, in order: ("send", bytes) for each command batch
-    written, ("read",) for each reply read (any node, any topology)."""
-    import redis.connection
-
-    events: list[tuple[str] | tuple[str, bytes]] = []
-    send, read = (
-        redis.connection.AbstractConnection.send_packed_command,
-        redis.connection.AbstractConnection.read_response,
-    )
-
-    def sending(self, command, check_health=True):
-        events.append(
-            ("send", b"".join(bytes(c) for c in command) if isinstance(command, list) else bytes(command))
-        )
-        return send(self, command, check_health)
-
-    def reading(self, *args, **kwargs):
-        events.append(("read",))
-        return read(self, *args, **kwargs)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", sending)
-    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", reading)
-    return events
-
-
-def _written_together(events, first: tuple[bytes, ...], second: tuple[bytes, ...]) -> bool:
-    """Whether the batches carrying `first` and `second` (each: all of its parts) were
-    both written before any reply was read in between: one round trip (one batch on one
-    node; one per node, written before reading, on a cluster)."""
-    sends = [n for n, event in enumerate(events) if event[0] == "send"]
-    at_first = [n for n in sends if all(part in events[n][1] for part in first)]
-    at_second = [n for n in sends if all(part in events[n][1] for part in second)]
-    assert len(at_first) == 1 and len(at_second) == 1, (at_first, at_second)
-    low, high = sorted((at_first[0], at_second[0]))
-    return all(event[0] == "send" for event in events[low:high])
-
-
 @pytest.mark.parametrize("attempt", ["first", "replay"])
 def test_the_key_is_claimed_in_the_rate_limits_redis_round_trip(tenant, redis_wire, attempt):
     """One round trip before the handler: the per-token count and the claim go together
@@ -395,7 +357,7 @@ def test_the_key_is_claimed_in_the_rate_limits_redis_round_trip(tenant, redis_wi
     response = post(tenant, key="together")
     assert response.status_code == 201
     assert (response.headers.get("Idempotent-Replayed") == "true") is (attempt == "replay")
-    assert _written_together(redis_wire, (b"rl:{",), (b"idem:{", b"\r\nNX\r\n"))
+    assert written_together(redis_wire, (b"rl:{",), (b"idem:{", b"\r\nNX\r\n"))
     claims = [event for event in redis_wire if event[0] == "send" and b"\r\nNX\r\n" in event[1]]
     assert len(claims) == 1  # claimed once, never again alone
     assert Expense.objects.count() == 1
