@@ -21,7 +21,7 @@ help:
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
 	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push |"
 	@echo "    bench-outbox-fanout | bench-sync | bench-summary | bench-origin | bench-org-move |"
-	@echo "    bench-redis-cluster | bench-storage"
+	@echo "    bench-redis-cluster | bench-storage | bench-inprocess-ab"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -108,7 +108,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary bench-origin bench-org-move
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary bench-origin bench-inprocess-ab bench-org-move
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -136,6 +136,11 @@ bench-summary: migrate bench-tools
 # (docs/performance.md, docs/benchmarks.md "Origin"). BENCH_SECONDS, BENCH_ROUNDS; BENCH_PROFILE=dir adds py-spy profiles.
 bench-origin: migrate bench-tools
 	@$(PY) bench/origin.py
+
+# A cut's CPU saving per keyed create, with and without it alternating in one process
+# (BENCH_AB=riders; BENCH_ROUNDS 30, BENCH_BLOCK 100): bench/inprocess_ab.py
+bench-inprocess-ab: migrate
+	@$(PY) bench/inprocess_ab.py
 
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools
