@@ -1,17 +1,20 @@
-"""A cut's CPU saving per keyed create, in one process: the code with the cut and the
-code without it (a switch below), alternating blocks of requests through one WSGI
-handler. Run with `make bench-inprocess-ab` (BENCH_AB=<switch>, BENCH_ROUNDS).
+"""A change's CPU per keyed create, in one process: the code as it is and the code with a
+switch thrown (a cut undone, a layer removed), alternating blocks of requests through
+WSGI handlers. Run with `make bench-inprocess-ab` (BENCH_AB=<switch>, BENCH_ROUNDS).
 
-On this 2-core machine a server benchmark's per-round noise (±20-40 %) hides a saving of
+On this 2-core machine a server benchmark's per-round noise (±20-40 %) hides a change of
 a few percent, and so does a plain before/after in one process (±25 % between runs).
 Alternating the two variants in the same process, block by block, and taking the
 median of the per-round differences leaves the neighbours' load out: both variants of
 a round meet the same machine. CPU is this process's own (time.process_time): the
 request path's Python, its drivers and its syscalls; not Postgres's or Redis's.
 
-Switches (`without` undoes the cut, nothing else):
+Switches (each changes one thing; the figure is switched minus as-is, so a cut undone
+shows its saving as a positive number and a layer removed its cost as a negative one):
 - riders: the idempotent answer sent in a Redis call of its own after the commit,
-  instead of riding in the write position's round trip (core.redis_riders).
+  instead of riding in the write position's round trip (core.redis_riders);
+- django-prometheus: its two request middlewares removed (the per-request, per-view
+  counters and histograms; its per-statement database metrics stay).
 """
 
 import os
@@ -21,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +36,7 @@ import django
 
 django.setup()
 
+from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 
 from bench.idempotency import expense_body, make_tenant
@@ -53,46 +58,69 @@ def _riders_off() -> Iterator[None]:
         positions.after_commit_riders_take = real
 
 
-SWITCHES: dict[str, Callable[[], AbstractContextManager[None]]] = {"riders": _riders_off}
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@dataclass(frozen=True)
+class Switch:
+    patch: Callable[[], AbstractContextManager[None]] = _nothing
+    middleware_removed: tuple[str, ...] = field(default=())
+
+
+SWITCHES = {
+    "riders": Switch(patch=_riders_off),
+    "django-prometheus": Switch(
+        middleware_removed=(
+            "django_prometheus.middleware.PrometheusBeforeMiddleware",
+            "django_prometheus.middleware.PrometheusAfterMiddleware",
+        )
+    ),
+}
+
+
+def _handler(removed: tuple[str, ...]) -> WSGIHandler:
+    full = list(settings.MIDDLEWARE)
+    assert all(m in full for m in removed), removed
+    settings.MIDDLEWARE = [m for m in full if m not in removed]
+    try:
+        return WSGIHandler()
+    finally:
+        settings.MIDDLEWARE = full
 
 
 def main() -> None:
     name = os.environ.get("BENCH_AB", "riders")
-    without = SWITCHES[name]
+    switch = SWITCHES[name]
     org, prop, token = make_tenant()
     body = expense_body(prop.id).encode()
-    handler = WSGIHandler()
+    handlers = {"as is": WSGIHandler(), "switched": _handler(switch.middleware_removed)}
 
-    def create() -> bool:
-        return _call(
-            handler, _environ("POST", f"/v1/orgs/{org.id}/expenses", token, body, key=f"k-{uuid.uuid4()}")
-        )
+    def create(variant: str) -> bool:
+        environ = _environ("POST", f"/v1/orgs/{org.id}/expenses", token, body, key=f"k-{uuid.uuid4()}")
+        return _call(handlers[variant], environ)
 
     for _ in range(50):  # warm: connections, prepared statements, caches
-        assert create()
-    runs: dict[str, list[float]] = {"with": [], "without": []}
+        assert create("as is") and create("switched")
+    runs: dict[str, list[float]] = {"as is": [], "switched": []}
     for round_number in range(ROUNDS):
-        order = ("with", "without") if round_number % 2 == 0 else ("without", "with")
+        order = ("as is", "switched") if round_number % 2 == 0 else ("switched", "as is")
         for variant in order:
-            with without() if variant == "without" else _nothing():
+            with switch.patch() if variant == "switched" else _nothing():
                 started = time.process_time()
                 for _ in range(BLOCK):
-                    assert create()
+                    assert create(variant)
                 runs[variant].append(1000 * (time.process_time() - started) / BLOCK)
-        print(f"round {round_number + 1:2}/{ROUNDS}: with {runs['with'][-1]:.2f} ms, without {runs['without'][-1]:.2f} ms",
-              flush=True)  # fmt: skip
-    saved = [b - a for a, b in zip(runs["with"], runs["without"], strict=True)]
+        print(f"round {round_number + 1:2}/{ROUNDS}: as is {runs['as is'][-1]:.2f} ms, "
+              f"switched {runs['switched'][-1]:.2f} ms", flush=True)  # fmt: skip
+    delta = [b - a for a, b in zip(runs["as is"], runs["switched"], strict=True)]
     print(f"\n{name}: CPU per keyed create in this process, {ROUNDS} alternating rounds of {BLOCK}")
-    print(f"  with the cut    median {statistics.median(runs['with']):.3f} ms")
-    print(f"  without it      median {statistics.median(runs['without']):.3f} ms")
-    print(f"  saved per round median {1000 * statistics.median(saved):.0f} us "
-          f"({100 * statistics.median(saved) / statistics.median(runs['without']):.1f} %), "
-          f"rounds where it saved: {sum(s > 0 for s in saved)}/{ROUNDS}")  # fmt: skip
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+    print(f"  as is     median {statistics.median(runs['as is']):.3f} ms")
+    print(f"  switched  median {statistics.median(runs['switched']):.3f} ms")
+    print(f"  switched - as is, per round: median {1000 * statistics.median(delta):+.0f} us "
+          f"({100 * statistics.median(delta) / statistics.median(runs['as is']):+.1f} %), "
+          f"rounds above zero: {sum(d > 0 for d in delta)}/{ROUNDS}")  # fmt: skip
 
 
 if __name__ == "__main__":
