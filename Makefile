@@ -138,7 +138,7 @@ bench-origin: migrate bench-tools
 	@$(PY) bench/origin.py
 
 # A cut's CPU saving per keyed create, with and without it alternating in one process
-# (BENCH_AB=riders; BENCH_ROUNDS 30, BENCH_BLOCK 100): bench/inprocess_ab.py
+# (BENCH_AB=riders | django-prometheus; BENCH_ROUNDS 30, BENCH_BLOCK 100): bench/inprocess_ab.py
 bench-inprocess-ab: migrate
 	@$(PY) bench/inprocess_ab.py
 
