@@ -37,15 +37,17 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 logging.getLogger("httpx").setLevel(logging.WARNING)  # the audit's sync clients: a line per request
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+T = TypeVar("T")
 DURATION = int(os.environ.get("LOADTEST_DURATION", "120"))
 USERS = int(os.environ.get("LOADTEST_USERS", "40"))
 SPAWN_RATE = int(os.environ.get("LOADTEST_SPAWN_RATE", "10"))
@@ -696,6 +698,24 @@ class PushDevices:
         }
 
 
+def _as_a_phone_retries(call: Callable[[], T], retried: list[str]) -> T:
+    """One of the audit's sync requests, retried on a transport error as a phone does in
+    the run (locustfile: the same error, backoff, again): a keep-alive connection the
+    edge closes as idle (Varnish's timeout_idle) just as the phone reuses it is reset.
+    Safe: a push is mutation ids the server applies once, a pull only reads."""
+    import httpx
+
+    for attempt in range(4):
+        try:
+            return call()
+        except httpx.TransportError as failed:
+            if attempt == 3:
+                raise
+            retried.append(f"{type(failed).__name__}: {failed}")
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def check_sync_clients(journal: list[dict[str, Any]], move_org: str | None = None) -> dict[str, Any]:
     """Every phone's store, reopened from disk, finishes its queue (all phones first),
     then pulls: it must equal a fresh full pull of its org and the org's rows (on the
@@ -714,15 +734,16 @@ def check_sync_clients(journal: list[dict[str, Any]], move_org: str | None = Non
     phones = [r for r in journal if r["op"] == "sync_client"]
     clients = [(r, SyncClient(ORIGIN, r["token"], r["org_id"], LocalStore.open(r["store"]))) for r in phones]
     unfinished = 0
+    retried: list[str] = []
     for _, client in clients:  # every queue reaches the server before anyone's last pull
-        client.push()
+        _as_a_phone_retries(client.push, retried)
         unfinished += bool(client.outgoing())
     diverged, lost_or_doubled, queued_left = [], 0, 0
     for record, client in clients:
-        client.pull()
+        _as_a_phone_retries(client.pull, retried)
         queued_left += len(client.store.pending)
         fresh = SyncClient(ORIGIN, record["token"], record["org_id"], LocalStore())
-        fresh.pull()
+        _as_a_phone_retries(fresh.pull, retried)
         entries = {k: v for k, v in fresh.store.base.items() if not k.startswith("property:")}
         with use_org_cluster(record["org_id"]):
             rows = sum(m.objects.filter(org_id=record["org_id"]).count() for m in (Expense, Revenue))
@@ -744,6 +765,7 @@ def check_sync_clients(journal: list[dict[str, Any]], move_org: str | None = Non
         "phones_whose_mutation_ids_the_server_did_not_all_process": lost_or_doubled,
         "mutations_still_queued_after_final_sync": queued_left,
         "queues_blocked": unfinished,
+        "audit_requests_retried_after_a_transport_error": retried,
     }
 
 
