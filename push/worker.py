@@ -96,9 +96,13 @@ class PushWorker:
         self.wake.set()
 
     def _record_finished(self) -> None:
-        finished = [f for f in self.in_flight if f.done()]
-        for database in sorted({self.in_flight[f].database for f in finished}):
-            here = [f for f in finished if self.in_flight[f].database == database]
+        """Record the finished sends, one batch per cluster; a cluster that does not
+        answer keeps its sends in flight, the others' are recorded and let go."""
+        finished: dict[str, list[Future]] = {}
+        for future, claimed in self.in_flight.items():
+            if future.done():
+                finished.setdefault(claimed.database, []).append(future)
+        for database, here in sorted(finished.items()):
             try:
                 deliveries_record(outcomes=[(self.in_flight[f], f.result()) for f in here])
             except DatabaseError as error:  # kept in flight: recorded once the cluster answers

@@ -168,3 +168,45 @@ def test_a_claim_on_c2_is_fanned_out_there_with_the_devices_of_the_directory(
     )
     assert sorted(found) == sorted((f"expense.large:{e.id}", d.id) for e in expenses for d in devices)
     assert _on_main("SELECT count(*) FROM push_delivery") == [(0,)]
+
+
+def test_the_worker_records_sends_finished_on_two_clusters_in_one_pass(
+    second_cluster: SecondCluster, org_on_c2
+) -> None:
+    """Logic under test: the push worker's bookkeeping when sends of both clusters finish
+    between two of its passes (after an org moved, its sends go to the new cluster while
+    others' still go to main). Finished futures stand in for the sends (no push service):
+    each cluster's rows are recorded `sent`, nothing stays in flight. Seen in the load
+    test's drill: the pass recorded main's, then looked them up again for c2's (KeyError)
+    and the worker died."""
+    from concurrent.futures import Future
+
+    from push.delivery import deliveries_claim
+    from push.senders.outgoing import Outcome, SendResult
+    from push.worker import PushWorker
+
+    user, org_c2, prop_c2 = org_on_c2
+    org_main = Organization.objects.create(name="Hotel on main")
+    Membership.objects.create(org=org_main, user=user, role="manager")
+    prop_main = Property.objects.create(org=org_main, name="Main", currency="EUR", timezone="UTC")
+    device_register(user=user, kind="webpush", address="https://127.0.0.1/push/two-clusters")
+    for org, prop, database in ((org_main, prop_main, "default"), (org_c2, prop_c2, PRIMARY)):
+        with use_org_cluster(org.id):
+            preference_set(org=org, user=user, large_expense_enabled=True,
+                           thresholds={"EUR": Decimal("100.00")}, sync=False)  # fmt: skip
+            entry_create(model=Expense, org=org, created_by=user, property_id=prop.id, amount=Decimal("150.00"),
+                         currency="EUR", category="two-clusters", occurred_on="2026-11-02")  # fmt: skip
+        finished_outbox_rows(org.id, using=database)
+        assert drain_once(database=database).delivered == 1
+    worker = PushWorker()
+    for database in ("default", PRIMARY):
+        claimed = deliveries_claim(limit=10, database=database)
+        assert len(claimed) == 1
+        sent: Future = Future()
+        sent.set_result(SendResult(Outcome.SENT, status_code=201))
+        worker.in_flight[sent] = claimed[0]
+    worker._record_finished()
+    assert worker.in_flight == {}
+    status = "SELECT status FROM push_delivery WHERE org_id = %s"
+    assert _on_main(status, org_main.id) == [("sent",)]
+    assert second_cluster.sql(status, (org_c2.id,)) == [("sent",)]
