@@ -87,15 +87,18 @@ def get_json(url: str, token: str | None = METRICS_TOKEN) -> Any:
 
 
 class Servers:
-    """bin/serve in the background, with the given environment."""
+    """bin/serve in the background, with the given environment; its output (gunicorn's
+    error log, the app's warnings, the workers') goes to `log`."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, log: Path, **env: str) -> None:
         self.env = os.environ | {"METRICS_TOKEN": METRICS_TOKEN, "ACCESS_LOG": "", **env}
+        self.log = log
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Servers":
-        self.process = subprocess.Popen(["bin/serve"], cwd=ROOT, env=self.env, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(["bin/serve"], cwd=ROOT, env=self.env, start_new_session=True,
+                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -103,7 +106,7 @@ class Servers:
                 return self
             except OSError:
                 time.sleep(0.5)
-        raise SystemExit("the servers did not come up in 60 s (try bin/serve by hand to see why)")
+        raise SystemExit(f"the servers did not come up in 60 s: see {self.log}")
 
     def __exit__(self, *exc: object) -> None:
         if self.process and self.process.poll() is None:
@@ -966,7 +969,7 @@ def main() -> None:
                   "LOADTEST_WS_USERS": str(WS_USERS), "LOADTEST_WS_URL": f"ws://127.0.0.1:{PORT}",
                   "LOADTEST_MOBILE_USERS": str(MOBILE_USERS), "LOADTEST_SYNC_STORES": str(out / "sync-stores"),
                   "LOADTEST_MOVE_ORG": move_org or "", "LOADTEST_ATTEMPTS": str(attempts_path)}  # fmt: skip
-    with Servers() as servers:
+    with Servers(out / "servers.log") as servers:
         say(
             f"full path: {USERS} API users, {WS_USERS} on websockets, {MOBILE_USERS} offline-capable phones, "
             f"for {DURATION}s through {EDGE}"
@@ -1012,7 +1015,7 @@ def main() -> None:
 
     say("bare path: no idempotency key, no replicas, no metrics, no cache, straight to gunicorn")
     bare_env = {"DJANGO_SETTINGS_MODULE": "bench.bare_settings", "REPLICA_URLS": "", "CDN_PROVIDER": "none"}
-    with Servers(**bare_env):
+    with Servers(out / "servers-bare.log", **bare_env):
         bare_cl = locust(out / "bare-create-list", host=ORIGIN, users=BASELINE_USERS, seconds=BASELINE_SECONDS,
                          classes=["CreateListUser"], env=locust_env | {"LOADTEST_BARE": "1", "LOADTEST_ATTEMPTS": ""})  # fmt: skip
 
