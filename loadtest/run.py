@@ -703,9 +703,10 @@ class PushDevices:
 
 def _as_a_phone_retries(call: Callable[[], T], retried: list[str]) -> T:
     """One of the audit's sync requests, retried on a transport error as a phone does in
-    the run (locustfile: the same error, backoff, again): a keep-alive connection the
-    edge closes as idle (Varnish's timeout_idle) just as the phone reuses it is reset.
-    Safe: a push is mutation ids the server applies once, a pull only reads."""
+    the run (locustfile: the same error, backoff, again), so a connection closed under
+    it (a keep-alive connection the edge dropped) is not taken for lost data; a server
+    that is gone still fails the audit after the last try. Safe: a push is mutation ids
+    the server applies once, a pull only reads."""
     import httpx
 
     for attempt in range(4):
