@@ -32,6 +32,15 @@ def _sends_naming(events, *parts: bytes) -> list[bytes]:
     return [event[1] for event in events if event[0] == "send" and all(part in event[1] for part in parts)]
 
 
+def _replays_once(tenant, key, created) -> None:
+    """A retry with the key gets the first answer's bytes; one row, one record."""
+    replay = _post(tenant, key)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == created.content
+    assert Expense.objects.count() == 1
+    assert IdempotencyRecord.objects.count() == 1
+
+
 def test_the_answer_rides_with_the_write_position_and_a_retry_replays_it_from_redis(tenant, redis_wire):
     assert _post(tenant, "warm-up").status_code == 201  # connections, scripts: not counted
     redis_wire.clear()
@@ -73,11 +82,7 @@ def test_redis_failing_in_the_after_commit_round_trip_loses_nothing(tenant, monk
     assert calls  # the position's call was made, and failed
     assert not (_cached(tenant, "redis-failed") or b"").startswith(b"D")  # not sent again alone
     monkeypatch.undo()
-    replay = _post(tenant, "redis-failed")
-    assert replay.headers["Idempotent-Replayed"] == "true"
-    assert replay.content == created.content
-    assert Expense.objects.count() == 1
-    assert IdempotencyRecord.objects.count() == 1
+    _replays_once(tenant, "redis-failed", created)
 
 
 def test_redis_lost_mid_call_in_the_after_commit_round_trip_fails_nothing(tenant, monkeypatch):
@@ -100,11 +105,7 @@ def test_redis_lost_mid_call_in_the_after_commit_round_trip_fails_nothing(tenant
     assert created.status_code == 201
     assert after_commit_riders_take() == []
     monkeypatch.undo()
-    replay = _post(tenant, "connection-lost")
-    assert replay.headers["Idempotent-Replayed"] == "true"
-    assert replay.content == created.content
-    assert Expense.objects.count() == 1
-    assert IdempotencyRecord.objects.count() == 1
+    _replays_once(tenant, "connection-lost", created)
 
 
 def test_without_a_position_to_store_the_answer_is_cached_alone_after_the_commit(tenant, monkeypatch):
