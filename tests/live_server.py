@@ -2,6 +2,7 @@
 loopback ports, pointed at the test database, for tests about bytes on the wire."""
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -16,8 +17,33 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_LOWEST_TEST_PORT = 20000
+
+
+def _ephemeral_start() -> int:
+    """The lowest local port the kernel gives outgoing connections (Linux; else its default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port nothing listens on now, below the kernel's ephemeral range. A port
+    the kernel hands out for binding port 0 lies in that range, where any outgoing
+    connection (a test's, a server's) may take it as its local port before the server
+    meant for it binds (seen: varnishd exiting 255 on a port picked before its origin
+    started). Random, not the system's lowest free one, so callers rarely meet."""
+    high = _ephemeral_start()
+    for _ in range(500):
+        port = _LOWEST_TEST_PORT + secrets.randbelow(max(high - _LOWEST_TEST_PORT, 1))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # that range is full: what the kernel gives
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

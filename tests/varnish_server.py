@@ -63,12 +63,16 @@ class Varnish:
 
     def start(self) -> None:
         pid_file = self.workdir / "varnish.pid"
-        subprocess.run(
+        started = subprocess.run(
             ["varnishd", "-a", f"127.0.0.1:{self.port}", "-f", str(self.vcl_dir / "default.vcl"),
              "-p", f"vcl_path={self.vcl_dir}", "-n", self.name, "-s", "malloc,64m",
              "-P", str(pid_file)],
-            check=True, capture_output=True,
+            check=False, capture_output=True, text=True,
         )  # fmt: skip
+        if started.returncode != 0:
+            raise RuntimeError(
+                f"varnishd exited {started.returncode} on port {self.port}: {started.stderr.strip()[-2000:]}"
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
