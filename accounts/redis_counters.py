@@ -15,7 +15,7 @@ import redis
 
 from core.redis_clients import pipeline_eval, redis_breaker, redis_call, sync_redis
 from core.redis_keys import atomic_script
-from core.redis_riders import RideAlong
+from core.redis_riders import RideAlong, riders_answered
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ def counter_increment_with(
         for rider in riders:
             rider.failed()
         return None
-    for rider, size in zip(riders, sizes, strict=True):
-        rider.answered(replies[:size])
-        replies = replies[size:]
+    riders_answered(list(riders), sizes, replies)
     return int(count), max(int(ttl), 1)
 
 

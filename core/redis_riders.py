@@ -36,6 +36,14 @@ class RideAlong(Protocol):
         ...
 
 
+def riders_answered(riders: list[RideAlong], sizes: list[int], replies: list[Any]) -> None:
+    """Hand each rider its own replies: `replies` are the riders' (in the order they were
+    queued), `sizes` what each one's `queue` returned."""
+    for rider, size in zip(riders, sizes, strict=True):
+        rider.answered(replies[:size])
+        replies = replies[size:]
+
+
 _local = threading.local()
 
 
@@ -63,11 +71,8 @@ def after_commit_riders_take() -> list[RideAlong]:
     return riders
 
 
-def after_commit_rider_withdraw(rider: RideAlong) -> bool:
-    """Take `rider` back; True when it was still waiting (not sent), so the caller sends
-    its commands itself if it still wants them sent."""
+def after_commit_rider_withdraw(rider: RideAlong) -> None:
+    """Take `rider` back if it is still waiting (no after-commit call carried it)."""
     riders = _waiting()
     if rider in riders:
         riders.remove(rider)
-        return True
-    return False

@@ -26,7 +26,7 @@ import redis
 
 from core.redis_clients import Pipeline, RedisUnavailable, pipeline_eval, redis_call, sync_redis
 from core.redis_keys import atomic_script, key_pattern
-from core.redis_riders import after_commit_riders_take
+from core.redis_riders import after_commit_riders_take, riders_answered
 from replicas.conf import replica_settings
 from replicas.context import UNKNOWN_POSITION, current_cluster, current_routing
 
@@ -127,10 +127,8 @@ class PositionStore:
                 rider.failed()
             _failed("storing", exc)
             return False
-        ours, theirs = replies[: len(clients)], replies[len(clients) :]
-        for rider, size in zip(riders, sizes, strict=True):
-            rider.answered(theirs[:size])
-            theirs = theirs[size:]
+        ours = replies[: len(clients)]
+        riders_answered(riders, sizes, replies[len(clients) :])
         refused = next((reply for reply in ours if isinstance(reply, redis.RedisError)), None)
         if refused is not None:
             _failed("storing", refused)
