@@ -61,11 +61,15 @@ client/node_modules/.installed: client/package.json client/package-lock.json
 
 client-deps: client/node_modules/.installed
 
-# The two-cluster tests use a second database cluster; it starts here, before the suite
-# churns through ephemeral ports (its default ports lie in Linux's ephemeral range, where
-# a test's outgoing connection can hold one), and is only used by those tests' fixture.
+# The two-cluster tests use a second database cluster, and the Redis-topology pass a Redis
+# Cluster: both start here, before the suite churns through ephemeral ports. Their default
+# ports (the database cluster's, the Redis Cluster nodes' buses at REDIS_CLUSTER_PORT+10000)
+# lie in Linux's ephemeral range, where a test's outgoing connection, or one still in
+# TIME_WAIT after the suite, holds a port a server cannot bind (seen: a Redis Cluster node
+# that failed to start after the main pass). Only those tests use them.
 test: venv stack tools client-deps
 	@bin/stack cluster-up 2
+	$(if $(PYTEST_ARGS),,@if [[ -z "$$(bin/stack env | sed -n 's/^REDIS_CLUSTER_NODES=//p')" ]]; then bin/stack redis-cluster-up; fi)
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 	$(if $(PYTEST_ARGS),,@$(MAKE) --no-print-directory test-redis-topologies)
 
