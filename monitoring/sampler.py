@@ -8,7 +8,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections
 
 from changelog.maintenance import outbox_gauges_refresh
 from monitoring.metric_reading import take_reading
@@ -36,13 +36,23 @@ def sample_once(now: float | None = None) -> None:
     )
 
 
+def sample_and_release() -> None:
+    """One pass of the sampler's thread. Its database connections go back after each
+    pass, as a request's do: one the primary dropped (a restart, a failover) is not
+    kept, so the next pass connects afresh instead of failing on it for the life of
+    the process."""
+    try:
+        sample_once()
+    except Exception:  # the sampler must outlive any one bad sample
+        logger.exception("metrics sampler: sample failed")
+    finally:
+        close_old_connections()
+
+
 def _run() -> None:
     while True:
         time.sleep(settings.METRICS_SAMPLE_INTERVAL_SECONDS)
-        try:
-            sample_once()
-        except Exception:  # the sampler must outlive any one bad sample
-            logger.exception("metrics sampler: sample failed")
+        sample_and_release()
 
 
 def ensure_sampler_running() -> None:
