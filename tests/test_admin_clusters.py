@@ -143,6 +143,13 @@ def test_a_write_to_the_copy_a_move_left_answers_503_with_retry_after(two_cluste
          " ON CONFLICT (org_id) DO UPDATE SET epoch = 'moved'", (org.id,))  # fmt: skip
     OrgPlacement.objects.filter(org_id=org.id).update(cluster=NAME, generation=5)
     directory_cache.clear()
+    # GET pages read the org's cluster's standby (docs/replicas.md): let it replay first
+    wait_until(
+        lambda: (
+            two_clusters.sql("SELECT amount FROM finance_expense WHERE id = %s", (expense.id,), replica=True)
+            == [(Decimal("11.00"),)]
+        )
+    )
 
     # pages find the live copy (c2's), not the one left behind
     page = staff.get(f"/admin/finance/expense/{expense.id}/change/")
