@@ -93,7 +93,29 @@ def wait_caught_up(aliases: tuple[str, ...] = REPLICAS, timeout: float = 15.0) -
             # recovery"): not caught up yet, ask again.
             return False
 
-    wait_until(caught_up, timeout)
+    try:
+        wait_until(caught_up, timeout)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}: {_replication_report(aliases, target)}") from None
+
+
+def _replication_report(aliases: tuple[str, ...], target: int) -> str:
+    """Where each standby stands against `target`, and what its replay waits on."""
+    parts = [f"primary position {target}"]
+    for alias in aliases:
+        try:
+            replay, received, pause, waits_on = row(
+                alias,
+                "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn, pg_last_wal_receive_lsn() - '0/0'::pg_lsn,"
+                " pg_get_wal_replay_pause_state(), (SELECT wait_event_type || ':' || wait_event"
+                " FROM pg_stat_activity WHERE backend_type = 'startup')",
+            )
+            parts.append(
+                f"{alias} replayed {replay} received {received} replay {pause} waiting on {waits_on}"
+            )
+        except psycopg.Error as error:
+            parts.append(f"{alias}: {error}")
+    return "; ".join(parts)
 
 
 def ensure_replicas_running() -> None:
