@@ -21,7 +21,7 @@ help:
 	@echo "benchmarks (docs/benchmarks.md): make bench-serving | bench-idempotency | bench-replicas |"
 	@echo "    bench-realtime | bench-edge | bench-metrics | bench-changelog | bench-access | bench-push |"
 	@echo "    bench-outbox-fanout | bench-sync | bench-summary | bench-origin | bench-org-move |"
-	@echo "    bench-redis-cluster | bench-storage | bench-inprocess-ab"
+	@echo "    bench-redis-cluster | bench-storage | bench-inprocess-ab | bench-inprocess-ratio"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating virtualenv in $(VENV) and installing requirements"
@@ -112,7 +112,7 @@ destroy:
 	@bin/stack destroy
 
 # --- benchmarks (not tests: they print ratios and percentiles; see docs/benchmarks.md) ---
-.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary bench-origin bench-inprocess-ab bench-org-move
+.PHONY: bench-tools bench-serving bench-idempotency bench-changelog bench-edge bench-replicas bench-realtime bench-metrics bench-access bench-push bench-sync bench-summary bench-origin bench-inprocess-ab bench-inprocess-ratio bench-org-move
 bench-tools:
 	@bin/ensure-tools wrk
 
@@ -145,6 +145,10 @@ bench-origin: migrate bench-tools
 # (BENCH_AB=riders | django-prometheus; BENCH_ROUNDS 30, BENCH_BLOCK 100): bench/inprocess_ab.py
 bench-inprocess-ab: migrate
 	@$(PY) bench/inprocess_ab.py
+
+# Our keyed create's CPU against bare DRF's, each in its own process, in turns (issue 17).
+bench-inprocess-ratio: migrate
+	@$(PY) bench/inprocess_ratio.py
 
 # Edge cache: reads through Varnish vs straight to gunicorn (docs/benchmarks.md "Edge cache").
 bench-edge: migrate bench-tools

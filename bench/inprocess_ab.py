@@ -15,6 +15,17 @@ shows its saving as a positive number and a layer removed its cost as a negative
   instead of riding in the write position's round trip (core.redis_riders);
 - django-prometheus: its two request middlewares removed (the per-request, per-view
   counters and histograms; its per-statement database metrics stay).
+
+The ledger of the guarantees (measurement only: each removes one guarantee's work from
+the request path, which the product never does), to say what each costs in this process:
+- position: the change log's replica-position handler a no-op (read-your-writes; the
+  idempotent answer then goes alone, as when no position is stored);
+- purge: the edge-purge handler a no-op (the edge's freshness before the response);
+- publish: the realtime handler a no-op (ordered socket events; the outbox worker would
+  publish them later);
+- key: the create sent without an Idempotency-Key (exactly-once: the claim, the record
+  in the transaction, the kept answer).
+Several at once: BENCH_AB=position+purge+publish+key.
 """
 
 import os
@@ -23,19 +34,20 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # bench.origin_trips sets Django up as both benchmarks need it (the rate limit never reached).
-from bench.origin_trips import _call, _environ
+import bench.origin_trips  # noqa: F401
 
 # isort: split
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 
 from bench.idempotency import expense_body, make_tenant
+from bench.wsgi_calls import wsgi_call, wsgi_environ
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
 BLOCK = int(os.environ.get("BENCH_BLOCK", "100"))
@@ -53,6 +65,25 @@ def _riders_off() -> Iterator[None]:
         positions.after_commit_riders_take = real
 
 
+def _handler_off(name: str) -> Callable[[], AbstractContextManager[None]]:
+    """The change log's inline handler `name` replaced by one that does nothing."""
+
+    @contextmanager
+    def off() -> Iterator[None]:
+        from changelog import dispatch
+
+        (real,) = [h for h in dispatch.handlers(inline=True) if h.name == name]
+        dispatch.register_handler(name, lambda change: None, inline=True, order=real.order)
+        try:
+            yield
+        finally:
+            dispatch.register_handler(
+                name, real.handler, inline=True, order=real.order, batch=real.batch, work_for=real.work_for
+            )
+
+    return off
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
@@ -60,18 +91,37 @@ def _nothing() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Switch:
-    patch: Callable[[], AbstractContextManager[None]] = _nothing
+    patches: tuple[Callable[[], AbstractContextManager[None]], ...] = ()
     middleware_removed: tuple[str, ...] = field(default=())
+    keyed: bool = True
+
+    def __add__(self, other: "Switch") -> "Switch":
+        return Switch(
+            patches=self.patches + other.patches,
+            middleware_removed=self.middleware_removed + other.middleware_removed,
+            keyed=self.keyed and other.keyed,
+        )
+
+    @contextmanager
+    def thrown(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            for patch in self.patches:
+                stack.enter_context(patch())
+            yield
 
 
 SWITCHES = {
-    "riders": Switch(patch=_riders_off),
+    "riders": Switch(patches=(_riders_off,)),
     "django-prometheus": Switch(
         middleware_removed=(
             "django_prometheus.middleware.PrometheusBeforeMiddleware",
             "django_prometheus.middleware.PrometheusAfterMiddleware",
         )
     ),
+    "position": Switch(patches=(_handler_off("replica_position"),)),
+    "purge": Switch(patches=(_handler_off("edge_purge"),)),
+    "publish": Switch(patches=(_handler_off("realtime_event"),)),
+    "key": Switch(keyed=False),
 }
 
 
@@ -87,22 +137,29 @@ def _handler(removed: tuple[str, ...]) -> WSGIHandler:
 
 def main() -> None:
     name = os.environ.get("BENCH_AB", "riders")
-    switch = SWITCHES[name]
+    unknown = [part for part in name.split("+") if part not in SWITCHES]
+    if unknown:
+        sys.exit(f"BENCH_AB: unknown switch(es) {', '.join(unknown)}; known: {', '.join(SWITCHES)}")
+    switch = sum((SWITCHES[part] for part in name.split("+")), Switch())
     org, prop, token = make_tenant()
     body = expense_body(prop.id).encode()
     handlers = {"as is": WSGIHandler(), "switched": _handler(switch.middleware_removed)}
 
     def create(variant: str) -> bool:
-        environ = _environ("POST", f"/v1/orgs/{org.id}/expenses", token, body, key=f"k-{uuid.uuid4()}")
-        return _call(handlers[variant], environ)
+        keyed = variant == "as is" or switch.keyed
+        key = f"k-{uuid.uuid4()}" if keyed else None
+        environ = wsgi_environ("POST", f"/v1/orgs/{org.id}/expenses", token, body, key=key)
+        return wsgi_call(handlers[variant], environ)
 
     for _ in range(50):  # warm: connections, prepared statements, caches
-        assert create("as is") and create("switched")
+        assert create("as is")
+        with switch.thrown():
+            assert create("switched")
     runs: dict[str, list[float]] = {"as is": [], "switched": []}
     for round_number in range(ROUNDS):
         order = ("as is", "switched") if round_number % 2 == 0 else ("switched", "as is")
         for variant in order:
-            with switch.patch() if variant == "switched" else _nothing():
+            with switch.thrown() if variant == "switched" else _nothing():
                 started = time.process_time()
                 for _ in range(BLOCK):
                     assert create(variant)

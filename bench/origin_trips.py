@@ -16,7 +16,6 @@ the interpreter's share that the neighbours' load does not move.
 
 import cProfile
 import http.client
-import io
 import json
 import os
 import pstats
@@ -46,6 +45,7 @@ from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
 from bench.idempotency import make_tenant
+from bench.wsgi_calls import wsgi_call, wsgi_environ
 
 REQUESTS = int(os.environ.get("BENCH_INPROCESS_REQUESTS", "500"))
 MARGINS = os.environ.get("BENCH_MIDDLEWARE_MARGINS", "1") != "0"
@@ -74,36 +74,6 @@ def _spy_on_redis() -> None:
     redis.connection.AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
 
 
-def _environ(method: str, path: str, token: str, body: bytes = b"", key: str | None = None) -> dict:
-    path, _, query = path.partition("?")
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1", "HTTP_AUTHORIZATION": f"Token {token}",
-        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
-        "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
-    }  # fmt: skip
-    if key:
-        environ["HTTP_IDEMPOTENCY_KEY"] = key
-    return environ
-
-
-def _call(handler: WSGIHandler, environ: dict) -> bool:
-    status: list[str] = []
-
-    def start_response(
-        line: str, headers: list[tuple[str, str]], exc_info: object = None
-    ) -> Callable[[bytes], object]:
-        status.append(line)
-        return _discard
-
-    b"".join(handler(environ, start_response))
-    return status[0][:1] == "2"
-
-
-def _discard(data: bytes) -> None:
-    """The `write` callable start_response returns (Django never calls it)."""
-
-
 def _spy_on_http() -> None:
     original = httpx.Client.send
 
@@ -128,15 +98,15 @@ def main() -> None:
     base = f"/v1/orgs/{org.id}"
     handler = WSGIHandler()
     for _ in range(20):
-        assert _call(handler, _environ("POST", f"{base}/expenses", token, body))
+        assert wsgi_call(handler, wsgi_environ("POST", f"{base}/expenses", token, body))
     from finance.models import Expense
 
     entry = Expense.objects.filter(org=org).values_list("id", flat=True).first()
     cases: dict[str, Callable[[], dict]] = {
-        "create": lambda: _environ("POST", f"{base}/expenses", token, body, key=f"k-{uuid.uuid4()}"),
-        "list": lambda: _environ("GET", f"{base}/expenses?page_size=20", token),
-        "detail": lambda: _environ("GET", f"{base}/expenses/{entry}", token),
-        "summary": lambda: _environ("GET", f"{base}/finance/summary", token),
+        "create": lambda: wsgi_environ("POST", f"{base}/expenses", token, body, key=f"k-{uuid.uuid4()}"),
+        "list": lambda: wsgi_environ("GET", f"{base}/expenses?page_size=20", token),
+        "detail": lambda: wsgi_environ("GET", f"{base}/expenses/{entry}", token),
+        "summary": lambda: wsgi_environ("GET", f"{base}/finance/summary", token),
     }
     unspied = (
         redis.connection.AbstractConnection.send_packed_command,
@@ -146,12 +116,12 @@ def main() -> None:
     _spy_on_redis()
     _spy_on_http()
     for name, make in cases.items():
-        assert _call(handler, make())
+        assert wsgi_call(handler, make())
         _redis_batches.clear()
         captures = [CaptureQueriesContext(connections[alias]) for alias in connections]
         for capture in captures:
             capture.__enter__()
-        assert _call(handler, make())
+        assert wsgi_call(handler, make())
         for capture in captures:
             capture.__exit__(None, None, None)
         statements = [(alias, q["sql"]) for alias, c in zip(connections, captures, strict=True) for q in c]
@@ -179,13 +149,13 @@ def main() -> None:
         handlers[variant] = WSGIHandler()
     settings.MIDDLEWARE = full
     for name, make in cases.items():
-        usable = {v: h for v, h in handlers.items() if all([_call(h, make()) for _ in range(10)])}
+        usable = {v: h for v, h in handlers.items() if all([wsgi_call(h, make()) for _ in range(10)])}
         runs: dict[str, list[float]] = {variant: [] for variant in usable}
         for _ in range(ROUNDS):  # interleaved, so a neighbour's load hits every variant alike
             for variant, variant_handler in usable.items():
                 started = time.process_time()
                 for _ in range(REQUESTS // ROUNDS):
-                    _call(variant_handler, make())
+                    wsgi_call(variant_handler, make())
                 runs[variant].append(1000 * (time.process_time() - started) / (REQUESTS // ROUNDS))
         costs = {variant: statistics.median(values) for variant, values in runs.items()}
         total = costs["all middleware"]
@@ -201,7 +171,7 @@ def _print_calls_per_request(handler: WSGIHandler, cases: dict[str, Callable[[],
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(50):
-            _call(handler, make())
+            wsgi_call(handler, make())
         profile.disable()
         print(f"  {name:8} {pstats.Stats(profile).total_calls / 50:.0f}")  # type: ignore[attr-defined]
 
