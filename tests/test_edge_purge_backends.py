@@ -295,7 +295,7 @@ def varnish_node(settings: Any) -> Iterator[dict[str, Any]]:
     """A stand-in for a Varnish node's PURGE handling (HTTP/1.1, keep-alive): records each
     purge with the client port it came on; `close_after` answers then closes the
     connection without saying so, as a node's idle timeout does between purges."""
-    node: dict[str, Any] = {"calls": [], "status": 200, "close_after": False}
+    node: dict[str, Any] = {"calls": [], "status": 200, "close_after": False, "headers": {}, "body": b""}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -304,8 +304,11 @@ def varnish_node(settings: Any) -> Iterator[dict[str, Any]]:
             node["calls"].append((self.client_address[1], self.headers.get("xkey-purge")))
             close, node["close_after"] = node["close_after"], False  # decided before answering
             self.send_response(node["status"])
-            self.send_header("Content-Length", "0")
+            for name, value in node["headers"].items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(node["body"])))
             self.end_headers()
+            self.wfile.write(node["body"])
             self.close_connection = close
 
         def log_message(self, *args: Any) -> None:
@@ -344,3 +347,12 @@ def test_varnish_refusing_or_unreachable_is_a_purge_failure(settings, varnish_no
     with pytest.raises(PurgeFailed) as unreachable:
         configured_backend().purge(["org-2-expenses"])
     assert unreachable.value.remaining == ["org-2-expenses"]
+
+
+def test_varnish_answering_503_with_a_long_retry_after_queues_until_then(varnish_node):
+    varnish_node.update(status=503, headers={"retry-after": "30"}, body=b"Backend fetch failed")
+    with pytest.raises(PurgeFailed) as limited:
+        configured_backend().purge(["org-1-expenses"])
+    assert limited.value.retry_after == 30.0  # the header read whatever its case
+    assert limited.value.remaining == ["org-1-expenses"]
+    assert "varnish purge answered 503: Backend fetch failed" in str(limited.value)

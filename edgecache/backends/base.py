@@ -4,6 +4,7 @@ tags are still not purged when a call fails."""
 import email.utils
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import httpx
 from django.conf import settings
@@ -26,6 +27,27 @@ def timeout() -> httpx.Timeout:
     return httpx.Timeout(total, connect=min(total, 0.5))
 
 
+class _Headers(Protocol):
+    def get(self, name: str, /) -> Any: ...
+
+
+class PurgeAnswer(Protocol):
+    """What a CDN answered to one purge call: an httpx response (the API CDNs), or the
+    Varnish backend's lighter answer from the standard library's client."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def is_success(self) -> bool: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> _Headers: ...
+
+
 class PurgeFailed(Exception):
     """A purge that did not (fully) happen. `remaining` are the tags still to purge;
     `retry_after` is the CDN's Retry-After in seconds, when it gave one."""
@@ -36,7 +58,7 @@ class PurgeFailed(Exception):
         self.retry_after = retry_after
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: PurgeAnswer) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -55,10 +77,10 @@ class PurgeBackend:
     name: str = ""
     batch_size: int = 100
 
-    def send(self, batch: list[str], *, soft: bool) -> httpx.Response:
+    def send(self, batch: list[str], *, soft: bool) -> PurgeAnswer:
         raise NotImplementedError
 
-    def accepted(self, response: httpx.Response) -> bool:
+    def accepted(self, response: PurgeAnswer) -> bool:
         return response.is_success
 
     def purge(self, tags: Sequence[str], *, soft: bool = False) -> None:
@@ -92,7 +114,7 @@ class PurgeBackend:
                 retry_after=wait,
             )
 
-    def _call(self, send: Callable[[], httpx.Response], remaining: list[str]) -> httpx.Response:
+    def _call(self, send: Callable[[], PurgeAnswer], remaining: list[str]) -> PurgeAnswer:
         try:
             return send()
         except httpx.HTTPError as exc:

@@ -2,10 +2,12 @@
 (POST /client/v4/zones/{zone}/purge_cache with {"tags": [...]}, bearer token).
 Cloudflare has no soft purge; `soft` purges hard."""
 
+import json
+
 import httpx
 from django.conf import settings
 
-from edgecache.backends.base import PurgeBackend, http_client, timeout
+from edgecache.backends.base import PurgeAnswer, PurgeBackend, http_client, timeout
 
 
 class CloudflarePurge(PurgeBackend):
@@ -20,11 +22,12 @@ class CloudflarePurge(PurgeBackend):
         headers = {"Authorization": f"Bearer {settings.CDN_CLOUDFLARE_API_TOKEN}"}
         return http_client().post(url, json={"tags": batch}, headers=headers, timeout=timeout())
 
-    def accepted(self, response: httpx.Response) -> bool:
+    def accepted(self, response: PurgeAnswer) -> bool:
         # Cloudflare can answer 200 with {"success": false, "errors": [...]}.
         if not response.is_success:
             return False
         try:
-            return bool(response.json().get("success"))
+            body = json.loads(response.text)
         except ValueError:
             return False
+        return isinstance(body, dict) and bool(body.get("success"))

@@ -9,10 +9,13 @@ models, header normalisation, transports) cost several times the purge's own wor
 the profile of a keyed create (docs/performance.md). A reused connection that the node
 closed meanwhile (its idle timeout) fails before any answer: the purge is sent once more
 on a fresh connection (PURGE is idempotent). Any other failure raises httpx's
-TransportError, which the base class turns into PurgeFailed (queued, retried)."""
+TransportError, which the base class turns into PurgeFailed (queued, retried). The
+answer stays the standard library's (status, parsed headers, body) rather than being
+copied into an httpx response (a sixth of the purge's own CPU, docs/performance.md)."""
 
 import http.client
 import threading
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,7 +45,24 @@ def _connection(base_url: str, *, fresh: bool) -> http.client.HTTPConnection:
     return connection
 
 
-def _purge_node(base_url: str, header: str, tags: str) -> httpx.Response:
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    """One Varnish node's answer to a PURGE (a PurgeAnswer)."""
+
+    status_code: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def _purge_node(base_url: str, header: str, tags: str) -> NodeAnswer:
     path = (urlsplit(base_url).path.rstrip("/") or "") + "/"
     for attempt in range(2):
         connection = _connection(base_url, fresh=attempt > 0)
@@ -64,7 +84,7 @@ def _purge_node(base_url: str, header: str, tags: str) -> httpx.Response:
             raise httpx.TransportError(f"{base_url}: {exc!r}") from exc
         if answer.will_close:
             connection.close()
-        return httpx.Response(answer.status, headers=answer.getheaders(), content=body)
+        return NodeAnswer(answer.status, answer.msg, body)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -72,9 +92,9 @@ class VarnishPurge(PurgeBackend):
     name = "varnish"
     batch_size = 100  # keeps the header well under Varnish's 8 KiB http_req_hdr_len
 
-    def send(self, batch: list[str], *, soft: bool) -> httpx.Response:
+    def send(self, batch: list[str], *, soft: bool) -> NodeAnswer:
         header = "xkey-softpurge" if soft else "xkey-purge"
-        response: httpx.Response | None = None
+        response: NodeAnswer | None = None
         for base_url in settings.CDN_VARNISH_URLS:
             response = _purge_node(base_url, header, " ".join(batch))
             if not response.is_success:
