@@ -230,24 +230,27 @@ def realtime_servers(django_db_setup: None, django_db_blocker: Any) -> Any:
 # --- Redis round trips (tests/redis_wire.py) ---------------------------------------------
 @pytest.fixture
 def redis_wire(monkeypatch):
-    """What goes over Redis sockets, in order: ("send", bytes) for each command batch
-    written, ("read",) for each reply read (any node, any topology)."""
+    """What goes over Redis sockets, in order: ("send", bytes, thread) for each command
+    batch written, ("read", thread) for each reply read (any node, any topology), with
+    the ident of the thread that did it (the process's background threads use Redis too:
+    the metrics sampler)."""
+    import threading
+
     import redis.connection
 
-    events: list[tuple[str] | tuple[str, bytes]] = []
+    events: list[tuple[str, int] | tuple[str, bytes, int]] = []
     send, read = (
         redis.connection.AbstractConnection.send_packed_command,
         redis.connection.AbstractConnection.read_response,
     )
 
     def sending(self, command, check_health=True):
-        events.append(
-            ("send", b"".join(bytes(c) for c in command) if isinstance(command, list) else bytes(command))
-        )
+        batch = b"".join(bytes(c) for c in command) if isinstance(command, list) else bytes(command)
+        events.append(("send", batch, threading.get_ident()))
         return send(self, command, check_health)
 
     def reading(self, *args, **kwargs):
-        events.append(("read",))
+        events.append(("read", threading.get_ident()))
         return read(self, *args, **kwargs)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", sending)
